@@ -1,0 +1,73 @@
+"""Configuration of a Language Ranker and the generation flags that switch ranked decoding on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Names of the `GenerationConfig` attributes that ranked generation reads.
+GENERATION_FLAGS = ("num_candidates", "ranker")
+
+#: Default number of sampled candidates when a ranker is given without `num_candidates`.
+DEFAULT_NUM_CANDIDATES = 16
+
+#: Fraction of the decoder depth used for the default feature layer (the paper's choice).
+DEFAULT_LAYER_FRACTION = 0.6
+
+HEAD_TYPES = ("listwise", "pointwise")
+LOSS_TYPES = ("listwise", "pairwise", "pointwise")
+
+
+@dataclass
+class RankerConfig:
+    """Everything needed to rebuild a `LanguageRanker` and to check that it fits a base model.
+
+    The first block is the fingerprint of the LLM whose hidden states the ranker reads; the second
+    block describes the ranker head itself.
+    """
+
+    hidden_size: int
+    num_hidden_layers: int
+    feature_layer: int
+    model_type: str | None = None
+    base_model: str | None = None
+
+    head: str = "listwise"
+    projection_dim: int = 64
+    num_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 128
+    dropout: float = 0.1
+    use_prompt_feature: bool = True
+    loss: str = "listwise"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_TYPES:
+            raise ValueError(f"Unknown ranker head {self.head!r}: choose one of {', '.join(HEAD_TYPES)}.")
+        if self.loss not in LOSS_TYPES:
+            raise ValueError(f"Unknown ranker loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
+        if not 0 <= self.feature_layer <= self.num_hidden_layers:
+            raise ValueError(
+                f"feature_layer={self.feature_layer} is outside 0..{self.num_hidden_layers} "
+                f"(0 = embeddings, {self.num_hidden_layers} = last layer of the base model)."
+            )
+        if self.projection_dim % self.num_attention_heads:
+            raise ValueError(
+                f"projection_dim={self.projection_dim} must be divisible by "
+                f"num_attention_heads={self.num_attention_heads}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __getitem__(self, key: str) -> Any:
+        """Dict-style read access, so `ranker.config["feature_layer"]` works too."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+def default_feature_layer(num_hidden_layers: int) -> int:
+    """The paper's default: a middle layer at about 60% of the depth (at least 1)."""
+    return max(1, round(DEFAULT_LAYER_FRACTION * num_hidden_layers))

@@ -1,0 +1,292 @@
+"""Hidden-state features: which layer, where to find it, and how to capture it.
+
+Feature convention (shared by serving and training):
+
+* layer ``k`` is transformers' ``output_hidden_states`` index ``k``: 0 is the embedding output, ``k`` the
+  output of decoder block ``k``; for the last layer the final norm is applied;
+* a candidate's feature is the state at its last real token: the first EOS if one was generated (EOS
+  included), else its last generated token;
+* the prompt feature is the state at the prompt's last token.
+
+`CandidateFeatureRecorder` captures these states while `generate` runs, with forward hooks that keep only
+one vector per row and layer (memory O(rows x hidden) whatever the answer length).
+`featurize_candidates` computes the same features with one plain forward pass; tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.generation.stopping_criteria import StoppingCriteriaList
+
+from .configuration import default_feature_layer
+
+
+def text_config(model_or_config: PreTrainedModel | PretrainedConfig) -> PretrainedConfig:
+    """The decoder (text) config of a model or config, for multimodal wrappers too."""
+    config = model_or_config.config if isinstance(model_or_config, PreTrainedModel) else model_or_config
+    return config.get_text_config(decoder=True)
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What a ranker must agree on with the LLM that produces its features."""
+
+    model_type: str | None
+    hidden_size: int
+    num_hidden_layers: int
+    name_or_path: str | None
+
+    @classmethod
+    def of(cls, model_or_config: PreTrainedModel | PretrainedConfig) -> ModelFingerprint:
+        config = model_or_config.config if isinstance(model_or_config, PreTrainedModel) else model_or_config
+        decoder = text_config(config)
+        return cls(
+            model_type=getattr(config, "model_type", None) or None,
+            hidden_size=int(decoder.hidden_size),
+            num_hidden_layers=int(decoder.num_hidden_layers),
+            name_or_path=getattr(config, "_name_or_path", None) or None,
+        )
+
+
+def resolve_feature_layer(model_or_config: PreTrainedModel | PretrainedConfig, layer: int | None) -> int:
+    """Turn ``None`` (paper default, ~60% depth) or a negative index into a valid layer index."""
+    num_layers = int(text_config(model_or_config).num_hidden_layers)
+    if layer is None:
+        return default_feature_layer(num_layers)
+    resolved = layer + num_layers + 1 if layer < 0 else layer
+    if not 0 <= resolved <= num_layers:
+        raise ValueError(
+            f"Feature layer {layer} does not exist: this model has hidden states 0..{num_layers} "
+            f"(0 = embeddings, {num_layers} = last layer). Pass a layer in that range or a negative index."
+        )
+    return resolved
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The list of decoder blocks of a causal LM (``model.layers``, ``transformer.h``, ...)."""
+    num_layers = int(text_config(model).num_hidden_layers)
+    for module in model.base_model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return module
+    raise ValueError(
+        f"Could not find the {num_layers} decoder blocks of {type(model).__name__}: feature capture needs a "
+        "causal LM whose blocks sit in one nn.ModuleList, as in every transformers decoder."
+    )
+
+
+def position_ids_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left-padded rows, computed the way `generate` does."""
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    return position_ids.masked_fill(attention_mask == 0, 0)
+
+
+def forward_accepts(model: PreTrainedModel, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
+
+
+def _hidden_from_layer_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _hidden_from_model_output(output: Any) -> torch.Tensor:
+    return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+
+class HiddenStateTap:
+    """Forward hooks that hand the hidden states of chosen layers to a callback as ``(layer, states)``.
+
+    ``states`` has shape ``[rows, positions, hidden]``. Layer ``k < L`` is the input of block ``k``; layer
+    ``L`` is the output of the base model (after its final norm), matching ``output_hidden_states``.
+    """
+
+    def __init__(self, model: PreTrainedModel, layers: Iterable[int], callback) -> None:
+        self.model = model
+        self.layers = sorted(set(layers))
+        self.callback = callback
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> HiddenStateTap:
+        num_layers = int(text_config(self.model).num_hidden_layers)
+        blocks = decoder_layers(self.model)
+        for layer in self.layers:
+            if layer < num_layers:
+                hook = self._input_hook(layer)
+                self._handles.append(blocks[layer].register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                hook = self._output_hook(layer)
+                self._handles.append(self.model.base_model.register_forward_hook(hook, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _input_hook(self, layer: int):
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            self.callback(layer, _hidden_from_layer_input(args, kwargs))
+
+        return hook
+
+    def _output_hook(self, layer: int):
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+            self.callback(layer, _hidden_from_model_output(output))
+
+        return hook
+
+
+class _RecordingStoppingCriteria(StoppingCriteriaList):
+    """The stopping criteria `generate` built, reporting each step's decision to the recorder."""
+
+    def __init__(self, criteria: StoppingCriteriaList, recorder: CandidateFeatureRecorder) -> None:
+        super().__init__(criteria)
+        self.recorder = recorder
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        is_done = super().__call__(input_ids, scores, **kwargs)
+        self.recorder.on_token(input_ids[:, -1], is_done)
+        return is_done
+
+
+class CandidateFeatureRecorder:
+    """Captures prompt and candidate features of ``num_rows`` sampled rows during `generate`.
+
+    Call order inside transformers' sampling loop, for step ``s``: the forward pass over the token fed at
+    step ``s`` (hooks record it if it is a real token of its row), then sampling, then the stopping criteria
+    (wrapped, so the recorder learns which rows produced a real token and which rows are now finished).
+    The first forward pass is the prompt's; a token is real if its row was unfinished when it was sampled.
+    The last sampled token of rows that were still running is never fed by `generate`: `needs_final_step`
+    says so, and one more forward pass over it completes the features.
+
+    With ``track_token_statistics`` it also sums each real token's log-probability under the raw model
+    distribution and its self-certainty (KL divergence of the distribution from uniform).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        layers: Iterable[int],
+        num_rows: int,
+        device: torch.device,
+        track_token_statistics: bool = False,
+    ) -> None:
+        self.model = model
+        self.layers = sorted(set(layers))
+        self.track_token_statistics = track_token_statistics
+        self.step = 0
+        self.unfinished = torch.ones(num_rows, dtype=torch.bool, device=device)
+        self.live = torch.ones(num_rows, dtype=torch.bool, device=device)
+        self.lengths = torch.zeros(num_rows, dtype=torch.long, device=device)
+        self.prompt_features: dict[int, torch.Tensor] = {}
+        self.candidate_features: dict[int, torch.Tensor] = {}
+        self.sum_log_probs = torch.zeros(num_rows, dtype=torch.float32, device=device)
+        self.sum_self_certainty = torch.zeros(num_rows, dtype=torch.float32, device=device)
+        self._last_logits: torch.Tensor | None = None
+        self._tap = HiddenStateTap(model, self.layers, self._record)
+        self._logits_handle = None
+
+    def __enter__(self) -> CandidateFeatureRecorder:
+        original = self.model._get_stopping_criteria
+
+        def get_stopping_criteria(*args: Any, **kwargs: Any) -> StoppingCriteriaList:
+            return _RecordingStoppingCriteria(original(*args, **kwargs), self)
+
+        self.model._get_stopping_criteria = get_stopping_criteria
+        self._tap.__enter__()
+        if self.track_token_statistics:
+            self._logits_handle = self.model.register_forward_hook(self._keep_logits)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tap.__exit__(*exc)
+        if self._logits_handle is not None:
+            self._logits_handle.remove()
+        self.model.__dict__.pop("_get_stopping_criteria", None)
+        self._last_logits = None
+
+    @property
+    def needs_final_step(self) -> bool:
+        """Whether some row's last real token was sampled but not yet fed through the model."""
+        return self.step > 0 and bool(self.live.any())
+
+    def _record(self, layer: int, states: torch.Tensor) -> None:
+        last = states[:, -1].detach()
+        if self.step == 0:
+            self.prompt_features[layer] = last.clone()
+            self.candidate_features[layer] = last.clone()
+        else:
+            previous = self.candidate_features[layer]
+            self.candidate_features[layer] = torch.where(self.live[:, None], last, previous)
+
+    def _keep_logits(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._last_logits = output.logits[:, -1].detach()
+
+    def on_token(self, tokens: torch.Tensor, is_done: torch.Tensor) -> None:
+        """Called once per sampling step with the sampled tokens and the stopping decision."""
+        self.live = self.unfinished.clone()
+        self.lengths += self.live.long()
+        if self.track_token_statistics and self._last_logits is not None:
+            log_probs = torch.log_softmax(self._last_logits.float(), dim=-1)
+            token_log_probs = log_probs.gather(-1, tokens[:, None].to(log_probs.device)).squeeze(-1)
+            vocab_size = log_probs.shape[-1]
+            self_certainty = -log_probs.mean(-1) - torch.log(torch.tensor(float(vocab_size)))
+            self.sum_log_probs += torch.where(self.live, token_log_probs, 0.0)
+            self.sum_self_certainty += torch.where(self.live, self_certainty, 0.0)
+        self.unfinished &= ~is_done.to(self.unfinished.device)
+        self.step += 1
+
+
+def featurize_candidates(
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    generated_ids: torch.LongTensor,
+    candidate_lengths: torch.LongTensor,
+    layers: Iterable[int],
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Features by one plain forward pass over prompt + candidate (the reference definition).
+
+    Args:
+        input_ids, attention_mask: the left-padded prompts, ``[B, P]``.
+        generated_ids: the generated tokens of each candidate, ``[B, N, G]``.
+        candidate_lengths: number of real generated tokens of each candidate, ``[B, N]``.
+        layers: hidden-state indices to return.
+
+    Returns:
+        ``(prompt_features, candidate_features)``: dicts from layer to ``[B, H]`` and ``[B, N, H]``.
+    """
+    batch_size, num_candidates, generated_length = generated_ids.shape
+    prompt_length = input_ids.shape[1]
+    rows = batch_size * num_candidates
+    lengths = candidate_lengths.reshape(rows).to(input_ids.device)
+    generated_mask = torch.arange(generated_length, device=input_ids.device)[None, :] < lengths[:, None]
+    full_ids = torch.cat([input_ids.repeat_interleave(num_candidates, 0), generated_ids.reshape(rows, -1)], dim=1)
+    full_mask = torch.cat(
+        [attention_mask.repeat_interleave(num_candidates, 0), generated_mask.to(attention_mask.dtype)], dim=1
+    )
+    inputs: dict[str, Any] = {"input_ids": full_ids, "attention_mask": full_mask}
+    if forward_accepts(model, "position_ids"):
+        inputs["position_ids"] = position_ids_from_attention_mask(full_mask)
+    with torch.no_grad():
+        hidden_states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    last_positions = prompt_length - 1 + lengths
+    row_index = torch.arange(rows, device=input_ids.device)
+    prompt_features, candidate_features = {}, {}
+    for layer in sorted(set(layers)):
+        states = hidden_states[layer]
+        prompt_features[layer] = states[::num_candidates, prompt_length - 1]
+        candidate_features[layer] = states[row_index, last_positions].reshape(batch_size, num_candidates, -1)
+    return prompt_features, candidate_features
+
+
+def stack_layers(features: Mapping[int, torch.Tensor], layers: Iterable[int]) -> torch.Tensor:
+    """Concatenate the features of several layers along the hidden dimension."""
+    return torch.cat([features[layer] for layer in layers], dim=-1)

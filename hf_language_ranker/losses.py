@@ -1,0 +1,62 @@
+"""Ranking losses over groups of candidates: listwise (the paper's default), pairwise and pointwise.
+
+All take ``scores`` ``[B, N]`` (masked slots may hold ``-inf``), ``labels`` ``[B, N]`` in ``[0, 1]`` and a
+boolean ``mask`` ``[B, N]`` of real candidates. Groups that carry no ranking signal (no correct candidate for
+the listwise loss, no correct/incorrect pair for the pairwise loss) are skipped; if no group is left the loss is
+an exact zero that still back-propagates, never NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def _zero(scores: torch.Tensor) -> torch.Tensor:
+    return scores.masked_fill(~torch.isfinite(scores), 0.0).sum() * 0.0
+
+
+def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy between the softmax over a group and a target spread over its correct candidates."""
+    labels = labels.float() * mask
+    positives = labels.sum(-1)
+    keep = positives > 0
+    if not keep.any():
+        return _zero(scores)
+    log_probs = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).masked_fill(~mask, 0.0)
+    target = labels / positives.clamp(min=1e-12)[:, None]
+    return -(target * log_probs).sum(-1)[keep].mean()
+
+
+def pairwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logistic loss on every (better, worse) pair of real candidates within a group."""
+    labels = labels.float()
+    better = (labels[:, :, None] > labels[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+    if not better.any():
+        return _zero(scores)
+    finite = scores.masked_fill(~mask, 0.0)
+    margins = finite[:, :, None] - finite[:, None, :]
+    return F.softplus(-margins)[better].mean()
+
+
+def pointwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each real candidate's score against its label."""
+    if not mask.any():
+        return _zero(scores)
+    return F.binary_cross_entropy_with_logits(scores[mask], labels.float()[mask])
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "listwise": listwise_loss,
+    "pairwise": pairwise_loss,
+    "pointwise": pointwise_loss,
+}
+
+
+def ranking_loss(name: str, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Look a loss up by name and apply it."""
+    if name not in LOSSES:
+        raise ValueError(f"Unknown ranking loss {name!r}: choose one of {', '.join(LOSSES)}.")
+    return LOSSES[name](scores, labels, mask)

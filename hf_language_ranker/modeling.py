@@ -1,0 +1,323 @@
+"""`LanguageRanker`: a tiny head that scores sampled candidates from the LLM's own hidden states."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+from .configuration import RankerConfig
+from .features import ModelFingerprint, resolve_feature_layer
+from .losses import ranking_loss
+
+logger = logging.get_logger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass
+class RankerOutput(ModelOutput):
+    """Output of `LanguageRanker.forward`.
+
+    Args:
+        loss: the ranking loss, when labels were given.
+        scores: one score per candidate, ``[B, N]``; masked slots hold ``-inf``.
+    """
+
+    loss: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+
+class LanguageRanker(
+    nn.Module,
+    ModelHubMixin,
+    library_name="hf-language-ranker",
+    tags=["language-ranker", "best-of-n"],
+    repo_url="https://github.com/hf-language-ranker/hf-language-ranker",
+    paper_url="https://arxiv.org/abs/2510.21883",
+    pipeline_tag="text-ranking",
+):
+    """Scores N candidate answers from hidden states of the LLM that sampled them (arXiv 2510.21883).
+
+    Both the prompt feature and the candidate features are projected to ``projection_dim`` by one shared
+    linear layer. The ``listwise`` head (default) runs a small Transformer over
+    ``[prompt, candidate_1, ..., candidate_N]`` so candidates are judged against each other; the
+    ``pointwise`` head scores each candidate alone with an MLP on ``[candidate, prompt, candidate * prompt]``.
+    """
+
+    def __init__(self, config: RankerConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.projection_dim
+        self.projection = nn.Sequential(nn.Linear(config.hidden_size, dim), nn.LayerNorm(dim))
+        if config.head == "listwise":
+            self.role_embedding = nn.Embedding(2, dim)
+            block = nn.TransformerEncoderLayer(
+                dim,
+                config.num_attention_heads,
+                config.intermediate_size,
+                config.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(
+                block, config.num_layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
+            )
+            self.score_head = nn.Linear(dim, 1)
+        else:
+            inputs = 3 * dim if config.use_prompt_feature else dim
+            self.score_head = nn.Sequential(
+                nn.Linear(inputs, config.intermediate_size),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(config.intermediate_size, 1),
+            )
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def for_model(
+        cls,
+        model_or_config: PreTrainedModel | PretrainedConfig,
+        feature_layer: int | None = None,
+        **head_options: Any,
+    ) -> LanguageRanker:
+        """An untrained ranker sized for a model (or its config), recording the model's fingerprint.
+
+        Like a loaded ranker it starts in eval mode; training switches it to train mode.
+
+        ``feature_layer`` defaults to the paper's middle layer (about 60% of the depth); ``head_options``
+        are `RankerConfig` fields such as ``head="pointwise"`` or ``projection_dim=32``.
+        """
+        fingerprint = ModelFingerprint.of(model_or_config)
+        config = RankerConfig(
+            hidden_size=fingerprint.hidden_size,
+            num_hidden_layers=fingerprint.num_hidden_layers,
+            feature_layer=resolve_feature_layer(model_or_config, feature_layer),
+            model_type=fingerprint.model_type,
+            base_model=fingerprint.name_or_path,
+            **head_options,
+        )
+        return cls(config).eval()
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def check_fits(self, model_or_config: PreTrainedModel | PretrainedConfig) -> None:
+        """Raise if this ranker cannot read the hidden states of ``model_or_config``; warn on another model id."""
+        fingerprint = ModelFingerprint.of(model_or_config)
+        expected = {
+            "hidden_size": self.config.hidden_size,
+            "num_hidden_layers": self.config.num_hidden_layers,
+            "model_type": self.config.model_type,
+        }
+        actual = {
+            "hidden_size": fingerprint.hidden_size,
+            "num_hidden_layers": fingerprint.num_hidden_layers,
+            "model_type": fingerprint.model_type,
+        }
+        mismatches = [
+            f"{key}: ranker {expected[key]!r} vs model {actual[key]!r}"
+            for key in expected
+            if expected[key] is not None and actual[key] is not None and expected[key] != actual[key]
+        ]
+        if mismatches:
+            raise ValueError(
+                f"This ranker was trained on {self.config.base_model or 'another model'} and does not fit "
+                f"{fingerprint.name_or_path or type(model_or_config).__name__} ({'; '.join(mismatches)}). "
+                "Use a ranker trained on this model, or train one with `LanguageRanker.for_model(model)`."
+            )
+        if self.config.base_model and fingerprint.name_or_path and self.config.base_model != fingerprint.name_or_path:
+            logger.warning_once(
+                f"This ranker was trained on {self.config.base_model!r} but is used with "
+                f"{fingerprint.name_or_path!r}; the shapes fit, but scores are only meaningful for the model "
+                "that produced the training features."
+            )
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def forward(
+        self,
+        prompt_features: torch.Tensor,
+        candidate_features: torch.Tensor,
+        candidate_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> RankerOutput:
+        """Score candidates.
+
+        Args:
+            prompt_features: ``[B, H]`` hidden state of each prompt's last token.
+            candidate_features: ``[B, N, H]`` hidden state of each candidate's last real token.
+            candidate_mask: ``[B, N]``, true for real candidates (default: all real).
+            labels: ``[B, N]`` correctness in ``[0, 1]``; when given, the output carries the loss.
+        """
+        self._check_feature_shapes(prompt_features, candidate_features, candidate_mask)
+        parameter = self.projection[0].weight
+        prompt = self.projection(prompt_features.to(parameter.device, parameter.dtype))
+        candidates = self.projection(candidate_features.to(parameter.device, parameter.dtype))
+        if candidate_mask is None:
+            mask = torch.ones(candidates.shape[:2], dtype=torch.bool, device=candidates.device)
+        else:
+            mask = candidate_mask.to(candidates.device, torch.bool)
+        if self.config.head == "listwise":
+            scores = self._listwise_scores(prompt, candidates, mask)
+        else:
+            scores = self._pointwise_scores(prompt, candidates)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        loss = None
+        if labels is not None:
+            loss = ranking_loss(self.config.loss, scores, labels.to(scores.device), mask)
+        return RankerOutput(loss=loss, scores=scores)
+
+    def _listwise_scores(self, prompt: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        candidates = candidates + self.role_embedding.weight[1]
+        if self.config.use_prompt_feature:
+            tokens = torch.cat([(prompt + self.role_embedding.weight[0])[:, None], candidates], dim=1)
+            padding = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
+        else:
+            tokens = candidates
+            # a group whose slots are all masked would attend to nothing: let it attend to its (ignored) slots
+            padding = ~mask & mask.any(-1, keepdim=True)
+        encoded = self.encoder(tokens, src_key_padding_mask=padding)
+        if self.config.use_prompt_feature:
+            encoded = encoded[:, 1:]
+        return self.score_head(encoded).squeeze(-1)
+
+    def _pointwise_scores(self, prompt: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        if self.config.use_prompt_feature:
+            prompt = prompt[:, None].expand_as(candidates)
+            candidates = torch.cat([candidates, prompt, candidates * prompt], dim=-1)
+        return self.score_head(candidates).squeeze(-1)
+
+    def _check_feature_shapes(self, prompt: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None) -> None:
+        hidden = self.config.hidden_size
+        if prompt.ndim != 2 or candidates.ndim != 3 or prompt.shape[-1] != hidden or candidates.shape[-1] != hidden:
+            raise ValueError(
+                f"Expected prompt_features [B, {hidden}] and candidate_features [B, N, {hidden}], got "
+                f"{list(prompt.shape)} and {list(candidates.shape)}."
+            )
+        if prompt.shape[0] != candidates.shape[0]:
+            raise ValueError(
+                f"prompt_features has {prompt.shape[0]} rows but candidate_features has {candidates.shape[0]}."
+            )
+        if mask is not None and tuple(mask.shape) != tuple(candidates.shape[:2]):
+            raise ValueError(f"candidate_mask must have shape {list(candidates.shape[:2])}, got {list(mask.shape)}.")
+
+    # ---------------------------------------------------------------------------------------- Hub I/O
+    def _save_pretrained(self, save_directory: Path) -> None:
+        safetensors.torch.save_model(self, str(Path(save_directory) / WEIGHTS_NAME))
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        from .model_card import ranker_model_card
+
+        return ranker_model_card(self.config, num_parameters=self.num_parameters, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> LanguageRanker:
+        """Load a ranker from a Hub id or a local folder (``config.json`` + ``model.safetensors``).
+
+        Loading is strict and never runs code: only safetensors weights are read, and every tensor must
+        match the config's architecture exactly.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except TypeError as error:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}'s config.json is not a Language Ranker config ({error}). "
+                "Save rankers with `LanguageRanker.save_pretrained`."
+            ) from error
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: RankerConfig | None = None,
+        map_location: str = "cpu",
+        **config_overrides: Any,
+    ) -> LanguageRanker:
+        if config is None:
+            raise OSError(
+                f"No config.json for a Language Ranker found at {model_id!r}. A ranker folder or Hub repo holds "
+                "config.json and model.safetensors, as written by `LanguageRanker.save_pretrained`."
+            )
+        if config_overrides:
+            config = replace(config, **config_overrides)
+        model = cls(config)
+        weights = _resolve_weights(model_id, revision, cache_dir, force_download, local_files_only, token)
+        state_dict = safetensors.torch.load_file(weights, device=map_location)
+        model.load_strict_state_dict(state_dict, source=model_id)
+        return model.eval()
+
+    def load_strict_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load weights, refusing missing keys, unexpected keys and wrong shapes with one clear message."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        wrong_shapes = [
+            f"{key}: checkpoint {list(state_dict[key].shape)} vs ranker {list(own[key].shape)}"
+            for key in sorted(set(own) & set(state_dict))
+            if state_dict[key].shape != own[key].shape
+        ]
+        problems = []
+        if missing:
+            problems.append(f"missing keys {missing}")
+        if unexpected:
+            problems.append(f"unexpected keys {unexpected}")
+        if wrong_shapes:
+            problems.append(f"wrong shapes {wrong_shapes}")
+        if problems:
+            raise ValueError(
+                f"The weights in {source} do not match the ranker described by its config.json: "
+                f"{'; '.join(problems)}. Re-save the ranker with `save_pretrained`, or fix config.json."
+            )
+        self.load_state_dict(state_dict, strict=True)
+
+
+def _resolve_weights(
+    model_id: str,
+    revision: str | None,
+    cache_dir: str | Path | None,
+    force_download: bool,
+    local_files_only: bool,
+    token: str | bool | None,
+) -> str:
+    """Path of ``model.safetensors``; a folder or repo offering only pickle weights is refused."""
+    refusal = (
+        f"{model_id!r} has no {WEIGHTS_NAME}. Rankers load from safetensors only: pickle checkpoints "
+        f"({', '.join(PICKLE_SUFFIXES)}) can execute code when loaded and are refused. Convert one with "
+        "`safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')` if you trust it."
+    )
+    if os.path.isdir(model_id):
+        path = os.path.join(model_id, WEIGHTS_NAME)
+        if not os.path.isfile(path):
+            pickles = [name for name in os.listdir(model_id) if name.endswith(PICKLE_SUFFIXES)]
+            raise OSError(refusal + (f" Found: {', '.join(sorted(pickles))}." if pickles else ""))
+        return path
+    try:
+        return hf_hub_download(
+            repo_id=model_id,
+            filename=WEIGHTS_NAME,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            token=token,
+            local_files_only=local_files_only,
+        )
+    except EntryNotFoundError as error:
+        raise OSError(refusal) from error

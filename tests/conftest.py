@@ -1,0 +1,77 @@
+"""Tiny random causal LMs built from configs (no Hub access), shared by the tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+VOCAB_SIZE = 24
+PAD, BOS, EOS = 0, 1, 2
+
+
+def _decoder_kwargs(**overrides):
+    kwargs = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def build_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    """A tiny random model of one family, in eval mode, fp32."""
+    torch.manual_seed(seed)
+    if family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**_decoder_kwargs(**overrides)))
+    elif family == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**_decoder_kwargs(**overrides)))
+    elif family == "gemma3":
+        config = Gemma3TextConfig(**_decoder_kwargs(head_dim=8, sliding_window=4, **overrides))
+        model = Gemma3ForCausalLM(config)
+    elif family == "gpt2":
+        kwargs = dict(vocab_size=VOCAB_SIZE, n_embd=32, n_layer=4, n_head=4, n_positions=256)
+        kwargs.update(pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+        kwargs.update(overrides)
+        model = GPT2LMHeadModel(GPT2Config(**kwargs))
+    else:
+        raise ValueError(family)
+    return model.eval()
+
+
+FAMILIES = ["llama", "qwen2", "gpt2", "gemma3"]
+
+
+def left_padded_prompts() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three prompts of lengths 5, 2 and 7, left-padded with PAD."""
+    rows = [[5, 6, 7, 8, 9], [10, 11], [3, 4, 5, 6, 7, 8, 9]]
+    width = max(map(len, rows))
+    input_ids = torch.tensor([[PAD] * (width - len(row)) + row for row in rows])
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+    return input_ids, attention_mask
+
+
+@pytest.fixture
+def llama():
+    return build_model("llama")
