@@ -1,0 +1,75 @@
+"""The layout of a collected candidate dataset (one row per prompt), shared by collection and training.
+
+Columns:
+
+* ``prompt_id`` (int), ``prompt`` (str): the prompt as given, ``prompt_text`` (str): as fed to the model;
+* ``candidates`` (list[str]): the decoded candidates; ``lengths`` (list[int]): generated tokens each;
+* ``labels`` (list[float]): verifier verdicts in ``[0, 1]``; ``answers`` (list[str | None]): parsed answers
+  for majority vote (``None`` where answers do not compare);
+* ``mean_log_probs``, ``self_certainty`` (list[float]): per-candidate token statistics (baselines);
+* ``prompt_features.<k>`` (``[H]``) and ``candidate_features.<k>`` (``[N, H]``), float16, for every
+  collected layer ``k`` (the convention of `hf_language_ranker.features`);
+* ``generation`` (str): the sampling settings as JSON.
+
+The dataset's ``info.description`` holds a JSON `CollectionInfo` (model fingerprint, layers, settings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from datasets import Dataset
+
+PROMPT_FEATURES = "prompt_features"
+CANDIDATE_FEATURES = "candidate_features"
+
+
+def prompt_feature_column(layer: int) -> str:
+    return f"{PROMPT_FEATURES}.{layer}"
+
+
+def candidate_feature_column(layer: int) -> str:
+    return f"{CANDIDATE_FEATURES}.{layer}"
+
+
+def feature_layers(dataset: Dataset) -> list[int]:
+    """The layers whose features a candidate dataset holds."""
+    prefix = f"{CANDIDATE_FEATURES}."
+    return sorted(int(name[len(prefix) :]) for name in dataset.column_names if name.startswith(prefix))
+
+
+def check_feature_layer(dataset: Dataset, layer: int) -> None:
+    """Raise a clear error if ``layer`` was not collected."""
+    layers = feature_layers(dataset)
+    if layer not in layers:
+        raise ValueError(
+            f"The candidate dataset has no features for layer {layer}; it holds layers {layers}. "
+            "Train on one of those, or collect again with that layer in `layers=`."
+        )
+
+
+@dataclass
+class CollectionInfo:
+    """What a candidate dataset was made from, stored with it."""
+
+    model: str | None
+    model_type: str | None
+    hidden_size: int
+    num_hidden_layers: int
+    layers: list[int]
+    num_candidates: int
+    verifier: str
+    generation: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> CollectionInfo | None:
+        """The info stored with ``dataset``, or ``None`` for a dataset made elsewhere."""
+        try:
+            return cls(**json.loads(dataset.info.description or ""))
+        except (json.JSONDecodeError, TypeError):
+            return None
