@@ -205,15 +205,9 @@ def sample_candidates(
 
     recorder = CandidateFeatureRecorder(model, layers, rows, input_ids.device, track_token_statistics)
     with recorder:
+        settings = {**generate_kwargs, "do_sample": True, "num_return_sequences": 1, "return_dict_in_generate": True}
         output = GenerationMixin.generate(
-            model,
-            input_ids=expanded_ids,
-            attention_mask=expanded_mask,
-            do_sample=True,
-            num_return_sequences=1,
-            return_dict_in_generate=True,
-            **cache_kwargs,
-            **generate_kwargs,
+            model, input_ids=expanded_ids, attention_mask=expanded_mask, **cache_kwargs, **settings
         )
         if recorder.needs_final_step:
             _feed_last_tokens(model, output.sequences, expanded_mask, _output_cache(output) if use_cache else None)
@@ -425,9 +419,9 @@ _RANKED_CLASSES: dict[type, type] = {}
 def attach_ranker(model: PreTrainedModel) -> PreTrainedModel:
     """Turn a transformers causal LM instance into a ranked one (in place; also returned).
 
-    Its class becomes ``Ranked<Class>``, a subclass of both `RankedGenerationMixin` and the original class,
-    so `isinstance` checks, saving (``config.architectures`` stays the original) and plain `generate`
-    behave as before.
+    Its class becomes a subclass of both `RankedGenerationMixin` and the original class, under the original
+    class name, so `isinstance` checks, pipelines, saving (``config.architectures`` stays the same) and plain
+    `generate` behave as before; ``isinstance(model, RankedGenerationMixin)`` tells a ranked model.
     """
     if isinstance(model, RankedGenerationMixin):
         return model
@@ -442,8 +436,7 @@ def attach_ranker(model: PreTrainedModel) -> PreTrainedModel:
         )
     original = type(model)
     if original not in _RANKED_CLASSES:
-        _RANKED_CLASSES[original] = type(
-            f"Ranked{original.__name__}", (RankedGenerationMixin, original), {"__module__": original.__module__}
-        )
+        namespace = {"__module__": original.__module__, "__qualname__": original.__qualname__}
+        _RANKED_CLASSES[original] = type(original.__name__, (RankedGenerationMixin, original), namespace)
     model.__class__ = _RANKED_CLASSES[original]
     return model

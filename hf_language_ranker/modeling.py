@@ -55,8 +55,10 @@ class LanguageRanker(
     ``pointwise`` head scores each candidate alone with an MLP on ``[candidate, prompt, candidate * prompt]``.
     """
 
-    def __init__(self, config: RankerConfig) -> None:
+    def __init__(self, config: RankerConfig | dict[str, Any]) -> None:
         super().__init__()
+        if isinstance(config, dict):
+            config = RankerConfig(**config)
         self.config = config
         dim = config.projection_dim
         self.projection = nn.Sequential(nn.Linear(config.hidden_size, dim), nn.LayerNorm(dim))
@@ -258,7 +260,8 @@ class LanguageRanker(
             )
         if config_overrides:
             config = replace(config, **config_overrides)
-        model = cls(config)
+        with torch.random.fork_rng(devices=[]):  # loading must not move the caller's sampling RNG
+            model = cls(config)
         weights = _resolve_weights(model_id, revision, cache_dir, force_download, local_files_only, token)
         state_dict = safetensors.torch.load_file(weights, device=map_location)
         model.load_strict_state_dict(state_dict, source=model_id)

@@ -75,3 +75,22 @@ def left_padded_prompts() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture
 def llama():
     return build_model("llama")
+
+
+TOKENIZER_CHARACTERS = "abcdefghij0123456789 "
+
+
+def build_tokenizer():
+    """A character-level tokenizer over the tiny models' 24-token vocabulary (ids 0/1/2 = pad/bos/eos)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": PAD, "<s>": BOS, "</s>": EOS}
+    vocab.update({character: index + 3 for index, character in enumerate(TOKENIZER_CHARACTERS)})
+    assert len(vocab) == VOCAB_SIZE
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", padding_side="left"
+    )

@@ -1,0 +1,162 @@
+"""`LanguageRanker`: sizes, scoring semantics, losses, strict Hub-format round trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import safetensors.torch
+import torch
+from conftest import build_model
+from huggingface_hub import ModelCard
+from transformers import LlamaConfig
+
+from hf_language_ranker import LanguageRanker, RankerConfig
+
+
+def features(batch=3, candidates=5, hidden=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, hidden, generator=generator), torch.randn(batch, candidates, hidden, generator=generator)
+
+
+@pytest.mark.parametrize("head", ["listwise", "pointwise"])
+def test_default_heads_stay_under_half_a_million_parameters_for_4096(head):
+    config = LlamaConfig(hidden_size=4096, num_hidden_layers=32, intermediate_size=64, num_attention_heads=32)
+    ranker = LanguageRanker.for_model(config, head=head)
+    assert 100_000 < ranker.num_parameters < 500_000
+    assert ranker.config.feature_layer == round(0.6 * 32)
+    assert ranker.config.hidden_size == 4096 and ranker.config.model_type == "llama"
+
+
+def test_config_is_readable_as_attributes_and_dict():
+    ranker = LanguageRanker.for_model(build_model("qwen2"), feature_layer=-1)
+    assert ranker.config.feature_layer == 4 and ranker.config["feature_layer"] == 4
+    assert ranker.config.to_dict()["num_hidden_layers"] == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(head="cnn"), "Unknown ranker head 'cnn'"),
+        (dict(loss="hinge"), "Unknown ranker loss 'hinge'"),
+        (dict(feature_layer=9), "outside 0..4"),
+    ],
+)
+def test_bad_config_is_refused(options, message):
+    base = dict(hidden_size=32, num_hidden_layers=4, feature_layer=2)
+    with pytest.raises(ValueError, match=message):
+        RankerConfig(**{**base, **options})
+
+
+def test_feature_layer_out_of_range_for_model():
+    with pytest.raises(ValueError, match="Feature layer 7 does not exist"):
+        LanguageRanker.for_model(build_model("llama"), feature_layer=7)
+
+
+def test_masked_candidates_score_minus_inf_and_do_not_change_others():
+    ranker = LanguageRanker.for_model(build_model("llama"))
+    prompt, candidates = features()
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    scores = ranker(prompt, candidates, mask).scores
+    assert torch.isinf(scores[0, 3:]).all() and torch.isfinite(scores[0, :3]).all()
+    truncated = ranker(prompt[:1], candidates[:1, :3]).scores
+    assert torch.allclose(scores[0, :3], truncated[0], atol=1e-5)
+
+
+def test_listwise_candidates_see_each_other_pointwise_do_not():
+    prompt, candidates = features()
+    changed = candidates.clone()
+    changed[:, 4] += 3.0
+    listwise = LanguageRanker.for_model(build_model("llama"))
+    pointwise = LanguageRanker.for_model(build_model("llama"), head="pointwise")
+    assert not torch.allclose(listwise(prompt, candidates).scores[:, 0], listwise(prompt, changed).scores[:, 0])
+    assert torch.allclose(pointwise(prompt, candidates).scores[:, 0], pointwise(prompt, changed).scores[:, 0])
+
+
+@pytest.mark.parametrize("loss", ["listwise", "pairwise", "pointwise"])
+def test_loss_is_finite_and_trains_on_all_correct_and_all_wrong_groups(loss):
+    ranker = LanguageRanker.for_model(build_model("llama"), loss=loss).train()
+    prompt, candidates = features()
+    labels = torch.tensor([[1.0, 1, 1, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 1, 0]])
+    output = ranker(prompt, candidates, labels=labels)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in ranker.parameters() if p.grad is not None)
+    no_signal = ranker(prompt[:2], candidates[:2], labels=labels[:2]).loss
+    assert torch.isfinite(no_signal)
+
+
+def test_wrong_feature_shapes_are_refused():
+    ranker = LanguageRanker.for_model(build_model("llama"))
+    prompt, candidates = features(hidden=16)
+    with pytest.raises(ValueError, match=r"Expected prompt_features \[B, 32\]"):
+        ranker(prompt, candidates)
+
+
+def test_save_and_load_round_trip_with_card(tmp_path):
+    ranker = LanguageRanker.for_model(build_model("llama"), head="pointwise", projection_dim=16)
+    ranker.config.base_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ranker.save_pretrained(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    loaded = LanguageRanker.from_pretrained(tmp_path)
+    assert loaded.config == ranker.config and not loaded.training
+    prompt, candidates = features()
+    assert torch.allclose(loaded(prompt, candidates).scores, ranker(prompt, candidates).scores)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.library_name == "hf-language-ranker"
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert {"language-ranker", "best-of-n"} <= set(card.data.tags)
+
+
+def _saved(tmp_path):
+    ranker = LanguageRanker.for_model(build_model("llama"))
+    ranker.save_pretrained(tmp_path)
+    return ranker
+
+
+def test_extra_key_is_refused(tmp_path):
+    ranker = _saved(tmp_path)
+    state = dict(ranker.state_dict(), surprise=torch.zeros(1))
+    safetensors.torch.save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"unexpected keys \['surprise'\]"):
+        LanguageRanker.from_pretrained(tmp_path)
+
+
+def test_missing_key_and_wrong_shape_are_refused(tmp_path):
+    ranker = _saved(tmp_path)
+    state = {key: value for key, value in ranker.state_dict().items() if key != "score_head.bias"}
+    safetensors.torch.save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="missing keys"):
+        LanguageRanker.from_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["projection_dim"] = 32
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    safetensors.torch.save_file(ranker.state_dict(), tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="wrong shapes"):
+        LanguageRanker.from_pretrained(tmp_path)
+
+
+def test_pickle_checkpoint_is_refused_without_unpickling(tmp_path):
+    ranker = _saved(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    marker = tmp_path / "executed"
+
+    class Bomb:
+        def __reduce__(self):
+            return (marker.write_text, ("pwned",))
+
+    torch.save({"weights": ranker.state_dict(), "bomb": Bomb()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match=r"safetensors only.*pytorch_model\.bin"):
+        LanguageRanker.from_pretrained(tmp_path)
+    assert not marker.exists()
+
+
+def test_folder_without_config_or_with_foreign_config_is_refused(tmp_path):
+    _saved(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 3, "model_type": "llama"}))
+    with pytest.raises(ValueError, match="not a Language Ranker config"):
+        LanguageRanker.from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(OSError, match="No config.json"):
+        LanguageRanker.from_pretrained(tmp_path)
