@@ -238,7 +238,8 @@ def sample_candidates(
 # ------------------------------------------------------------------------------------------ rankers
 def load_ranker(ranker: RankerLike) -> LanguageRanker:
     """A `LanguageRanker` as is, or loaded from a Hub id or local folder."""
-    if isinstance(ranker, LanguageRanker):
+    # duck-typed, so a ranker of the installed library also serves this module's Hub `custom_generate` copy
+    if isinstance(ranker, LanguageRanker) or (isinstance(ranker, torch.nn.Module) and hasattr(ranker, "check_fits")):
         return ranker
     if isinstance(ranker, (str, os.PathLike)):
         return LanguageRanker.from_pretrained(os.fspath(ranker))
@@ -296,6 +297,27 @@ def _check_config_ranker(value: Any) -> None:
         )
 
 
+def requested_rankers(
+    model: PreTrainedModel,
+    ranker: RankersArgument | None,
+    num_candidates: int | None,
+    generation_config: GenerationConfig | None,
+) -> RankersArgument | None:
+    """The rankers a `generate` call asks for: the argument, else ``generation_config.ranker``.
+
+    ``None`` means plain transformers generation; ``num_candidates`` without any ranker is an error.
+    """
+    config_ranker = _ranking_flag("ranker", None, generation_config, model)
+    _check_config_ranker(config_ranker)
+    ranker = config_ranker if ranker is None else ranker
+    if ranker is None and num_candidates is not None:
+        raise ValueError(
+            "num_candidates was given without a ranker: pass ranker=... (a LanguageRanker, Hub id or "
+            "folder), or use num_return_sequences for plain sampling."
+        )
+    return ranker
+
+
 def ranked_generate(
     model: PreTrainedModel,
     rankers: RankersArgument,
@@ -304,7 +326,12 @@ def ranked_generate(
     inputs: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> torch.LongTensor | RankedGenerateOutput | dict[str, torch.LongTensor]:
-    """Sample candidates, score them with every ranker, return the best (see `RankedGenerationMixin`)."""
+    """Sample candidates, score them with every ranker, return the best (see `RankedGenerationMixin`).
+
+    ``kwargs`` are `generate` arguments; ``None`` values (as transformers passes them to a Hub
+    ``custom_generate`` function) are ignored.
+    """
+    kwargs = {key: value for key, value in kwargs.items() if value is not None and key not in GENERATION_FLAGS}
     generation_config = kwargs.get("generation_config")
     num_candidates = _ranking_flag("num_candidates", num_candidates, generation_config, model)
     num_candidates = DEFAULT_NUM_CANDIDATES if num_candidates is None else num_candidates
@@ -371,22 +398,10 @@ class RankedGenerationMixin:
         bound = inspect.signature(GenerationMixin.generate).bind_partial(self, *args, **kwargs).arguments
         bound.pop("self")
         named = {**bound.pop("kwargs", {}), **bound}
-        generation_config = named.get("generation_config")
-        config_ranker = _ranking_flag("ranker", None, generation_config, self)
-        _check_config_ranker(config_ranker)
-        if ranker is None:
-            ranker = config_ranker
-        if ranker is None:
-            if num_candidates is not None:
-                raise ValueError(
-                    "num_candidates was given without a ranker: pass ranker=... (a LanguageRanker, Hub id or "
-                    "folder), or use num_return_sequences for plain sampling."
-                )
+        rankers = requested_rankers(self, ranker, num_candidates, named.get("generation_config"))
+        if rankers is None:
             return super().generate(*args, **kwargs)
-        for flag in GENERATION_FLAGS:
-            named.pop(flag, None)
-        named = {key: value for key, value in named.items() if value is not None}
-        return ranked_generate(self, ranker, num_candidates=num_candidates, **named)
+        return ranked_generate(self, rankers, num_candidates=num_candidates, **named)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """Save as the underlying transformers class (``config.architectures`` unchanged), keeping the
