@@ -1,0 +1,485 @@
+"""Collect training data for a ranker: sample N candidates per prompt, label them, keep their features.
+
+`collect_candidates` runs the same sampling path as ranked `generate` (`sample_candidates`), so a ranker is
+trained on exactly the features it sees when serving. It writes one row per prompt in the layout of
+`hf_language_ranker.candidates`.
+
+Output folder::
+
+    output_dir/manifest.json        the settings of the collection (a rerun with other settings is refused)
+    output_dir/shards/shard-<id>/   finished shards (``save_to_disk``), <id> = first prompt id; removed once merged
+    output_dir/dataset/             the merged dataset (``load_from_disk``)
+
+Every shard and the merged dataset are written under a temporary name, fsynced and moved into place with
+`os.replace`, so a run killed at any moment loses at most the shards in progress, and running the same
+call again finishes the rest. Started with ``accelerate launch``, processes split the shards round-robin
+and the main process merges them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import datasets
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from datasets import Array2D, Dataset, DatasetInfo, Features, List, Value
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils.logging import get_logger, is_progress_bar_enabled
+
+from .candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
+from .features import ModelFingerprint, resolve_feature_layer
+from .generation import sample_candidates
+from .verifiers import Verifier, as_verifier
+
+logger = get_logger(__name__)
+
+__all__ = ["collect_candidates"]
+
+MANIFEST_NAME = "manifest.json"
+SHARDS_DIR = "shards"
+DATASET_DIR = "dataset"
+_TEMP_MARK = ".tmp-"
+
+PromptsLike = Union[Sequence[str], Sequence[Mapping[str, Any]], Dataset]
+VerifierLike = Union[Verifier, Callable[[str, str], Union[bool, float]], str]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a process needs to turn a range of prompts into a shard."""
+
+    examples: Sequence[Mapping[str, Any]]
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    verifier: Verifier
+    use_chat_template: bool
+    num_candidates: int
+    layers: list[int]
+    batch_size: int
+    seed: int | None
+    generate_kwargs: dict[str, Any]
+    generation_json: str
+    features: Features
+    info: CollectionInfo
+
+
+def collect_candidates(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: PromptsLike,
+    verifier: VerifierLike,
+    *,
+    output_dir: str | os.PathLike,
+    num_candidates: int = 8,
+    layers: int | Sequence[int] | None = None,
+    batch_size: int = 8,
+    shard_size: int = 256,
+    max_new_tokens: int = 512,
+    chat_template: bool | None = None,
+    seed: int | None = 0,
+    overwrite: bool = False,
+    **sampling: Any,
+) -> Dataset:
+    """Sample, label and featurize ``num_candidates`` answers per prompt into a candidate dataset.
+
+    Resumable: finished shards in ``output_dir`` are kept and their prompts skipped, so after a crash or a
+    kill the same call finishes the job; a finished collection is returned without sampling. Under
+    ``accelerate launch`` each process samples its share of the shards on ``PartialState().device``.
+
+    Args:
+        model: a causal LM; moved to the process's device (unless it was dispatched with a device map).
+        tokenizer: its tokenizer (left padding is used for batches; its pad token, else EOS, pads).
+        prompts: strings, or dicts with a ``"prompt"`` string plus the fields the verifier reads (e.g.
+            ``"answer"``), or a `datasets.Dataset` with a ``"prompt"`` column. Row ``i`` gets ``prompt_id`` i.
+        verifier: a `Verifier`, a built-in verifier name, or a callable ``(prompt, candidate) -> bool | float``.
+        output_dir: folder for the manifest, the shards and the merged dataset (``output_dir/dataset``).
+        num_candidates: candidates sampled per prompt.
+        layers: feature layer(s) to keep (``output_hidden_states`` indices, negative allowed); default the
+            paper's layer. Several layers let one collection serve a layer sweep.
+        batch_size: prompts per sampling call (changing it between runs is allowed).
+        shard_size: prompts per shard, the unit of resumption.
+        max_new_tokens: generation budget per candidate.
+        chat_template: format each prompt as one user message with the tokenizer's chat template; ``None``
+            uses it when the tokenizer has one, ``False`` feeds the raw text.
+        seed: seeds sampling per shard (``seed + first prompt id``), so a resumed run equals an uninterrupted
+            one; ``None`` leaves the random state alone.
+        overwrite: discard whatever ``output_dir`` holds and start over.
+        **sampling: transformers `generate` arguments (``temperature``, ``top_p``, ``logits_processor``, ...).
+
+    Returns:
+        The merged dataset, one row per prompt sorted by ``prompt_id`` (layout: `hf_language_ranker.candidates`).
+    """
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    examples = _as_examples(prompts)
+    verifier = as_verifier(verifier)
+    layers = _resolve_layers(model, layers)
+    _check_positive(num_candidates=num_candidates, batch_size=batch_size, shard_size=shard_size)
+    use_chat_template = _use_chat_template(tokenizer, chat_template)
+    tokenizer = _padding_tokenizer(tokenizer)
+    if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:
+        sampling["pad_token_id"] = tokenizer.pad_token_id
+    generation = _generation_settings(model, max_new_tokens, sampling)
+    fingerprint = ModelFingerprint.of(model)
+    info = CollectionInfo(
+        model=fingerprint.name_or_path,
+        model_type=fingerprint.model_type,
+        hidden_size=fingerprint.hidden_size,
+        num_hidden_layers=fingerprint.num_hidden_layers,
+        layers=layers,
+        num_candidates=num_candidates,
+        verifier=verifier.name,
+        generation=generation,
+    )
+    manifest = {
+        "collection": asdict(info),
+        "num_prompts": len(examples),
+        "prompts_sha256": _prompts_digest(examples),
+        "chat_template": use_chat_template,
+        "shard_size": shard_size,
+        "seed": seed,
+    }
+
+    output_dir = Path(output_dir)
+    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
+    _check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite)
+    if state.is_main_process:
+        _prepare_output_dir(output_dir, manifest, overwrite)
+    state.wait_for_everyone()
+    if dataset_dir.exists():
+        return datasets.load_from_disk(str(dataset_dir))
+
+    if getattr(model, "hf_device_map", None) is None:
+        model.to(state.device)
+    plan = _Plan(
+        examples=examples,
+        model=model,
+        tokenizer=tokenizer,
+        verifier=verifier,
+        use_chat_template=use_chat_template,
+        num_candidates=num_candidates,
+        layers=layers,
+        batch_size=batch_size,
+        seed=seed,
+        generate_kwargs={"max_new_tokens": max_new_tokens, **sampling},
+        generation_json=json.dumps(generation, sort_keys=True),
+        features=_features(layers, num_candidates, fingerprint.hidden_size),
+        info=info,
+    )
+    starts = range(0, len(examples), shard_size)
+    mine = starts[state.process_index :: state.num_processes]  # round-robin, whatever is finished already
+    pending = [start for start in mine if not _shard_path(shards_dir, start).exists()]
+    stops = {start: min(start + shard_size, len(examples)) for start in pending}
+    with tqdm(
+        total=sum(stops[start] - start for start in pending),
+        desc="Collecting candidates",
+        unit="prompt",
+        disable=not (state.is_main_process and is_progress_bar_enabled()),
+    ) as progress:
+        started, tokens = time.perf_counter(), 0
+        for start in pending:
+            rows: list[dict[str, Any]] = []
+            for batch_rows in _sample_shard(plan, start, stops[start]):
+                rows.extend(batch_rows)
+                tokens += sum(sum(row["lengths"]) for row in batch_rows)
+                progress.update(len(batch_rows))
+                progress.set_postfix(tokens_per_s=f"{tokens / (time.perf_counter() - started):.1f}")
+            shard = Dataset.from_list(rows, info=DatasetInfo(description=info.to_json(), features=plan.features))
+            _save_atomically(shard, _shard_path(shards_dir, start))
+
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _merge_shards(shards_dir, dataset_dir, [_shard_path(shards_dir, start) for start in starts], len(examples))
+    state.wait_for_everyone()
+    return datasets.load_from_disk(str(dataset_dir))
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def _as_examples(prompts: PromptsLike) -> Sequence[Mapping[str, Any]]:
+    """Prompts as indexable examples with a ``"prompt"`` string (a Dataset is used as is)."""
+    if isinstance(prompts, Dataset):
+        if "prompt" not in prompts.column_names:
+            raise ValueError(
+                f"The prompts dataset has no 'prompt' column (columns: {prompts.column_names}). Rename the "
+                "column holding the prompt text, e.g. dataset.rename_column('question', 'prompt')."
+            )
+        examples = prompts
+    elif isinstance(prompts, (str, Mapping)) or not isinstance(prompts, Sequence):
+        raise TypeError(
+            f"prompts must be a list of strings, a list of dicts with a 'prompt' key, or a datasets.Dataset; got "
+            f"{type(prompts).__name__}."
+        )
+    else:
+        examples = [{"prompt": example} if isinstance(example, str) else example for example in prompts]
+        for index, example in enumerate(examples):
+            if not isinstance(example, Mapping) or "prompt" not in example:
+                raise ValueError(
+                    f"prompts[{index}] is {type(example).__name__} without a 'prompt' key: pass strings, or dicts "
+                    "like {'prompt': ..., 'answer': ...}."
+                )
+    if len(examples) == 0:
+        raise ValueError("No prompts were given: there is nothing to collect.")
+    return examples
+
+
+def _prompt_text(example: Mapping[str, Any], index: int) -> str:
+    prompt = example["prompt"]
+    if not isinstance(prompt, str):
+        raise TypeError(f"The prompt of example {index} is {type(prompt).__name__}, not a string.")
+    return prompt
+
+
+def _prompts_digest(examples: Sequence[Mapping[str, Any]]) -> str:
+    """A hash of all prompt strings, so a rerun on other prompts is refused."""
+    digest = hashlib.sha256()
+    for index in range(len(examples)):
+        digest.update(_prompt_text(examples[index], index).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def _resolve_layers(model: PreTrainedModel, layers: int | Sequence[int] | None) -> list[int]:
+    if layers is None:
+        return [resolve_feature_layer(model, None)]
+    requested = [layers] if isinstance(layers, int) else list(layers)
+    if not requested:
+        raise ValueError("layers is empty: pass None for the paper's default layer, or at least one layer index.")
+    return sorted({resolve_feature_layer(model, layer) for layer in requested})
+
+
+def _use_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: bool | None) -> bool:
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat_template and not has_template:
+        raise ValueError(
+            "chat_template=True but the tokenizer has no chat template. Set tokenizer.chat_template, or pass "
+            "chat_template=False to feed the raw prompt text."
+        )
+    return has_template if chat_template is None else bool(chat_template)
+
+
+def _padding_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer itself, or a copy padding with EOS when it has no pad token."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer
+    if tokenizer.eos_token is None:
+        raise ValueError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token to batch prompts.")
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _generation_settings(model: PreTrainedModel, max_new_tokens: int, sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """The effective sampling settings as JSON values (non-JSON arguments are recorded by type name)."""
+    config = copy.deepcopy(sampling.get("generation_config") or model.generation_config)
+    arguments = {key: value for key, value in sampling.items() if key != "generation_config"}
+    unused = config.update(**arguments, max_new_tokens=max_new_tokens, do_sample=True)
+    settings = {key: value for key, value in config.to_diff_dict().items() if not key.startswith("_")}
+    settings.pop("transformers_version", None)
+    settings.update(unused)
+    return json.loads(json.dumps(settings, sort_keys=True, default=lambda value: type(value).__name__))
+
+
+def _features(layers: Sequence[int], num_candidates: int, hidden_size: int) -> Features:
+    per_candidate = {
+        "candidates": Value("string"),
+        "lengths": Value("int32"),
+        "labels": Value("float32"),
+        "answers": Value("string"),
+        "mean_log_probs": Value("float32"),
+        "self_certainty": Value("float32"),
+    }
+    columns: dict[str, Any] = {"prompt_id": Value("int64"), "prompt": Value("string"), "prompt_text": Value("string")}
+    columns.update({name: List(value, length=num_candidates) for name, value in per_candidate.items()})
+    for layer in layers:
+        columns[prompt_feature_column(layer)] = List(Value("float16"), length=hidden_size)
+        columns[candidate_feature_column(layer)] = Array2D((num_candidates, hidden_size), "float16")
+    columns["generation"] = Value("string")
+    return Features(columns)
+
+
+# ------------------------------------------------------------------------------------------- sampling
+def _sample_shard(plan: _Plan, start: int, stop: int) -> Iterator[list[dict[str, Any]]]:
+    """Rows of prompts ``start..stop-1``, one list per batch."""
+    if plan.seed is not None:
+        torch.manual_seed(plan.seed + start)
+    for batch_start in range(start, stop, plan.batch_size):
+        ids = range(batch_start, min(batch_start + plan.batch_size, stop))
+        yield _sample_batch(plan, ids)
+
+
+def _format_prompt(plan: _Plan, prompt: str) -> str:
+    if not plan.use_chat_template:
+        return prompt
+    messages = [{"role": "user", "content": prompt}]
+    return plan.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]]:
+    examples = [plan.examples[index] for index in prompt_ids]
+    prompts = [_prompt_text(example, index) for example, index in zip(examples, prompt_ids)]
+    texts = [_format_prompt(plan, prompt) for prompt in prompts]
+    # a chat template already holds the special tokens the model expects
+    inputs = plan.tokenizer(
+        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not plan.use_chat_template
+    ).to(plan.model.device)
+    sampled = sample_candidates(
+        plan.model,
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        num_candidates=plan.num_candidates,
+        layers=plan.layers,
+        track_token_statistics=True,
+        **plan.generate_kwargs,
+    )
+    lengths = sampled.lengths.tolist()
+    generated = sampled.generated.tolist()
+    mean_log_probs = sampled.mean_log_probs.float().tolist()
+    self_certainty = sampled.self_certainty.float().tolist()
+    prompt_features = {layer: _to_float16(sampled.prompt_features[layer]) for layer in plan.layers}
+    candidate_features = {layer: _to_float16(sampled.candidate_features[layer]) for layer in plan.layers}
+
+    rows = []
+    for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, texts)):
+        tokens = [row[:length] for row, length in zip(generated[b], lengths[b])]
+        candidates = plan.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        row = {
+            "prompt_id": prompt_id,
+            "prompt": prompt,
+            "prompt_text": text,
+            "candidates": candidates,
+            "lengths": lengths[b],
+            "labels": [plan.verifier(example, candidate) for candidate in candidates],
+            "answers": [plan.verifier.parse(candidate) for candidate in candidates],
+            "mean_log_probs": mean_log_probs[b],
+            "self_certainty": self_certainty[b],
+        }
+        for layer in plan.layers:
+            row[prompt_feature_column(layer)] = prompt_features[layer][b]
+            row[candidate_feature_column(layer)] = candidate_features[layer][b]
+        row["generation"] = plan.generation_json
+        rows.append(row)
+    return rows
+
+
+def _to_float16(tensor: torch.Tensor) -> Any:
+    return tensor.detach().to("cpu", torch.float16).numpy()
+
+
+# ------------------------------------------------------------------------------------------- storage
+def _shard_path(shards_dir: Path, start: int) -> Path:
+    return shards_dir / f"shard-{start:09d}"
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _check_manifest(path: Path, manifest: Mapping[str, Any], overwrite: bool) -> None:
+    """Refuse to resume a collection made with other settings (every process checks, none waits)."""
+    existing = _read_manifest(path)
+    if overwrite or existing is None or existing == manifest:
+        return
+    changed = sorted(
+        {
+            key
+            for key in manifest["collection"]
+            if existing.get("collection", {}).get(key) != manifest["collection"][key]
+        }
+        | {key for key in manifest if key != "collection" and existing.get(key) != manifest[key]}
+    )
+    raise ValueError(
+        f"{path.parent} holds a collection made with other settings (differing: {', '.join(changed)}). "
+        "Use another output_dir, pass the same settings to resume, or pass overwrite=True to start over."
+    )
+
+
+def _prepare_output_dir(output_dir: Path, manifest: Mapping[str, Any], overwrite: bool) -> None:
+    """Main process: start over if asked, drop leftovers of killed writes, record the manifest."""
+    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
+    if overwrite:
+        for path in (shards_dir, dataset_dir):
+            shutil.rmtree(path, ignore_errors=True)
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (output_dir, shards_dir):
+        for leftover in folder.glob(f".*{_TEMP_MARK}*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+    if dataset_dir.exists():  # merged before a kill interrupted the clean-up
+        shutil.rmtree(shards_dir)
+    manifest_path = output_dir / MANIFEST_NAME
+    if _read_manifest(manifest_path) != manifest:
+        temporary = _temporary_path(manifest_path)
+        temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        _replace_durably(temporary, manifest_path)
+
+
+def _temporary_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}{_TEMP_MARK}{os.getpid()}")
+
+
+def _replace_durably(temporary: Path, target: Path) -> None:
+    """Fsync ``temporary`` (a file or a folder tree), then atomically move it to ``target``."""
+    paths = [temporary] if temporary.is_file() else [*sorted(temporary.rglob("*")), temporary]
+    for path in paths:
+        _fsync(path)
+    os.replace(temporary, target)
+    _fsync(target.parent)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Hide datasets' own "Saving the dataset" bars (they would break the collection bar)."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def _save_atomically(dataset: Dataset, target: Path) -> None:
+    temporary = _temporary_path(target)
+    with _quiet_datasets():
+        dataset.save_to_disk(str(temporary))
+    _replace_durably(temporary, target)
+
+
+def _merge_shards(shards_dir: Path, dataset_dir: Path, shard_paths: Sequence[Path], num_prompts: int) -> None:
+    """Concatenate all shards into ``dataset_dir`` (atomically), check every prompt is there once, drop shards."""
+    missing = [path.name for path in shard_paths if not path.exists()]
+    if missing:
+        raise RuntimeError(f"Shards {missing} are missing after every process finished; run the collection again.")
+    merged = datasets.concatenate_datasets([datasets.load_from_disk(str(path)) for path in shard_paths])
+    if list(merged["prompt_id"]) != list(range(num_prompts)):
+        raise RuntimeError(f"The shards in {shards_dir} do not hold prompts 0..{num_prompts - 1} once each.")
+    _save_atomically(merged, dataset_dir)
+    shutil.rmtree(shards_dir)
