@@ -22,6 +22,9 @@ from typing import Any
 
 from datasets import Dataset
 
+#: A candidate counts as correct when its label is at least this (labels are verifier scores in [0, 1]).
+CORRECT_THRESHOLD = 0.5
+
 PROMPT_FEATURES = "prompt_features"
 CANDIDATE_FEATURES = "candidate_features"
 

@@ -1,0 +1,212 @@
+"""Best-of-N evaluation: accuracy against the number of candidates N for the ranker and its baselines.
+
+    from hf_language_ranker.baselines import ProbeScorer, RankerScorer
+    from hf_language_ranker.evaluation import evaluate
+
+    scorers = {"Language Ranker": RankerScorer(num_train_epochs=8), "probe": ProbeScorer()}
+    for scorer in scorers.values():
+        scorer.fit(train, validation)          # hyper-parameters are chosen on validation, never on test
+    result = evaluate(test, scorers, greedy_accuracy=0.41)
+    print(result.to_markdown()); result.plot("accuracy_vs_n.png"); result.to_json("evaluation.json")
+
+`evaluate` always reports the rules of `hf_language_ranker.baselines.BASELINES` (first sample, majority vote,
+mean log-prob, self-certainty) and the oracle (pass@N, the ceiling of any selector).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers.utils import logging
+from transformers.utils.logging import is_progress_bar_enabled
+
+from .baselines import (
+    BASELINES,
+    ORACLE,
+    Scorer,
+    choices_from_scores,
+    num_candidates,
+    oracle_choices,
+    select_on_validation,
+    selection_accuracy,
+)
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["EvaluationResult", "MethodCost", "evaluate", "select_feature_layer", "selection_accuracy"]
+
+DEFAULT_NS = (1, 2, 4, 8, 16, 32)
+GREEDY = "greedy decoding"
+
+
+@dataclass
+class MethodCost:
+    """What a learned selector costs: parameters, training time, and time to score the test set at the largest N."""
+
+    num_parameters: int | None
+    train_seconds: float | None
+    score_seconds: float | None
+
+
+@dataclass
+class EvaluationResult:
+    """Selection accuracy per method and N (``accuracy[method][n]``), plus the costs of the learned scorers."""
+
+    accuracy: dict[str, dict[int, float]]
+    num_prompts: int
+    costs: dict[str, MethodCost] = field(default_factory=dict)
+    greedy_accuracy: float | None = None
+    task: str = "best-of-n selection"
+    dataset: str = "held-out prompts"
+
+    @property
+    def ns(self) -> list[int]:
+        return sorted({n for by_n in self.accuracy.values() for n in by_n})
+
+    # ------------------------------------------------------------------------------------------------- reports
+    def to_markdown(self) -> str:
+        """An accuracy table (rows: methods, columns: N) and, for learned scorers, a table of their costs."""
+        ns = self.ns
+        lines = [
+            f"Best-of-N selection accuracy on {self.num_prompts} prompts ({self.dataset}):",
+            "",
+            "| method | " + " | ".join(f"N={n}" for n in ns) + " |",
+            "|---|" + "---:|" * len(ns),
+        ]
+        for method, by_n in self.accuracy.items():
+            lines.append(f"| {method} | " + " | ".join(_number(by_n.get(n), ".3f") for n in ns) + " |")
+        if self.greedy_accuracy is not None:
+            lines += ["", f"Greedy decoding: {self.greedy_accuracy:.3f}."]
+        if self.costs:
+            lines += [
+                "",
+                f"| method | parameters | train (s) | score (s), N={ns[-1]} |",
+                "|---|---:|---:|---:|",
+            ]
+            for method, cost in self.costs.items():
+                cells = [_number(cost.num_parameters, ","), _number(cost.train_seconds, ".1f")]
+                lines.append(f"| {method} | " + " | ".join([*cells, _number(cost.score_seconds, ".2f")]) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the result as JSON (N keys become strings; `from_json` reads them back)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> EvaluationResult:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data["accuracy"] = {method: {int(n): v for n, v in by_n.items()} for method, by_n in data["accuracy"].items()}
+        data["costs"] = {method: MethodCost(**cost) for method, cost in data["costs"].items()}
+        return cls(**data)
+
+    def plot(self, path: str | Path) -> None:
+        """Save a PNG of accuracy against N (log2 axis), one line per method, greedy decoding as a horizontal line."""
+        try:
+            from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's state alone
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError("Plotting needs matplotlib: `pip install matplotlib`.") from error
+        figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+        axes = figure.subplots()
+        for method, by_n in self.accuracy.items():
+            ns = sorted(by_n)
+            style = "--" if method == ORACLE else "-"
+            axes.plot(ns, [by_n[n] for n in ns], style, marker="o", label=method)
+        if self.greedy_accuracy is not None:
+            axes.axhline(self.greedy_accuracy, color="gray", linestyle=":", label=GREEDY)
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(self.ns, [str(n) for n in self.ns])
+        axes.set_xlabel("N (sampled candidates)")
+        axes.set_ylabel("accuracy")
+        axes.set_title(f"Best-of-N accuracy, {self.dataset} ({self.num_prompts} prompts)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        figure.savefig(path, format="png", dpi=150)
+
+    def to_model_card_evaluation(self) -> dict[str, Any]:
+        """The ``evaluation=`` argument of `hf_language_ranker.model_card.ranker_model_card`."""
+        accuracy = {method: dict(by_n) for method, by_n in self.accuracy.items()}
+        if self.greedy_accuracy is not None:
+            accuracy[GREEDY] = {1: self.greedy_accuracy}
+        return {"task": self.task, "dataset": self.dataset, "accuracy": accuracy}
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def _scorer_accuracy(scorer: Scorer, dataset: Dataset, ns: Sequence[int]) -> dict[int, float]:
+    """Accuracy per N; a pointwise scorer is run once at the largest N, others at every N (largest last)."""
+    if scorer.pointwise:
+        scores = scorer.score(dataset, ns[-1])
+        return {n: selection_accuracy(dataset, choices_from_scores([row[:n] for row in scores])) for n in ns}
+    return {n: selection_accuracy(dataset, choices_from_scores(scorer.score(dataset, n))) for n in ns}
+
+
+def evaluate(
+    test_dataset: Dataset,
+    scorers: Mapping[str, Scorer] | None = None,
+    ns: Iterable[int] = DEFAULT_NS,
+    greedy_accuracy: float | None = None,
+    *,
+    task: str = "best-of-n selection",
+    dataset_name: str = "held-out prompts",
+) -> EvaluationResult:
+    """Selection accuracy of the baselines and of fitted ``scorers`` on the first N candidates, for every N.
+
+    Values of ``ns`` above the number of candidates collected per prompt are skipped. ``greedy_accuracy`` (the
+    accuracy of greedy decoding, measured separately) is drawn as a reference line.
+    """
+    if greedy_accuracy is not None and not (0 <= greedy_accuracy <= 1 and math.isfinite(greedy_accuracy)):
+        raise ValueError(f"greedy_accuracy must be a fraction in [0, 1], got {greedy_accuracy}.")
+    available = num_candidates(test_dataset)
+    requested = sorted(set(ns))
+    ns = [n for n in requested if 1 <= n <= available]
+    if not ns:
+        raise ValueError(f"None of ns={requested} fits the {available} candidates collected per prompt.")
+    if len(ns) < len(requested):
+        logger.info(f"Skipping N={[n for n in requested if n not in ns]}: {available} candidates per prompt.")
+    scorers = dict(scorers or {})
+    clashes = set(scorers) & {*BASELINES, ORACLE}
+    if clashes:
+        raise ValueError(f"Scorer names {sorted(clashes)} clash with the built-in baselines; rename them.")
+    accuracy = {
+        method: {n: selection_accuracy(test_dataset, rule(test_dataset, n)) for n in ns}
+        for method, rule in BASELINES.items()
+    }
+    costs = {}
+    for method, scorer in tqdm(scorers.items(), desc="Scoring", disable=not is_progress_bar_enabled()):
+        accuracy[method] = _scorer_accuracy(scorer, test_dataset, ns)
+        costs[method] = MethodCost(scorer.num_parameters, scorer.train_seconds, scorer.score_seconds)
+    accuracy[ORACLE] = {n: selection_accuracy(test_dataset, oracle_choices(test_dataset, n)) for n in ns}
+    return EvaluationResult(accuracy, len(test_dataset), costs, greedy_accuracy, task, dataset_name)
+
+
+def select_feature_layer(
+    train: Dataset,
+    validation: Dataset,
+    layers: Iterable[int],
+    fit_fn: Callable[[int], Scorer],
+) -> tuple[int, dict[int, float]]:
+    """The layer whose scorer selects best on ``validation`` (all candidates); never pass the test split.
+
+    ``fit_fn(layer)`` builds an unfitted scorer reading ``layer``, e.g. ``lambda layer: ProbeScorer(layer)`` or
+    ``lambda layer: RankerScorer(feature_layer=layer)``; each is fitted on ``train``. Returns the best layer and
+    the validation accuracy of every layer (ties go to the first layer).
+    """
+    if validation is None:
+        raise ValueError("select_feature_layer needs a validation split (never the test split).")
+    builders = {layer: partial(fit_fn, layer) for layer in layers}
+    best, _, accuracies = select_on_validation(builders, train, validation, "Feature layer")
+    return best, accuracies

@@ -1,0 +1,440 @@
+"""Train a `LanguageRanker` on a collected candidate dataset with `transformers.Trainer`.
+
+The dataset has the layout of `hf_language_ranker.candidates` (one row per prompt). Training follows the paper:
+each step scores, for every prompt in the batch, a group of ``group_size`` of its candidates holding at least one
+correct and (when there is one) one incorrect candidate; evaluation ranks all candidates of every prompt.
+``accelerate launch`` runs the same code on several processes.
+
+    from hf_language_ranker.training import train_ranker
+
+    ranker = train_ranker(train_dataset, eval_dataset, output_dir="my-ranker")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from datasets import Dataset
+from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
+from transformers.utils import logging
+
+from .candidates import (
+    CORRECT_THRESHOLD,
+    CollectionInfo,
+    candidate_feature_column,
+    check_feature_layer,
+    feature_layers,
+    prompt_feature_column,
+)
+from .configuration import LOSS_TYPES, RankerConfig, default_feature_layer
+from .model_card import is_hub_id
+from .modeling import LanguageRanker
+
+logger = logging.get_logger(__name__)
+
+LABELS = "labels"
+#: A candidate with a label at or above this threshold counts as correct.
+_RANKER_FIELDS = {f.name: f for f in fields(RankerConfig)}
+
+
+def _ranker_default(name: str) -> Any:
+    return _RANKER_FIELDS[name].default
+
+
+@dataclass
+class RankerTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with ranker options and defaults that suit a tiny model trained on a CPU.
+
+    The head options (``head``, ``projection_dim``, ``num_ranker_layers``, ``dropout``, ``use_prompt_feature``)
+    are used only when `RankerTrainer` builds the ranker itself (``model=None``).
+    """
+
+    loss: str = field(
+        default="listwise",
+        metadata={"help": "Ranking loss: listwise (paper default), pairwise or pointwise.", "choices": LOSS_TYPES},
+    )
+    group_size: int | None = field(
+        default=8,
+        metadata={"help": "Candidates per training group, sampled per prompt at each step; None or 0 = all of them."},
+    )
+    feature_layer: int | None = field(
+        default=None,
+        metadata={
+            "help": "Hidden-state layer to train on; default: the only collected layer, else the paper's ~60% "
+            "depth layer if collected, else the middle collected layer."
+        },
+    )
+    head: str = field(default=_ranker_default("head"), metadata={"help": "Ranker head: listwise or pointwise."})
+    projection_dim: int = field(default=_ranker_default("projection_dim"), metadata={"help": "Projected feature size."})
+    num_ranker_layers: int = field(
+        default=_ranker_default("num_layers"), metadata={"help": "Transformer layers of the listwise head."}
+    )
+    dropout: float = field(default=_ranker_default("dropout"), metadata={"help": "Dropout inside the ranker head."})
+    use_prompt_feature: bool = field(
+        default=_ranker_default("use_prompt_feature"), metadata={"help": "Feed the prompt's feature to the head."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub id of the candidate dataset, recorded in the model card."}
+    )
+
+    # TrainingArguments defaults re-tuned for a model of < 0.5M parameters on frozen features
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a ratio of all steps if < 1."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    num_train_epochs: float = field(default=8.0, metadata={"help": "Passes over the training prompts."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Prompts per training batch and device."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Prompts per evaluation batch and device."})
+    logging_strategy: str = field(default="epoch", metadata={"help": "When to log: no, steps or epoch."})
+    save_strategy: str = field(default="no", metadata={"help": "When to checkpoint: no, steps, epoch or best."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Must stay False: the trainer selects the feature columns itself."}
+    )
+    dataloader_pin_memory: bool = field(default=False, metadata={"help": "Pin batches in memory (for GPUs)."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Every ranker parameter takes part in every step, so DDP need not search."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in LOSS_TYPES:
+            raise ValueError(f"Unknown ranking loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
+        if self.group_size is not None and self.group_size < 0:
+            raise ValueError(
+                f"group_size must be a positive number of candidates or None/0 for all, got {self.group_size}."
+            )
+        if self.group_size == 1 and self.loss != "pointwise":
+            raise ValueError(
+                f"group_size=1 leaves nothing to rank for the {self.loss} loss: use group_size >= 2 (or None for all "
+                "candidates), or loss='pointwise'."
+            )
+        if self.remove_unused_columns:
+            raise ValueError(
+                "RankerTrainingArguments needs remove_unused_columns=False: the feature columns are not arguments of "
+                "LanguageRanker.forward, and the trainer picks the columns it needs itself."
+            )
+
+    def ranker_options(self) -> dict[str, Any]:
+        """The `RankerConfig` head options these arguments describe."""
+        return {
+            "head": self.head,
+            "projection_dim": self.projection_dim,
+            "num_layers": self.num_ranker_layers,
+            "dropout": self.dropout,
+            "use_prompt_feature": self.use_prompt_feature,
+            "loss": self.loss,
+        }
+
+
+# ------------------------------------------------------------------------------------------------ dataset helpers
+def resolve_training_layer(dataset: Dataset, feature_layer: int | None = None) -> int:
+    """The layer to train on: ``feature_layer`` if collected, else the only, the paper's, or the middle layer."""
+    layers = feature_layers(dataset)
+    if not layers:
+        raise ValueError(
+            f"The dataset has no '{candidate_feature_column('<layer>')}' columns (columns: {dataset.column_names}). "
+            "Train on a candidate dataset made by hf_language_ranker's collection (see hf_language_ranker.candidates)."
+        )
+    if feature_layer is not None:
+        check_feature_layer(dataset, feature_layer)
+        return feature_layer
+    if len(layers) == 1:
+        return layers[0]
+    info = CollectionInfo.from_dataset(dataset)
+    if info is not None and default_feature_layer(info.num_hidden_layers) in layers:
+        return default_feature_layer(info.num_hidden_layers)
+    return layers[len(layers) // 2]
+
+
+def _stored_float_dtype(dataset: Dataset, column: str) -> np.dtype:
+    """The float type a (nested) feature column stores, e.g. float16; float32 if it is not a float column."""
+    arrow_type = dataset.data.schema.field(column).type
+    while True:
+        if isinstance(arrow_type, pa.ExtensionType):  # datasets' Array2D
+            arrow_type = arrow_type.storage_type
+        elif not pa.types.is_floating(arrow_type) and hasattr(arrow_type, "value_type"):
+            arrow_type = arrow_type.value_type
+        else:
+            break
+    return np.dtype(arrow_type.to_pandas_dtype()) if pa.types.is_floating(arrow_type) else np.dtype(np.float32)
+
+
+def feature_dataset(dataset: Dataset, feature_layer: int) -> Dataset:
+    """``dataset`` viewed as numpy arrays of only the columns training reads, in the features' stored precision.
+
+    Keeping float16 features in float16 (datasets would widen them to float32) halves the reading time; labels
+    share that type, which is exact for 0, 0.5 and 1.
+    """
+    columns = [prompt_feature_column(feature_layer), candidate_feature_column(feature_layer), LABELS]
+    missing = [name for name in columns if name not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The candidate dataset lacks the column(s) {missing} needed to train on layer {feature_layer}; "
+            f"it has {dataset.column_names}. Collect the dataset with labels and features of that layer."
+        )
+    dtype = np.result_type(*(_stored_float_dtype(dataset, column) for column in columns[:2]))
+    return dataset.with_format("numpy", columns=columns, dtype=dtype)
+
+
+def _hidden_size(features: Dataset, feature_layer: int) -> int | None:
+    """Width of the prompt features of a `feature_dataset` view (None when it is empty)."""
+    return len(features[0][prompt_feature_column(feature_layer)]) if len(features) else None
+
+
+def ranker_for_dataset(dataset: Dataset, feature_layer: int | None = None, **head_options: Any) -> LanguageRanker:
+    """An untrained ranker sized for a candidate dataset, with the model fingerprint from its `CollectionInfo`.
+
+    ``head_options`` are `RankerConfig` fields such as ``head="pointwise"``.
+    """
+    layer = resolve_training_layer(dataset, feature_layer)
+    hidden_size = _hidden_size(feature_dataset(dataset, layer), layer)
+    if hidden_size is None:
+        raise ValueError("The candidate dataset is empty: there is nothing to size or train a ranker on.")
+    info = CollectionInfo.from_dataset(dataset)
+    if info is None:
+        logger.warning(
+            "The candidate dataset carries no CollectionInfo, so the ranker cannot record which model it fits. "
+            "To record it, pass `model=LanguageRanker.for_model(base_model_config, feature_layer=...)` to the trainer."
+        )
+    config = RankerConfig(
+        hidden_size=hidden_size,
+        num_hidden_layers=info.num_hidden_layers if info else max(feature_layers(dataset)),
+        feature_layer=layer,
+        model_type=info.model_type if info else None,
+        base_model=info.model if info else None,
+        **head_options,
+    )
+    return LanguageRanker(config)
+
+
+# ------------------------------------------------------------------------------------------------------ collator
+@dataclass
+class CandidateGroupCollator:
+    """Batches candidate-dataset rows into the arguments of `LanguageRanker.forward`.
+
+    With ``group_size`` set, each prompt contributes a random group of that many of its candidates (without
+    replacement) that holds at least one correct candidate and one incorrect candidate whenever the prompt has
+    them; groups are padded to ``group_size`` and masked when a prompt has fewer candidates. With ``group_size``
+    ``None`` or 0, every candidate is kept in its original order (evaluation), padded to the batch's largest count.
+    Randomness comes from torch's global generator, which `Trainer` seeds (and DataLoader workers re-seed).
+    """
+
+    feature_layer: int
+    group_size: int | None = None
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompt_column = prompt_feature_column(self.feature_layer)
+        candidate_column = candidate_feature_column(self.feature_layer)
+        prompts = np.stack([np.asarray(row[prompt_column]) for row in features])
+        hidden = prompts.shape[-1]
+        labels = [np.asarray(row[LABELS], dtype=np.float32).reshape(-1) for row in features]
+        picks = [self._pick(row_labels) for row_labels in labels]
+        width = self.group_size or max((len(pick) for pick in picks), default=0)
+        candidates = np.zeros((len(features), width, hidden), dtype=prompts.dtype)
+        group_labels = np.zeros((len(features), width), dtype=np.float32)
+        mask = np.zeros((len(features), width), dtype=bool)
+        for row, (feature_row, row_labels, pick) in enumerate(zip(features, labels, picks, strict=True)):
+            candidates[row, : len(pick)] = np.asarray(feature_row[candidate_column]).reshape(-1, hidden)[pick]
+            group_labels[row, : len(pick)] = row_labels[pick]
+            mask[row, : len(pick)] = True
+        return {
+            "prompt_features": torch.from_numpy(prompts),
+            "candidate_features": torch.from_numpy(candidates),
+            "candidate_mask": torch.from_numpy(mask),
+            "labels": torch.from_numpy(group_labels),
+        }
+
+    def _pick(self, labels: np.ndarray) -> np.ndarray:
+        """Indices of the candidates to score for one prompt."""
+        if not self.group_size:
+            return np.arange(len(labels))
+        order = torch.randperm(len(labels)).numpy()
+        correct = labels[order] >= CORRECT_THRESHOLD
+        anchors = [int(np.argmax(kind)) for kind in (correct, ~correct) if kind.any()]
+        group = np.concatenate([order[anchors], np.delete(order, anchors)])[: self.group_size]
+        return group[torch.randperm(len(group)).numpy()]
+
+
+# ------------------------------------------------------------------------------------------------------- metrics
+def ranking_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Best-of-N accuracies over ALL evaluated prompts (a prompt without a correct candidate counts as a miss).
+
+    ``top1_accuracy``: the ranker's highest-scored candidate is correct (label >= 0.5); ``oracle_accuracy``: some
+    candidate is correct (the ceiling of any selector); ``first_sample_accuracy``: the first sampled candidate is
+    correct (plain sampling, no ranking); ``num_candidates``: the most candidates any prompt has. Padded slots
+    (score ``-inf`` or label ``-100``) are ignored.
+    """
+    scores = np.asarray(prediction.predictions, dtype=np.float64)
+    labels = np.asarray(prediction.label_ids, dtype=np.float64)
+    valid = np.isfinite(scores) & (labels >= 0)
+    correct = valid & (labels >= CORRECT_THRESHOLD)
+    best = np.where(valid, scores, -np.inf).argmax(-1)
+    rows = np.arange(len(scores))
+    return {
+        "top1_accuracy": float((correct[rows, best] & valid.any(-1)).mean()),
+        "oracle_accuracy": float(correct.any(-1).mean()),
+        "first_sample_accuracy": float(correct[:, 0].mean()),
+        "num_candidates": float(valid.sum(-1).max(initial=0)),
+    }
+
+
+# -------------------------------------------------------------------------------------------------------- trainer
+class RankerTrainer(Trainer):
+    """`transformers.Trainer` for a `LanguageRanker` on candidate datasets (see `hf_language_ranker.candidates`).
+
+    With ``model=None`` the ranker is built from the data (`ranker_for_dataset`) and the head options of ``args``;
+    ``args.loss`` becomes the ranker's loss either way. The collator (`CandidateGroupCollator`) and the metrics
+    (`ranking_metrics`, reported as ``eval_top1_accuracy`` and so on) are set automatically. `save_model` writes
+    ``config.json``, ``model.safetensors`` and a ``README.md`` card that `LanguageRanker.from_pretrained` reads.
+    """
+
+    def __init__(
+        self,
+        model: LanguageRanker | None = None,
+        args: RankerTrainingArguments | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        **trainer_kwargs: Any,
+    ) -> None:
+        args = args if args is not None else RankerTrainingArguments()
+        if not isinstance(args, RankerTrainingArguments):
+            raise TypeError(f"RankerTrainer needs RankerTrainingArguments, got {type(args).__name__}.")
+        reference = train_dataset if train_dataset is not None else eval_dataset
+        if isinstance(reference, dict):
+            reference = next(iter(reference.values()), None)
+        if reference is None:
+            raise ValueError("RankerTrainer needs a train_dataset or an eval_dataset (a candidate dataset).")
+        if model is None:
+            set_seed(args.seed)  # a reproducible initialisation, as Trainer gives a model built by `model_init`
+            model = ranker_for_dataset(reference, args.feature_layer, **args.ranker_options())
+        elif args.feature_layer is not None and args.feature_layer != model.config.feature_layer:
+            raise ValueError(
+                f"args.feature_layer={args.feature_layer} but the given ranker reads layer "
+                f"{model.config.feature_layer}. "
+                "Leave feature_layer unset to train on the ranker's layer, or build a ranker for that layer."
+            )
+        model.config.loss = args.loss
+        self.ranker_config = model.config
+        self.feature_layer = model.config.feature_layer
+        self.eval_data_collator = CandidateGroupCollator(self.feature_layer)
+        trainer_kwargs.setdefault("compute_metrics", ranking_metrics)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=replace(self.eval_data_collator, group_size=args.group_size),
+            train_dataset=self._features(train_dataset),
+            eval_dataset=self._features(eval_dataset),
+            **trainer_kwargs,
+        )
+
+    def _features(self, dataset: Dataset | dict[str, Dataset] | str | None) -> Any:
+        """Candidate datasets viewed as the columns of the ranker's layer; anything else passes through."""
+        if isinstance(dataset, dict):
+            return {name: self._features(split) for name, split in dataset.items()}
+        if not isinstance(dataset, Dataset):
+            return dataset
+        features = feature_dataset(dataset, self.feature_layer)
+        hidden_size = _hidden_size(features, self.feature_layer)
+        if hidden_size not in (None, self.ranker_config.hidden_size):
+            raise ValueError(
+                f"The dataset's features have hidden size {hidden_size} but the ranker reads "
+                f"{self.ranker_config.hidden_size}. Train on features of the ranker's base model, or pass model=None."
+            )
+        return features
+
+    # ------------------------------------------------------------------------------------------- data loading
+    @contextmanager
+    def _collating_all_candidates(self) -> Iterator[None]:
+        """Evaluation and prediction rank every candidate of every prompt."""
+        training_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            yield
+        finally:
+            self.data_collator = training_collator
+
+    def get_eval_dataloader(self, eval_dataset: str | Dataset | None = None) -> torch.utils.data.DataLoader:
+        with self._collating_all_candidates():
+            return super().get_eval_dataloader(self._features(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset: Dataset) -> torch.utils.data.DataLoader:
+        with self._collating_all_candidates():
+            return super().get_test_dataloader(self._features(test_dataset))
+
+    # ------------------------------------------------------------------------------------------------ saving
+    @property
+    def ranker(self) -> LanguageRanker:
+        """The trained ranker, unwrapped from any distributed wrapper."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the ranker with `LanguageRanker.save_pretrained` (config.json, model.safetensors, README.md)."""
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if self.args.should_save:
+            (output_dir / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card
+            self.ranker.save_pretrained(output_dir, model_card_kwargs=self.model_card_kwargs())
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Write the ranker's own card (`Trainer.push_to_hub` calls this before uploading)."""
+        if self.args.should_save:
+            card = self.ranker.generate_model_card(**self.model_card_kwargs())
+            card.save(Path(self.args.output_dir) / "README.md")
+
+    def model_card_kwargs(self) -> dict[str, Any]:
+        """Training metadata and the latest evaluation for `hf_language_ranker.model_card.ranker_model_card`."""
+        args = self.args
+        training: dict[str, Any] = {
+            "loss": args.loss,
+            "group_size": args.group_size or "all candidates",
+            "feature_layer": self.feature_layer,
+            "epochs": args.num_train_epochs,
+            "learning_rate": args.learning_rate,
+            "batch_size (prompts)": args.per_device_train_batch_size * args.world_size,
+            "optimizer_steps": self.state.global_step,
+        }
+        if self.train_dataset is not None:
+            training["train_prompts"] = len(self.train_dataset)
+        kwargs: dict[str, Any] = {"training": training, "ranker_id": args.hub_model_id}
+        if is_hub_id(args.dataset_name):
+            kwargs["datasets"] = [args.dataset_name]
+        evaluations = [entry for entry in self.state.log_history if "eval_top1_accuracy" in entry]
+        if evaluations:
+            last = evaluations[-1]
+            n = int(last.get("eval_num_candidates", 0)) or "all"
+            kwargs["evaluation"] = {
+                "dataset": args.dataset_name or "held-out prompts",
+                "accuracy": {
+                    "Language Ranker": {n: last["eval_top1_accuracy"]},
+                    "first sample": {n: last["eval_first_sample_accuracy"]},
+                    "oracle (pass@N)": {n: last["eval_oracle_accuracy"]},
+                },
+            }
+        return kwargs
+
+
+def train_ranker(
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None = None,
+    output_dir: str = "language-ranker",
+    model: LanguageRanker | None = None,
+    **argument_overrides: Any,
+) -> LanguageRanker:
+    """Train a ranker with `RankerTrainer`, evaluate it on ``eval_dataset``, save it to ``output_dir`` and return it.
+
+    ``argument_overrides`` are `RankerTrainingArguments` fields, e.g. ``loss="pairwise"`` or ``num_train_epochs=4``.
+    """
+    args = RankerTrainingArguments(output_dir=output_dir, **argument_overrides)
+    trainer = RankerTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset)
+    trainer.train()
+    if eval_dataset is not None:
+        trainer.evaluate()
+    trainer.save_model()
+    return trainer.ranker.eval()

@@ -1,0 +1,263 @@
+"""Baselines, learned scorers and best-of-N reports on synthetic candidate datasets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from datasets import Array2D, Dataset, Features, List, Value
+
+from hf_language_ranker.baselines import (
+    FIRST_SAMPLE,
+    MAJORITY_VOTE,
+    MEAN_LOG_PROB,
+    ORACLE,
+    SELF_CERTAINTY,
+    ProbeScorer,
+    RankerScorer,
+    TextRewardScorer,
+    first_sample_choices,
+    majority_vote_choices,
+    mean_log_prob_choices,
+    oracle_choices,
+    self_certainty_choices,
+)
+from hf_language_ranker.candidates import candidate_feature_column, prompt_feature_column
+from hf_language_ranker.configuration import RankerConfig
+from hf_language_ranker.evaluation import EvaluationResult, evaluate, select_feature_layer, selection_accuracy
+from hf_language_ranker.model_card import ranker_model_card
+from hf_language_ranker.modeling import LanguageRanker
+
+HIDDEN = 16
+SIGNAL_LAYER, NOISE_LAYER = 3, 1
+
+
+def candidate_dataset(
+    labels: list[list[float]],
+    answers: list[list[str | None]] | None = None,
+    mean_log_probs: list[list[float]] | None = None,
+    self_certainty: list[list[float]] | None = None,
+    features: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    candidates: list[list[str]] | None = None,
+) -> Dataset:
+    """A candidate dataset in the layout of `hf_language_ranker.candidates` (defaults fill unused columns)."""
+    num_prompts, n = len(labels), len(labels[0])
+    zeros = [[0.0] * n for _ in labels]
+    columns = {
+        "prompt_id": list(range(num_prompts)),
+        "prompt": [f"What is question {i}?" for i in range(num_prompts)],
+        "prompt_text": [f"<user>What is question {i}?<assistant>" for i in range(num_prompts)],
+        "candidates": candidates or [[f"answer {j}" for j in range(n)] for _ in labels],
+        "lengths": [[3] * n for _ in labels],
+        "labels": labels,
+        "answers": answers or [[None] * n for _ in labels],
+        "mean_log_probs": mean_log_probs or zeros,
+        "self_certainty": self_certainty or zeros,
+        "generation": ["{}"] * num_prompts,
+    }
+    types = {
+        "prompt_id": Value("int64"),
+        "prompt": Value("string"),
+        "prompt_text": Value("string"),
+        "candidates": List(Value("string"), length=n),
+        "lengths": List(Value("int32"), length=n),
+        "labels": List(Value("float32"), length=n),
+        "answers": List(Value("string"), length=n),
+        "mean_log_probs": List(Value("float32"), length=n),
+        "self_certainty": List(Value("float32"), length=n),
+        "generation": Value("string"),
+    }
+    for layer, (prompt_features, candidate_features) in (features or {}).items():
+        hidden = prompt_features.shape[-1]
+        columns[prompt_feature_column(layer)] = prompt_features.astype(np.float16).tolist()
+        columns[candidate_feature_column(layer)] = candidate_features.astype(np.float16).tolist()
+        types[prompt_feature_column(layer)] = List(Value("float16"), length=hidden)
+        types[candidate_feature_column(layer)] = Array2D((n, hidden), "float16")
+    return Dataset.from_dict(columns, features=Features(types))
+
+
+def synthetic_dataset(num_prompts: int = 100, n: int = 8, seed: int = 0) -> Dataset:
+    """Prompts with a correctness signal in layer `SIGNAL_LAYER` (none in `NOISE_LAYER`), majority answers that
+    are often right, and log-probs / self-certainty weakly correlated with correctness."""
+    rng = np.random.default_rng(seed)
+    direction = np.random.default_rng(1234).normal(size=HIDDEN)
+    direction /= np.linalg.norm(direction)
+    correct = rng.random((num_prompts, n)) < rng.uniform(0.15, 0.75, size=(num_prompts, 1))
+    wrong = rng.choice(np.array(["w1", "w2", "w3", None], dtype=object), size=(num_prompts, n))
+    answers = [[str(p) if correct[p, j] else wrong[p, j] for j in range(n)] for p in range(num_prompts)]
+    prompts = rng.normal(size=(num_prompts, HIDDEN))
+    noise = rng.normal(size=(num_prompts, n, HIDDEN))
+    signal = 1.5 * (2 * correct[..., None] - 1) * direction
+    features = {
+        NOISE_LAYER: (prompts, noise + prompts[:, None]),
+        SIGNAL_LAYER: (prompts, noise + prompts[:, None] + signal),
+    }
+    return candidate_dataset(
+        labels=correct.astype(float).tolist(),
+        answers=answers,
+        mean_log_probs=(-1 + 0.3 * correct + rng.normal(0, 0.4, size=correct.shape)).tolist(),
+        self_certainty=(2 + 0.2 * correct + rng.normal(0, 0.4, size=correct.shape)).tolist(),
+        features=features,
+        candidates=[[f"So the answer is {a}." if a is not None else "I am not sure." for a in row] for row in answers],
+    )
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, Dataset]:
+    splits = {"train": (120, 0), "validation": (60, 1), "test": (100, 2)}
+    return {name: synthetic_dataset(size, seed=seed) for name, (size, seed) in splits.items()}
+
+
+# ------------------------------------------------------------------------------------------- choice rules
+def test_majority_vote_picks_the_most_common_answer():
+    dataset = candidate_dataset(
+        labels=[[0, 1, 1, 0, 1], [1, 0, 0, 0, 0]],
+        answers=[["3", "4", "4", "5", "4"], ["7", "8", "8", "9", None]],
+    )
+    assert majority_vote_choices(dataset, 5).tolist() == [1, 1]
+    assert selection_accuracy(dataset, majority_vote_choices(dataset, 5)) == 0.5
+
+
+def test_majority_vote_tie_breaks_by_mean_log_prob_then_first():
+    dataset = candidate_dataset(
+        labels=[[0, 0, 0, 0], [0, 0, 0, 0]],
+        answers=[["a", "b", "a", "b"], ["a", "b", "b", "a"]],
+        mean_log_probs=[[-1.0, -0.5, -2.0, -3.0], [-1.0, -1.0, -1.0, -1.0]],
+    )
+    # row 0: a and b tie 2-2, b's best member (index 1) has the highest log-prob; row 1: all equal -> first
+    assert majority_vote_choices(dataset, 4).tolist() == [1, 0]
+
+
+def test_majority_vote_ignores_none_and_falls_back_to_the_first_sample():
+    dataset = candidate_dataset(
+        labels=[[0, 0, 0], [0, 0, 0], [0, 0, 0]],
+        answers=[[None, None, None], [None, "y", None], [None, "x", "y"]],
+        mean_log_probs=[[0.0, -1.0, -2.0], [0.0, -5.0, 0.0], [0.0, -2.0, -1.0]],
+    )
+    assert majority_vote_choices(dataset, 3).tolist() == [0, 1, 2]
+
+
+def test_majority_vote_only_sees_the_first_n_candidates():
+    dataset = candidate_dataset(labels=[[0, 0, 0, 0, 0]], answers=[["a", "b", "b", "a", "a"]])
+    assert majority_vote_choices(dataset, 3).tolist() == [1]
+    assert majority_vote_choices(dataset, 5).tolist() == [0]
+
+
+def test_score_rules_oracle_and_first_sample():
+    dataset = candidate_dataset(
+        labels=[[0, 0, 1, 1], [0, 0, 0, 0], [0.6, 0, 0, 0]],
+        mean_log_probs=[[-3, -1, -2, float("nan")], [-1, -1, -1, -1], [-2, -3, -1, -4]],
+        self_certainty=[[1, 2, 3, 0], [0, 5, 1, 5], [2, 1, 0, 3]],
+    )
+    assert first_sample_choices(dataset, 4).tolist() == [0, 0, 0]
+    assert mean_log_prob_choices(dataset, 4).tolist() == [1, 0, 2]  # NaN never wins; ties go to the first
+    assert self_certainty_choices(dataset, 4).tolist() == [2, 1, 3]
+    assert self_certainty_choices(dataset, 2).tolist() == [1, 1, 0]
+    assert oracle_choices(dataset, 4).tolist() == [2, 0, 0]
+    assert selection_accuracy(dataset, oracle_choices(dataset, 4)) == pytest.approx(2 / 3)
+    assert selection_accuracy(dataset, oracle_choices(dataset, 2)) == pytest.approx(1 / 3)
+
+
+def test_clear_errors():
+    dataset = candidate_dataset(labels=[[0, 1], [1, 0]])
+    with pytest.raises(ValueError, match="first 3 candidates"):
+        oracle_choices(dataset, 3)
+    with pytest.raises(ValueError, match="one choice per prompt"):
+        selection_accuracy(dataset, [0])
+    with pytest.raises(ValueError, match="past the candidates"):
+        selection_accuracy(dataset, [0, 2])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ProbeScorer(layer=1, weight_decay=0.1).score(dataset, 2)
+    with pytest.raises(ValueError, match="clash"):
+        evaluate(dataset, {ORACLE: ProbeScorer()})
+    with pytest.raises(ValueError, match="None of ns"):
+        evaluate(dataset, ns=(4, 8))
+    ranker = LanguageRanker(RankerConfig(hidden_size=4, num_hidden_layers=6, feature_layer=5))
+    with pytest.raises(ValueError, match="no features for layer 5"):
+        RankerScorer.from_trained(ranker).score(dataset, 2)
+
+
+# ------------------------------------------------------------------------------------------- learned scorers
+def test_probe_selects_on_validation_and_beats_chance(splits):
+    probe = ProbeScorer().fit(splits["train"], splits["validation"])
+    assert probe.layer == SIGNAL_LAYER
+    assert set(probe.validation_accuracies) == {(layer, d) for layer in (1, 3) for d in ProbeScorer.WEIGHT_DECAYS}
+    assert probe.num_parameters == 2 * HIDDEN + 1 and probe.train_seconds > 0
+    result = evaluate(splits["test"], {"probe": probe})
+    chance = result.accuracy[FIRST_SAMPLE][8]
+    assert result.accuracy["probe"][8] > chance + 0.15
+    assert result.accuracy["probe"][8] <= result.accuracy[ORACLE][8]
+    assert probe.pointwise and probe.score_seconds is not None
+
+
+def test_select_feature_layer_uses_validation(splits):
+    best, accuracies = select_feature_layer(
+        splits["train"], splits["validation"], [NOISE_LAYER, SIGNAL_LAYER], lambda layer: ProbeScorer(layer, 0.1)
+    )
+    assert best == SIGNAL_LAYER and set(accuracies) == {NOISE_LAYER, SIGNAL_LAYER}
+    assert accuracies[SIGNAL_LAYER] > accuracies[NOISE_LAYER]
+    with pytest.raises(ValueError, match="validation split"):
+        select_feature_layer(splits["train"], None, [NOISE_LAYER], ProbeScorer)
+
+
+def test_ranker_scorer_trains_and_wraps_a_trained_ranker(splits):
+    scorer = RankerScorer(feature_layer=SIGNAL_LAYER, num_train_epochs=2, projection_dim=16)
+    scorer.fit(splits["train"], splits["validation"])
+    assert scorer.ranker.config.feature_layer == SIGNAL_LAYER and not scorer.pointwise
+    scores = scorer.score(splits["test"], 4)
+    assert len(scores) == len(splits["test"]) and all(row.shape == (4,) and np.isfinite(row).all() for row in scores)
+
+    wrapped = RankerScorer.from_trained(scorer.ranker, train_seconds=1.5)
+    assert wrapped.fit(splits["train"]) is wrapped and wrapped.train_seconds == 1.5
+    np.testing.assert_allclose(np.stack(wrapped.score(splits["test"], 4)), np.stack(scores), rtol=1e-5)
+    result = evaluate(splits["test"], {"ranker": wrapped}, ns=(1, 2, 4, 8))
+    assert result.costs["ranker"].num_parameters == scorer.ranker.num_parameters
+    assert result.accuracy["ranker"][1] == result.accuracy[FIRST_SAMPLE][1]
+
+
+def test_text_reward_scorer_trains_on_a_tiny_subset():
+    dataset = synthetic_dataset(20, n=4, seed=3)
+    scorer = TextRewardScorer(num_train_epochs=1, max_length=64, max_train_pairs=48, batch_size=16)
+    scorer.fit(dataset)
+    assert scorer.num_parameters > 20_000_000 and scorer.train_seconds > 0
+    scores = scorer.score(dataset, 3)
+    assert len(scores) == 20 and all(row.shape == (3,) and np.isfinite(row).all() for row in scores)
+    assert scorer.score_seconds > 0
+
+
+# ----------------------------------------------------------------------------------------------- reports
+def test_evaluate_curves_and_reports(splits, tmp_path):
+    test = splits["test"]
+    probe = ProbeScorer(layer=SIGNAL_LAYER, weight_decay=0.1).fit(splits["train"])
+    result = evaluate(test, {"probe": probe}, greedy_accuracy=0.4, dataset_name="synthetic")
+    assert result.ns == [1, 2, 4, 8]  # 16 and 32 exceed the 8 collected candidates
+    assert list(result.accuracy) == [FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, SELF_CERTAINTY, "probe", ORACLE]
+    oracle = [result.accuracy[ORACLE][n] for n in result.ns]
+    assert oracle == sorted(oracle) and oracle[0] == result.accuracy[FIRST_SAMPLE][1]
+    assert all(result.accuracy[method][1] == oracle[0] for method in result.accuracy)  # N=1: every rule agrees
+    assert result.accuracy[MAJORITY_VOTE][8] > result.accuracy[FIRST_SAMPLE][8]
+
+    markdown = result.to_markdown()
+    assert "| method | N=1 | N=2 | N=4 | N=8 |" in markdown and "| probe |" in markdown
+    assert f"| probe | {2 * HIDDEN + 1} |" in markdown and "Greedy decoding: 0.400" in markdown
+
+    result.to_json(tmp_path / "evaluation.json")
+    data = json.loads((tmp_path / "evaluation.json").read_text())
+    assert data["accuracy"][ORACLE]["8"] == result.accuracy[ORACLE][8]
+    assert EvaluationResult.from_json(tmp_path / "evaluation.json") == result
+
+    result.plot(tmp_path / "accuracy.png")
+    assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    evaluation = result.to_model_card_evaluation()
+    assert evaluation["dataset"] == "synthetic" and evaluation["task"]
+    assert evaluation["accuracy"]["greedy decoding"] == {1: 0.4}
+    assert all(
+        isinstance(n, int) and math.isfinite(v) for by_n in evaluation["accuracy"].values() for n, v in by_n.items()
+    )
+    card = ranker_model_card(
+        RankerConfig(hidden_size=HIDDEN, num_hidden_layers=4, feature_layer=3), evaluation=evaluation
+    )
+    assert "probe accuracy@8" in str(card) and "synthetic" in str(card)
