@@ -47,6 +47,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline on a small preset with the embedded model (~15 min on 2 CPU cores)",
+        description="Collect candidates with the embedded SmolLM2-135M-Instruct on small arithmetic splits, train "
+        "rankers, evaluate them against every baseline, show one ranked answer next to the greedy one, and write "
+        "the table, JSON, plot and ranker to --output-dir. This is the real pipeline on a small preset.",
+    )
+    _add_model(demo)
+    demo.add_argument("--output-dir", default="runs/demo", help="where everything is written (resumable)")
+    demo.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
+    demo.set_defaults(run=run_demo, preset="demo")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="the full evaluation protocol for a task: collect, train, compare with every baseline",
+        description="Collect train/validation/test candidates for a built-in task (resumable), train listwise and "
+        "pointwise rankers, a linear probe and a MiniLM reward model (layers and hyper-parameters chosen on "
+        "validation only), and report accuracy against N for them, first sample, greedy, majority vote, mean "
+        "log-probability, self-certainty and the oracle.",
+    )
+    _add_model(evaluate)
+    evaluate.add_argument("--preset", default="arithmetic", help="named preset of sizes and sampling settings")
+    evaluate.add_argument("--task", default=None, help="built-in task (default: the preset's)")
+    evaluate.add_argument("--train-prompts", type=int, default=None)
+    evaluate.add_argument("--validation-prompts", type=int, default=None)
+    evaluate.add_argument("--test-prompts", type=int, default=None)
+    evaluate.add_argument("--output-dir", required=True)
+    evaluate.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
+    evaluate.set_defaults(run=run_demo)
+
+    collect = commands.add_parser(
+        "collect",
+        help="sample, label and featurize candidates into a datasets.Dataset (resumable)",
+        description="Sample N candidates per prompt with the model, label them with a verifier and store their "
+        "hidden-state features. Prompts come from a built-in task split or a JSON-lines file. Kill it at any time "
+        "and run the same command again to resume. Start it with `accelerate launch` to split the prompts across "
+        "processes.",
+    )
+    _add_model(collect)
+    source = collect.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="built-in task, e.g. arithmetic, humaneval, bfcl_simple")
+    source.add_argument("--prompts", help='JSON-lines file with a "prompt" per line plus what the verifier reads')
+    collect.add_argument("--split", choices=("train", "validation", "test"), default="train")
+    collect.add_argument("--preset", default="arithmetic", help="preset giving the task's split sizes")
+    collect.add_argument("--verifier", default=None, help="math, code or tools (default: the task's)")
+    collect.add_argument("--layers", type=int, nargs="+", default=None, help="feature layers (default: ~60%% depth)")
+    collect.add_argument("--batch-size", type=int, default=4, help="prompts per sampling call")
+    collect.add_argument("--output-dir", required=True)
+    collect.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
+    _add_sampling(collect, num_candidates=8)
+    collect.set_defaults(run=run_collect)
+
+    train = commands.add_parser(
+        "train",
+        help="train a ranker on a collected candidate dataset",
+        description="Train a Language Ranker with RankerTrainer (transformers.Trainer) on a dataset written by "
+        "`collect`, evaluate top-1 accuracy on --eval-dataset, and save config.json + model.safetensors + a model "
+        "card to --output-dir. Runs on several devices under `accelerate launch`.",
+    )
+    train.add_argument("--dataset", required=True, help="folder written by `collect` (or its dataset/ subfolder)")
+    train.add_argument("--eval-dataset", default=None, help="held-out candidates for the eval metrics")
+    train.add_argument("--output-dir", required=True)
+    train.add_argument("--feature-layer", type=int, default=None, help="default: the paper's ~60%% layer if collected")
+    train.add_argument("--head", choices=("listwise", "pointwise"), default="listwise")
+    train.add_argument("--loss", choices=("listwise", "pairwise", "pointwise"), default="listwise")
+    train.add_argument("--group-size", type=int, default=8, help="candidates per training group")
+    train.add_argument("--epochs", type=float, default=8)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=run_train)
+
     generate = commands.add_parser("generate", help="sample N answers to a prompt and print them ranked")
     _add_model(generate)
     generate.add_argument("--ranker", required=True, help="Hub id or folder of a trained ranker")
@@ -63,22 +134,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_prompt(tokenizer: Any, prompt: str, chat_template: bool = True) -> str:
-    """``prompt`` as one user turn of the tokenizer's chat template, or raw when there is none."""
-    if chat_template and tokenizer.chat_template:
-        messages = [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompt
+def _load_dataset(path: str) -> Any:
+    from datasets import load_from_disk
+
+    folder = Path(path)
+    if (folder / "dataset").is_dir():
+        folder = folder / "dataset"
+    if not folder.is_dir():
+        raise OSError(f"No candidate dataset at {path}: pass the --output-dir of `collect` (or its dataset/ folder).")
+    return load_from_disk(str(folder))
+
+
+def run_collect(args: argparse.Namespace) -> None:
+    from .collection import collect_candidates
+    from .embedded import load_model_and_tokenizer
+    from .experiment import preset_from, task_splits
+    from .tasks import task_verifier
+
+    if args.task:
+        prompts = task_splits(preset_from(args.preset, task=args.task))[args.split]
+        verifier = args.verifier or task_verifier(args.task)
+    else:
+        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        prompts = [json.loads(line) for line in lines if line.strip()]
+        if not args.verifier:
+            raise ValueError("--prompts needs --verifier (math, code or tools) to label the candidates.")
+        verifier = args.verifier
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    dataset = collect_candidates(
+        model,
+        tokenizer,
+        prompts,
+        verifier,
+        output_dir=args.output_dir,
+        num_candidates=args.num_candidates,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        **_sampling(args),
+    )
+    print_outputs({"dataset": Path(args.output_dir) / "dataset", "prompts": len(dataset)})
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .training import train_ranker
+
+    ranker = train_ranker(
+        _load_dataset(args.dataset),
+        _load_dataset(args.eval_dataset) if args.eval_dataset else None,
+        output_dir=args.output_dir,
+        feature_layer=args.feature_layer,
+        head=args.head,
+        loss=args.loss,
+        group_size=args.group_size,
+        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    print_outputs({"ranker": args.output_dir, "parameters": ranker.num_parameters})
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from .embedded import load_model_and_tokenizer
+    from .experiment import preset_from, run_experiment
+
+    overrides = {
+        key: getattr(args, key, None) for key in ("task", "train_prompts", "validation_prompts", "test_prompts")
+    }
+    preset = preset_from(args.preset, **overrides)
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    outputs = run_experiment(model, tokenizer, preset, args.output_dir, text_reward_model=not args.no_reward_model)
+    example = outputs.example
+    print(f"\n{outputs.result.to_markdown()}\n")
+    print(f"Prompt: {example['prompt']}   (reference answer: {example['reference']})")
+    print(
+        f"  greedy     [{'correct' if example['greedy_correct'] else 'wrong'}]: {' '.join(example['greedy'].split())}"
+    )
+    print(
+        f"  ranked     [{'correct' if example['ranked_correct'] else 'wrong'}]: {' '.join(example['ranked'].split())}"
+    )
+    print_outputs(outputs.files)
 
 
 def run_generate(args: argparse.Namespace) -> None:
     import torch
 
+    from .collection import format_prompt, resolve_chat_template, tokenize_prompts
     from .embedded import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
-    texts = [format_prompt(tokenizer, prompt, not args.no_chat_template) for prompt in args.prompt]
-    inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not tokenizer.chat_template)
+    use_template = resolve_chat_template(tokenizer, False if args.no_chat_template else None)
+    texts = [format_prompt(tokenizer, prompt, use_template) for prompt in args.prompt]
+    inputs = tokenize_prompts(tokenizer, texts, use_template)
     torch.manual_seed(args.seed)
     output = model.generate(
         **inputs,

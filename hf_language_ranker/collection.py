@@ -127,8 +127,8 @@ def collect_candidates(
     verifier = as_verifier(verifier)
     layers = _resolve_layers(model, layers)
     _check_positive(num_candidates=num_candidates, batch_size=batch_size, shard_size=shard_size)
-    use_chat_template = _use_chat_template(tokenizer, chat_template)
-    tokenizer = _padding_tokenizer(tokenizer)
+    use_chat_template = resolve_chat_template(tokenizer, chat_template)
+    tokenizer = padding_tokenizer(tokenizer)
     if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:
         sampling["pad_token_id"] = tokenizer.pad_token_id
     generation = _generation_settings(model, max_new_tokens, sampling)
@@ -265,7 +265,7 @@ def _resolve_layers(model: PreTrainedModel, layers: int | Sequence[int] | None) 
     return sorted({resolve_feature_layer(model, layer) for layer in requested})
 
 
-def _use_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: bool | None) -> bool:
+def resolve_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: bool | None) -> bool:
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if chat_template and not has_template:
         raise ValueError(
@@ -275,7 +275,7 @@ def _use_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: bool |
     return has_template if chat_template is None else bool(chat_template)
 
 
-def _padding_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+def padding_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """The tokenizer itself, or a copy padding with EOS when it has no pad token."""
     if tokenizer.pad_token_id is not None:
         return tokenizer
@@ -325,21 +325,26 @@ def _sample_shard(plan: _Plan, start: int, stop: int) -> Iterator[list[dict[str,
         yield _sample_batch(plan, ids)
 
 
-def _format_prompt(plan: _Plan, prompt: str) -> str:
-    if not plan.use_chat_template:
+def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool) -> str:
+    """``prompt`` as one user turn of the tokenizer's chat template, or as is."""
+    if not use_chat_template:
         return prompt
     messages = [{"role": "user", "content": prompt}]
-    return plan.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], use_chat_template: bool) -> Any:
+    """A left-padded batch of `format_prompt` texts (a chat template already holds the special tokens)."""
+    return tokenizer(
+        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not use_chat_template
+    )
 
 
 def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]]:
     examples = [plan.examples[index] for index in prompt_ids]
     prompts = [_prompt_text(example, index) for example, index in zip(examples, prompt_ids)]
-    texts = [_format_prompt(plan, prompt) for prompt in prompts]
-    # a chat template already holds the special tokens the model expects
-    inputs = plan.tokenizer(
-        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not plan.use_chat_template
-    ).to(plan.model.device)
+    texts = [format_prompt(plan.tokenizer, prompt, plan.use_chat_template) for prompt in prompts]
+    inputs = tokenize_prompts(plan.tokenizer, texts, plan.use_chat_template).to(plan.model.device)
     sampled = sample_candidates(
         plan.model,
         inputs["input_ids"],

@@ -1,0 +1,292 @@
+"""The evaluation protocol end to end: collect task splits, train rankers, compare with every baseline.
+
+Used by ``hf-language-ranker demo`` (small preset), ``hf-language-ranker evaluate`` and
+``benchmarks/quality.py`` (full presets), so they all run the same pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils.logging import is_progress_bar_enabled
+
+from .baselines import ProbeScorer, RankerScorer, Scorer, TextRewardScorer, num_candidates, select_on_validation
+from .candidates import CORRECT_THRESHOLD, feature_layers
+from .collection import (
+    collect_candidates,
+    format_prompt,
+    padding_tokenizer,
+    resolve_chat_template,
+    tokenize_prompts,
+)
+from .evaluation import EvaluationResult, evaluate
+from .features import text_config
+from .tasks import load_task, split_task, task_verifier
+from .verifiers import as_verifier
+
+MATH_TASKS = ("arithmetic", "chain_sum", "products", "gsm_symbolic")
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and sampling settings of one run of the protocol."""
+
+    task: str = "arithmetic"
+    train_prompts: int = 600
+    validation_prompts: int = 100
+    test_prompts: int = 200
+    train_candidates: int = 8
+    eval_candidates: int = 16
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_p: float = 1.0
+    layer_fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    batch_size: int = 4
+    seed: int = 0
+    ns: tuple[int, ...] = (1, 2, 4, 8, 16)
+    reward_model_max_pairs: int = 4000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def layers(self, model: PreTrainedModel) -> list[int]:
+        num_layers = int(text_config(model).num_hidden_layers)
+        return sorted({max(1, round(fraction * num_layers)) for fraction in self.layer_fractions})
+
+    def candidates(self, split: str) -> int:
+        return self.train_candidates if split == "train" else self.eval_candidates
+
+
+PRESETS: dict[str, Preset] = {
+    # ~15 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct
+    "demo": Preset(
+        train_prompts=120,
+        validation_prompts=30,
+        test_prompts=50,
+        train_candidates=8,
+        eval_candidates=8,
+        max_new_tokens=40,
+        ns=(1, 2, 4, 8),
+        reward_model_max_pairs=600,
+    ),
+    "arithmetic": Preset(),
+}
+
+
+def task_splits(preset: Preset) -> dict[str, list[dict[str, Any]]]:
+    """The prompts of each split (disjoint by prompt, deterministic for the preset's seed)."""
+    held_out = preset.validation_prompts + preset.test_prompts
+    # generated tasks repeat some prompts, which splitting drops: draw a margin
+    examples = load_task(preset.task, size=int((preset.train_prompts + held_out) * 1.25) + 10, seed=preset.seed)
+    splits = split_task(examples, validation=preset.validation_prompts, test=preset.test_prompts, seed=preset.seed)
+    if len(splits["train"]) < preset.train_prompts:
+        raise ValueError(f"Task {preset.task!r} has only {len(splits['train'])} training prompts after splitting.")
+    splits["train"] = splits["train"][: preset.train_prompts]
+    return splits
+
+
+def collect_splits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    preset: Preset,
+    output_dir: str | Path,
+    splits: tuple[str, ...] = SPLITS,
+) -> dict[str, Dataset]:
+    """Collect (or resume, or reload) the candidate dataset of each split under ``output_dir/<split>``."""
+    prompts = task_splits(preset)
+    verifier = task_verifier(preset.task)
+    datasets = {}
+    for split in splits:
+        datasets[split] = collect_candidates(
+            model,
+            tokenizer,
+            prompts[split],
+            verifier,
+            output_dir=Path(output_dir) / split,
+            num_candidates=preset.candidates(split),
+            layers=preset.layers(model),
+            batch_size=preset.batch_size,
+            max_new_tokens=preset.max_new_tokens,
+            seed=preset.seed + SPLITS.index(split),
+            temperature=preset.temperature,
+            top_p=preset.top_p,
+        )
+    return datasets
+
+
+def preset_from(name: str, **overrides: Any) -> Preset:
+    """A named preset with some fields replaced (``None`` values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return replace(PRESETS[name], **{key: value for key, value in overrides.items() if value is not None})
+
+
+def preset_json(preset: Preset) -> str:
+    return json.dumps(asdict(preset), sort_keys=True)
+
+
+def greedy_decode(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[dict[str, Any]],
+    preset: Preset,
+) -> list[str]:
+    """Greedy answers to ``prompts`` (the greedy-decoding baseline), formatted like collection does."""
+    use_template = resolve_chat_template(tokenizer, None)
+    tokenizer = padding_tokenizer(tokenizer)
+    answers = []
+    for start in tqdm(
+        range(0, len(prompts), preset.batch_size * 4), desc="Greedy decoding", disable=not is_progress_bar_enabled()
+    ):
+        batch = prompts[start : start + preset.batch_size * 4]
+        texts = [format_prompt(tokenizer, example["prompt"], use_template) for example in batch]
+        inputs = tokenize_prompts(tokenizer, texts, use_template).to(model.device)
+        with torch.no_grad():
+            output = GenerationMixin.generate(
+                model,
+                **inputs,
+                do_sample=False,
+                max_new_tokens=preset.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        generated = output[:, inputs["input_ids"].shape[1] :]
+        answers.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
+    return answers
+
+
+@dataclass
+class ExperimentOutputs:
+    """What `run_experiment` wrote and found."""
+
+    result: EvaluationResult
+    ranker_dir: Path
+    files: dict[str, Path]
+    example: dict[str, Any]
+
+
+def _train_scorers(
+    datasets: dict[str, Dataset], preset: Preset, text_reward_model: bool
+) -> tuple[dict[str, Scorer], dict[str, Any]]:
+    """Fit every learned selector; feature layers and hyper-parameters are chosen on validation only."""
+    train, validation = datasets["train"], datasets["validation"]
+    layers = feature_layers(train)
+    training = {"seed": preset.seed, "report_to": "none", "disable_tqdm": True}
+    chosen = {}
+    scorers: dict[str, Scorer] = {}
+    for head in ("listwise", "pointwise"):
+        name = f"Language Ranker ({head})"
+        builders = {
+            layer: lambda layer=layer, head=head: RankerScorer(feature_layer=layer, head=head, **training)
+            for layer in layers
+        }
+        layer, scorers[name], by_layer = select_on_validation(builders, train, validation, f"{name} layer")
+        chosen[name] = {"feature_layer": layer, "validation_accuracy_by_layer": by_layer}
+    probe = ProbeScorer().fit(train, validation)
+    scorers["linear probe"] = probe
+    chosen["linear probe"] = {"feature_layer": probe.layer, "weight_decay": probe.weight_decay}
+    if text_reward_model:
+        scorers["MiniLM reward model"] = TextRewardScorer(
+            max_length=128, max_train_pairs=preset.reward_model_max_pairs
+        ).fit(train, validation)
+    return scorers, chosen
+
+
+def run_experiment(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    preset: Preset,
+    output_dir: str | Path,
+    *,
+    text_reward_model: bool = True,
+) -> ExperimentOutputs:
+    """Collect, train every selector, evaluate on test, and write ``results.md``, ``results.json``, the plot and
+    the best ranker (``ranker/``, with a model card holding the evaluation) under ``output_dir``."""
+    output_dir = Path(output_dir)
+    datasets = collect_splits(model, tokenizer, preset, output_dir / "candidates")
+    test_prompts = task_splits(preset)["test"]
+    verifier = as_verifier(task_verifier(preset.task))
+    greedy_answers = greedy_decode(model, tokenizer, test_prompts, preset)
+    greedy_labels = [verifier(example, answer) for example, answer in zip(test_prompts, greedy_answers)]
+    greedy_accuracy = sum(label >= CORRECT_THRESHOLD for label in greedy_labels) / len(greedy_labels)
+
+    scorers, chosen = _train_scorers(datasets, preset, text_reward_model)
+    result = evaluate(
+        datasets["test"],
+        scorers,
+        ns=preset.ns,
+        greedy_accuracy=greedy_accuracy,
+        task=preset.task,
+        dataset_name=f"{preset.task} (reasoning-gym, {preset.test_prompts} test prompts)",
+    )
+    largest = max(n for n in preset.ns if n <= num_candidates(datasets["test"]))
+    best_head = max(
+        (name for name in scorers if name.startswith("Language Ranker")),
+        key=lambda name: result.accuracy[name][largest],
+    )
+    ranker = scorers[best_head].ranker
+    ranker_dir = output_dir / "ranker"
+    (ranker_dir / "README.md").unlink(missing_ok=True)
+    ranker.save_pretrained(
+        ranker_dir,
+        model_card_kwargs={
+            "datasets": [f"reasoning-gym/{preset.task}"] if preset.task in MATH_TASKS else None,
+            "training": {
+                "task": preset.task,
+                "train prompts": len(datasets["train"]),
+                "candidates per prompt": preset.train_candidates,
+                "sampling": f"temperature {preset.temperature}, top_p {preset.top_p}, "
+                f"max_new_tokens {preset.max_new_tokens}",
+                "head and layer chosen on validation": f"{best_head}, layer {ranker.config.feature_layer}",
+            },
+            "evaluation": result.to_model_card_evaluation(),
+        },
+    )
+    files = {
+        "results_markdown": output_dir / "results.md",
+        "results_json": output_dir / "results.json",
+        "plot": output_dir / "accuracy_vs_n.png",
+        "ranker": ranker_dir,
+        "candidates": output_dir / "candidates",
+    }
+    example = _ranked_example(datasets["test"], ranker, test_prompts, greedy_answers, greedy_labels)
+    files["results_markdown"].write_text(
+        f"# {preset.task}: best-of-N selection accuracy\n\n{result.to_markdown()}\n\n"
+        f"Choices made on the validation split: `{json.dumps(chosen)}`\n\nPreset: `{preset_json(preset)}`\n"
+    )
+    result.to_json(files["results_json"])
+    payload = json.loads(files["results_json"].read_text())
+    payload.update(preset=asdict(preset), chosen_on_validation=chosen, example=example)
+    files["results_json"].write_text(json.dumps(payload, indent=2, default=str))
+    result.plot(files["plot"])
+    return ExperimentOutputs(result=result, ranker_dir=ranker_dir, files=files, example=example)
+
+
+def _ranked_example(
+    test: Dataset,
+    ranker: Any,
+    prompts: list[dict[str, Any]],
+    greedy_answers: list[str],
+    greedy_labels: list[float],
+) -> dict[str, Any]:
+    """One test prompt where the ranker's choice and greedy decoding differ in correctness, if any."""
+    scores = RankerScorer.from_trained(ranker).score(test, num_candidates(test))
+    rows = list(range(len(test)))
+    rows.sort(key=lambda row: test[row]["labels"][int(np.argmax(scores[row]))] - greedy_labels[row], reverse=True)
+    row = rows[0]
+    choice = int(np.argmax(scores[row]))
+    return {
+        "prompt": prompts[row]["prompt"],
+        "reference": prompts[row].get("answer"),
+        "greedy": greedy_answers[row].strip(),
+        "greedy_correct": greedy_labels[row] >= CORRECT_THRESHOLD,
+        "ranked": test[row]["candidates"][choice].strip(),
+        "ranked_correct": test[row]["labels"][choice] >= CORRECT_THRESHOLD,
+    }

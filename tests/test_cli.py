@@ -1,0 +1,97 @@
+"""The command line: the whole pipeline on a tiny random model and a tiny preset, as a user would run it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import build_model, build_tokenizer
+from datasets import load_from_disk
+
+from hf_language_ranker import LanguageRanker
+from hf_language_ranker.cli import main
+from hf_language_ranker.experiment import PRESETS, Preset
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_model("llama").save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    preset = Preset(
+        train_prompts=12,
+        validation_prompts=6,
+        test_prompts=6,
+        train_candidates=4,
+        eval_candidates=4,
+        max_new_tokens=4,
+        layer_fractions=(0.5, 1.0),
+        ns=(1, 2, 4),
+        reward_model_max_pairs=8,
+    )
+    monkeypatch.setitem(PRESETS, "tiny", preset)
+    return preset
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("demo", "evaluate", "collect", "train", "generate", "push"):
+        assert command in text
+
+
+def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys):
+    model = ["--model", str(tiny_model_dir)]
+    base = ["--task", "arithmetic", "--preset", "tiny", "--num-candidates", "4", "--max-new-tokens", "3"]
+    assert main(["collect", *model, *base, "--split", "train", "--output-dir", str(tmp_path / "train")]) == 0
+    assert main(["collect", *model, *base, "--split", "validation", "--output-dir", str(tmp_path / "val")]) == 0
+    train = load_from_disk(str(tmp_path / "train" / "dataset"))
+    assert len(train) == 12 and len(train[0]["candidates"]) == 4
+    status = main(
+        ["train", "--dataset", str(tmp_path / "train"), "--eval-dataset", str(tmp_path / "val"), "--epochs", "1"]
+        + ["--output-dir", str(tmp_path / "ranker")]
+    )
+    assert status == 0
+    ranker = LanguageRanker.from_pretrained(tmp_path / "ranker")
+    assert ranker.config.hidden_size == 32
+    capsys.readouterr()
+    status = main(
+        ["generate", *model, "--ranker", str(tmp_path / "ranker"), "--prompt", "ab 1", "--num-candidates", "3"]
+    )
+    assert status == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:2] in ("->", "+0", "-0")]
+    assert len(lines) == 3 and sum(line.startswith("->") for line in lines) == 1
+
+
+def test_demo_pipeline_writes_results_and_a_ranker(tiny_model_dir, tiny_preset, tmp_path, capsys, monkeypatch):
+    output_dir = tmp_path / "demo"
+    status = main(["evaluate", "--model", str(tiny_model_dir), "--preset", "tiny", "--output-dir", str(output_dir)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "greedy" in printed and "ranked" in printed
+    results = json.loads((output_dir / "results.json").read_text())
+    methods = set(results["accuracy"])
+    assert {"first sample", "majority vote", "oracle (pass@N)", "linear probe", "MiniLM reward model"} <= methods
+    assert {"Language Ranker (listwise)", "Language Ranker (pointwise)"} <= methods
+    assert (output_dir / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        "| method" in (output_dir / "results.md").read_text().lower() or "|" in (output_dir / "results.md").read_text()
+    )
+    card = (output_dir / "ranker" / "README.md").read_text()
+    assert "model-index" in card and "accuracy" in card
+    # a second run resumes: the collected candidates are reused, not sampled again
+    import hf_language_ranker.collection as collection
+
+    monkeypatch.setattr(collection, "sample_candidates", lambda *args, **kwargs: pytest.fail("sampled again"))
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--preset", "tiny", "--output-dir", str(output_dir)]) == 0
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--dataset", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "No candidate dataset" in capsys.readouterr().err
