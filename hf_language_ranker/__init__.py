@@ -1,5 +1,10 @@
 """hf-language-ranker: best-of-N decoding for transformers with Language Ranker (arXiv 2510.21883)."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .configuration import RankerConfig
 from .features import featurize_candidates
 from .generation import (
@@ -13,6 +18,17 @@ from .modeling import LanguageRanker, RankerOutput
 
 __version__ = "0.1.0"
 
+# heavier entry points (transformers.Trainer, datasets, matplotlib) load on first use
+_LAZY = {
+    "collect_candidates": "collection",
+    "RankerTrainer": "training",
+    "RankerTrainingArguments": "training",
+    "train_ranker": "training",
+    "evaluate": "evaluation",
+    "EvaluationResult": "evaluation",
+    "load_model_and_tokenizer": "embedded",
+}
+
 __all__ = [
     "LanguageRanker",
     "RankedGenerateOutput",
@@ -23,4 +39,11 @@ __all__ = [
     "attach_ranker",
     "featurize_candidates",
     "sample_candidates",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
