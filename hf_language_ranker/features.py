@@ -15,7 +15,8 @@ one vector per row and layer (memory O(rows x hidden) whatever the answer length
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,8 +88,7 @@ def position_ids_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tens
 
 
 def forward_accepts(model: PreTrainedModel, name: str) -> bool:
-    import inspect
-
+    """Whether the model's forward takes an argument ``name``."""
     return name in inspect.signature(model.forward).parameters
 
 
@@ -285,8 +285,3 @@ def featurize_candidates(
         prompt_features[layer] = states[::num_candidates, prompt_length - 1]
         candidate_features[layer] = states[row_index, last_positions].reshape(batch_size, num_candidates, -1)
     return prompt_features, candidate_features
-
-
-def stack_layers(features: Mapping[int, torch.Tensor], layers: Iterable[int]) -> torch.Tensor:
-    """Concatenate the features of several layers along the hidden dimension."""
-    return torch.cat([features[layer] for layer in layers], dim=-1)

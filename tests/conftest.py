@@ -72,9 +72,13 @@ def left_padded_prompts() -> tuple[torch.Tensor, torch.Tensor]:
     return input_ids, attention_mask
 
 
-@pytest.fixture
-def llama():
-    return build_model("llama")
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny Llama with its tokenizer, loadable by `from_pretrained` and the examples' --model."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_model("llama").save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return folder
 
 
 TOKENIZER_CHARACTERS = "abcdefghij0123456789 "

@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import build_model, build_tokenizer
 from datasets import load_from_disk
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.cli import main
 from hf_language_ranker.experiment import PRESETS, Preset
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_model("llama").save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture

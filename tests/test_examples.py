@@ -7,20 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import build_model, build_tokenizer
 
 from hf_language_ranker import RankedGenerationMixin, embedded
 from hf_language_ranker.embedded import load_model_and_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_model("llama").save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
-    return folder
 
 
 def run_example(name: str, *args: str, timeout: int = 300) -> str:
