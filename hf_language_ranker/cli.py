@@ -251,7 +251,7 @@ def run_push(args: argparse.Namespace) -> None:
 
     ranker = LanguageRanker.from_pretrained(args.ranker)
     readme = Path(args.ranker) / "README.md"
-    url = ranker.push_to_hub(args.repo_id, private=args.private, model_card_kwargs={"ranker_id": args.repo_id})
+    url = ranker.push_to_hub(args.repo_id, private=args.private)
     if readme.is_file():  # keep the card written at training time (it holds training and evaluation details)
         from huggingface_hub import upload_file
 

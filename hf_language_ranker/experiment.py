@@ -32,8 +32,6 @@ from .features import text_config
 from .tasks import load_task, split_task, task_verifier
 from .verifiers import as_verifier
 
-MATH_TASKS = ("arithmetic", "chain_sum", "products", "gsm_symbolic")
-
 SPLITS = ("train", "validation", "test")
 
 
@@ -242,7 +240,6 @@ def run_experiment(
     ranker.save_pretrained(
         ranker_dir,
         model_card_kwargs={
-            "datasets": [f"reasoning-gym/{preset.task}"] if preset.task in MATH_TASKS else None,
             "training": {
                 "task": preset.task,
                 "train prompts": len(datasets["train"]),

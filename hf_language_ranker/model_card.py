@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .configuration import RankerConfig
 
 LIBRARY_NAME = "hf-language-ranker"
 REPO_URL = "https://github.com/hf-language-ranker/hf-language-ranker"
 TAGS = ["language-ranker", "best-of-n", "reranking"]
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+PIPELINE_TAG = "text-ranking"
 
 
 def _template() -> str:
@@ -22,27 +23,55 @@ def _template() -> str:
 
 
 def is_hub_id(name: str | None) -> bool:
-    """Whether ``name`` looks like a Hub repo id (not a local path)."""
-    return bool(name) and bool(_HUB_ID.match(name)) and not name.startswith((".", "/"))
+    """Whether ``name`` is a valid Hub repo id and not an existing local path."""
+    if not name or os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
-def _eval_results(evaluation: Mapping[str, Any], model_name: str) -> list[EvalResult]:
-    """``evaluation``: ``{"task": ..., "dataset": ..., "accuracy": {method: {n: value}}}``."""
-    results = []
-    for method, by_n in evaluation.get("accuracy", {}).items():
-        for num_candidates, value in by_n.items():
-            results.append(
-                EvalResult(
-                    task_type="text-generation",
-                    task_name=evaluation.get("task", "best-of-n selection"),
-                    dataset_type=evaluation.get("dataset", "custom"),
-                    dataset_name=evaluation.get("dataset", "custom"),
-                    metric_type="accuracy",
-                    metric_name=f"{method} accuracy@{num_candidates}",
-                    metric_value=float(value),
-                )
-            )
-    return results
+def _candidate_counts(accuracy: Mapping[str, Mapping[Any, float]]) -> list[Any]:
+    """Every N of the evaluation, numbers ascending (a label such as ``"all"`` last)."""
+    counts = dict.fromkeys(n for by_n in accuracy.values() for n in by_n)
+    return sorted(counts, key=lambda n: (0, n) if isinstance(n, int) else (1, str(n)))
+
+
+def _eval_results(evaluation: Mapping[str, Any], dataset_type: str) -> list[EvalResult]:
+    """One model-index metric per method and N."""
+    return [
+        EvalResult(
+            task_type="text-generation",
+            task_name=evaluation.get("task", "best-of-n selection"),
+            dataset_type=dataset_type,
+            dataset_name=evaluation.get("dataset", "held-out prompts"),
+            metric_type="accuracy",
+            metric_name=f"{method} accuracy@{num_candidates}",
+            metric_value=float(value),
+        )
+        for method, by_n in evaluation.get("accuracy", {}).items()
+        for num_candidates, value in by_n.items()
+    ]
+
+
+def _evaluation_table(evaluation: Mapping[str, Any]) -> str:
+    """A markdown table: one row per method, one column per N."""
+    accuracy = evaluation.get("accuracy", {})
+    counts = _candidate_counts(accuracy)
+    task, dataset = evaluation.get("task", "best-of-n selection"), evaluation.get("dataset", "held-out prompts")
+    lines = [
+        f"Task: {task}; data: {dataset}. Selection accuracy: the fraction of prompts whose chosen candidate is "
+        "correct, choosing among the first N sampled candidates.",
+        "",
+        "| method | " + " | ".join(f"N={n}" for n in counts) + " |",
+        "|---|" + "---:|" * len(counts),
+    ]
+    for method, by_n in accuracy.items():
+        values = (f"{float(by_n[n]):.3f}" if n in by_n else "—" for n in counts)
+        lines.append(f"| {method} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
 
 
 def ranker_model_card(
@@ -53,18 +82,30 @@ def ranker_model_card(
     datasets: Sequence[str] | None = None,
     training: Mapping[str, Any] | None = None,
     evaluation: Mapping[str, Any] | None = None,
-    **_: Any,
 ) -> ModelCard:
-    """Render a ranker's README card with Hub metadata (base model, tags, datasets, model-index)."""
+    """Render a ranker's README card with Hub metadata (base model, tags, datasets, model-index).
+
+    Args:
+        config: the ranker's config (base model, feature layer, head).
+        ranker_id: the ranker's Hub id, used in the usage snippet.
+        num_parameters: the ranker's parameter count.
+        datasets: Hub ids of the datasets whose prompts it was trained on.
+        training: training settings and data, listed as they are given.
+        evaluation: ``{"task": ..., "dataset": ..., "accuracy": {method: {n: value}}}``, the selection accuracy of
+            the ranker and its baselines at each N; it becomes the card's ``model-index``.
+    """
     base_model = config.base_model if is_hub_id(config.base_model) else None
     model_name = f"Language Ranker for {config.base_model or config.model_type or 'a causal LM'}"
-    eval_results = _eval_results(evaluation, model_name) if evaluation else None
+    datasets = list(datasets) if datasets else None
+    eval_results = None
+    if evaluation and evaluation.get("accuracy"):
+        eval_results = _eval_results(evaluation, datasets[0] if datasets else evaluation.get("dataset", "custom"))
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
         base_model=base_model,
         tags=TAGS,
-        datasets=list(datasets) if datasets else None,
-        pipeline_tag="text-ranking",
+        datasets=datasets,
+        pipeline_tag=PIPELINE_TAG,
         license="apache-2.0",
         model_name=model_name if eval_results else None,
         eval_results=eval_results,
@@ -75,12 +116,7 @@ def ranker_model_card(
         else "Not recorded (the ranker was saved without training metadata)."
     )
     evaluation_summary = (
-        "\n".join(
-            f"- {method}: " + ", ".join(f"N={n}: {float(v):.3f}" for n, v in by_n.items())
-            for method, by_n in evaluation.get("accuracy", {}).items()
-        )
-        if evaluation
-        else "No evaluation results were recorded with this ranker."
+        _evaluation_table(evaluation) if eval_results else "No evaluation results were recorded with this ranker."
     )
     return ModelCard.from_template(
         card_data,
@@ -89,7 +125,7 @@ def ranker_model_card(
         base_model_name=config.base_model or "<base model>",
         ranker_id=ranker_id or "<user>/<this-ranker>",
         repo_url=REPO_URL,
-        num_parameters=f"{num_parameters:,}" if num_parameters is not None else "small",
+        num_parameters=f"{num_parameters:,}" if num_parameters is not None else None,
         training_summary=training_summary,
         evaluation_summary=evaluation_summary,
         **config.to_dict(),

@@ -224,6 +224,11 @@ class LanguageRanker(
 
         return ranker_model_card(self.config, num_parameters=self.num_parameters, **kwargs)
 
+    def push_to_hub(self, repo_id: str, *args: Any, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+        """Upload to the Hub (config.json, model.safetensors, card); the card's usage snippet names ``repo_id``."""
+        model_card_kwargs = {"ranker_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, *args, model_card_kwargs=model_card_kwargs, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> LanguageRanker:
         """Load a ranker from a Hub id or a local folder (``config.json`` + ``model.safetensors``).

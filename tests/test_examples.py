@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import run_example
 
 from hf_language_ranker import RankedGenerationMixin, embedded
 from hf_language_ranker.embedded import load_model_and_tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_example(name: str, *args: str, timeout: int = 300) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_quickstart_prints_every_candidate_and_the_best(tiny_model_dir):

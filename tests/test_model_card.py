@@ -1,0 +1,174 @@
+"""Ranker model cards: Hub metadata that `huggingface_hub.ModelCard` parses, and a usage snippet that runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_model, build_tokenizer
+from datasets import Dataset, DatasetInfo
+from huggingface_hub import ModelCard
+
+from hf_language_ranker import LanguageRanker, RankerConfig
+from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
+from hf_language_ranker.model_card import is_hub_id, ranker_model_card
+from hf_language_ranker.training import RankerTrainer, RankerTrainingArguments
+
+BASE_MODEL = "org/tiny-llama"
+RANKER_ID = "org/tiny-llama-ranker"
+EVALUATION = {
+    "task": "arithmetic",
+    "dataset": "arithmetic test prompts",
+    "accuracy": {
+        "Language Ranker": {1: 0.25, 4: 0.5},
+        "first sample": {1: 0.25, 4: 0.25},
+        "oracle (pass@N)": {4: 0.75},
+    },
+}
+
+
+def tiny_ranker() -> LanguageRanker:
+    model = build_model("llama")
+    model.config._name_or_path = BASE_MODEL
+    return LanguageRanker.for_model(model)
+
+
+def metrics(card: ModelCard) -> dict[str, float]:
+    return {result.metric_name: result.metric_value for result in card.data.eval_results or []}
+
+
+def assert_common_metadata(card: ModelCard) -> None:
+    assert card.data.library_name == "hf-language-ranker"
+    assert card.data.pipeline_tag == "text-ranking"
+    assert {"language-ranker", "best-of-n"} <= set(card.data.tags)
+
+
+def test_saved_card_has_hub_metadata_and_the_evaluation(tmp_path):
+    ranker = tiny_ranker()
+    training = {"train_prompts": 60, "labels": "math verifier"}
+    kwargs = {"datasets": ["org/prompts"], "training": training, "evaluation": EVALUATION}
+    ranker.save_pretrained(tmp_path, model_card_kwargs=kwargs)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert_common_metadata(card)
+    assert card.data.base_model == BASE_MODEL and card.data.datasets == ["org/prompts"]
+    assert metrics(card) == {
+        "Language Ranker accuracy@1": 0.25,
+        "Language Ranker accuracy@4": 0.5,
+        "first sample accuracy@1": 0.25,
+        "first sample accuracy@4": 0.25,
+        "oracle (pass@N) accuracy@4": 0.75,
+    }
+    assert {result.dataset_type for result in card.data.eval_results} == {"org/prompts"}
+    body = card.text
+    layer = ranker.config.feature_layer
+    assert f"| feature layer | {layer} " in body and "| head | listwise (projection to 64" in body
+    assert "- train_prompts: 60" in body and "- labels: math verifier" in body
+    assert "| Language Ranker | 0.250 | 0.500 |" in body and "| oracle (pass@N) | — | 0.750 |" in body
+    assert "## Limitations" in body and f"{ranker.num_parameters:,}-parameter" in body
+
+
+def test_card_without_hub_base_model_or_evaluation(tmp_path):
+    ranker = LanguageRanker(RankerConfig(hidden_size=8, num_hidden_layers=2, feature_layer=1, base_model=str(tmp_path)))
+    card = ranker.generate_model_card()
+    parsed = ModelCard(str(card))
+    assert_common_metadata(parsed)
+    assert parsed.data.base_model is None and parsed.data.eval_results is None
+    assert "No evaluation results" in parsed.text and "Not recorded" in parsed.text
+
+
+def test_push_to_hub_uploads_the_card(monkeypatch):
+    uploaded: dict[str, str] = {}
+
+    class FakeApi:
+        def __init__(self, token: str | None = None) -> None:
+            pass
+
+        def create_repo(self, repo_id: str, **kwargs: object) -> object:
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, *, repo_id: str, folder_path: Path, **kwargs: object) -> str:
+            uploaded.update(
+                {path.name: path.read_text() for path in Path(folder_path).iterdir() if path.suffix != ".safetensors"}
+            )
+            return f"https://huggingface.co/{repo_id}/commit/0"
+
+    monkeypatch.setattr("huggingface_hub.hub_mixin.HfApi", FakeApi)
+    url = tiny_ranker().push_to_hub(RANKER_ID, model_card_kwargs={"ranker_id": RANKER_ID, "evaluation": EVALUATION})
+    assert url.endswith("/commit/0") and {"README.md", "config.json"} <= set(uploaded)
+    card = ModelCard(uploaded["README.md"])
+    assert_common_metadata(card)
+    assert card.data.base_model == BASE_MODEL and metrics(card)["Language Ranker accuracy@4"] == 0.5
+    assert f'LanguageRanker.from_pretrained("{RANKER_ID}")' in card.text
+
+
+def candidate_dataset(num_prompts: int = 8, num_candidates: int = 4, hidden: int = 32, layer: int = 2) -> Dataset:
+    """A small collected-candidates dataset (layout of hf_language_ranker.candidates) with random features."""
+    rng = np.random.default_rng(0)
+    info = CollectionInfo(BASE_MODEL, "llama", hidden, 4, [layer], num_candidates, "math")
+    return Dataset.from_dict(
+        {
+            "labels": [[float((row + index) % 2) for index in range(num_candidates)] for row in range(num_prompts)],
+            prompt_feature_column(layer): rng.standard_normal((num_prompts, hidden)).astype(np.float16),
+            candidate_feature_column(layer): rng.standard_normal((num_prompts, num_candidates, hidden)).astype(
+                np.float16
+            ),
+        },
+        info=DatasetInfo(description=info.to_json()),
+    )
+
+
+def test_trainer_save_model_writes_the_card(tmp_path):
+    dataset = candidate_dataset()
+    arguments = RankerTrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=1,
+        eval_strategy="epoch",
+        dataset_name="org/candidates",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    trainer = RankerTrainer(args=arguments, train_dataset=dataset, eval_dataset=dataset)
+    trainer.train()
+    trainer.save_model()
+    card = ModelCard.load(tmp_path / "README.md")
+    assert_common_metadata(card)
+    assert card.data.base_model == BASE_MODEL and card.data.datasets == ["org/candidates"]
+    assert {"Language Ranker accuracy@4", "first sample accuracy@4", "oracle (pass@N) accuracy@4"} <= set(metrics(card))
+    assert "- train_prompts: 8" in card.text and "- loss: listwise" in card.text
+
+
+@pytest.mark.parametrize("chat_template", [None, "{% for m in messages %}{{ m['content'] }} {% endfor %}"])
+def test_usage_snippet_runs(tmp_path, chat_template):
+    model_dir, ranker_dir = tmp_path / "model", tmp_path / "ranker"
+    build_model("llama").save_pretrained(model_dir)
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(model_dir)
+    ranker = tiny_ranker()
+    ranker.save_pretrained(ranker_dir, model_card_kwargs={"ranker_id": RANKER_ID})
+    card = ModelCard.load(ranker_dir / "README.md")
+    snippet = re.search(r"```python\n(.*?)```", card.text, re.DOTALL).group(1)
+    assert f'"{BASE_MODEL}"' in snippet and f'"{RANKER_ID}"' in snippet
+    snippet = snippet.replace(f'"{BASE_MODEL}"', repr(str(model_dir))).replace(f'"{RANKER_ID}"', repr(str(ranker_dir)))
+    namespace: dict[str, object] = {}
+    torch.manual_seed(0)
+    exec(compile(snippet, "model card snippet", "exec"), namespace)
+    assert namespace["best"].shape[0] == 1 and isinstance(namespace["ranker"], LanguageRanker)
+
+
+def test_is_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "ranker").mkdir(parents=True)
+    assert is_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct") and is_hub_id("gpt2")
+    for name in (None, "", "runs/ranker", str(tmp_path), "a/b/c", "org/bad--name", "./model"):
+        assert not is_hub_id(name), name
+
+
+def test_card_lists_every_n_including_labels():
+    evaluation = {"accuracy": {"Language Ranker": {8: 0.5, "all": 0.4}, "first sample": {2: 0.1}}}
+    card = ranker_model_card(RankerConfig(hidden_size=8, num_hidden_layers=2, feature_layer=1), evaluation=evaluation)
+    assert "| method | N=2 | N=8 | N=all |" in card.text
+    assert "| Language Ranker | — | 0.500 | 0.400 |" in card.text
