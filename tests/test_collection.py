@@ -142,9 +142,9 @@ def test_dataset_prompts_with_chat_template(tmp_path):
         (["ab"], {"layers": [9]}, "Feature layer 9 does not exist"),
     ],
 )
-def test_invalid_arguments_are_refused(tmp_path, llama, prompts, options, message):
+def test_invalid_arguments_are_refused(tmp_path, prompts, options, message):
     with pytest.raises(ValueError, match=message):
-        collect_candidates(llama, build_tokenizer(), prompts, bool, output_dir=tmp_path, **options)
+        collect_candidates(build_model("llama"), build_tokenizer(), prompts, bool, output_dir=tmp_path, **options)
     assert not tmp_path.joinpath("manifest.json").exists()
 
 
