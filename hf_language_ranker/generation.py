@@ -155,13 +155,11 @@ def _feed_last_tokens(
 
 
 def _pad_token_id(model: PreTrainedModel, generate_kwargs: Mapping[str, Any]) -> int | None:
-    configs = [generate_kwargs, generate_kwargs.get("generation_config"), model.generation_config]
-    for source in configs:
-        value = source.get("pad_token_id") if isinstance(source, Mapping) else getattr(source, "pad_token_id", None)
-        if value is not None:
-            return int(value)
-    for source in configs:
-        value = source.get("eos_token_id") if isinstance(source, Mapping) else getattr(source, "eos_token_id", None)
+    """The pad id `generate` uses: from the call, its generation config or the model's; else the first EOS."""
+    configs = [generate_kwargs.get("generation_config"), model.generation_config]
+    sources = [generate_kwargs, *(vars(config) for config in configs if config is not None)]
+    for name in ("pad_token_id", "eos_token_id"):
+        value = next((source[name] for source in sources if source.get(name) is not None), None)
         if value is not None:
             return int(value[0] if isinstance(value, (list, tuple)) else value)
     return None
