@@ -29,7 +29,7 @@ from .collection import (
 )
 from .evaluation import EvaluationResult, evaluate
 from .features import text_config
-from .tasks import load_task, split_task, task_verifier
+from .tasks import TASKS, load_task, split_task, task_verifier
 from .verifiers import as_verifier
 
 SPLITS = ("train", "validation", "test")
@@ -87,7 +87,9 @@ PRESETS: dict[str, Preset] = {
 def task_splits(preset: Preset) -> dict[str, list[dict[str, Any]]]:
     """The prompts of each split (disjoint by prompt, deterministic for the preset's seed)."""
     held_out = preset.validation_prompts + preset.test_prompts
-    pool_size = preset.pool_size or int((preset.train_prompts + held_out) * 1.25) + 10
+    needed = preset.train_prompts + held_out
+    margin = TASKS[preset.task].repeats_prompts if preset.task in TASKS else False
+    pool_size = preset.pool_size or (int(needed * 1.25) + 10 if margin else needed)
     examples = load_task(preset.task, size=pool_size, seed=preset.seed)
     splits = split_task(examples, validation=preset.validation_prompts, test=preset.test_prompts, seed=preset.seed)
     if len(splits["train"]) < preset.train_prompts:

@@ -95,6 +95,8 @@ class Task(abc.ABC):
     verifier: str  # "math", "code" or "tools"
     requirement: str  # the pip command that installs the data
     description: str
+    #: whether drawing examples may repeat a prompt (generated tasks), so callers should draw a margin
+    repeats_prompts = False
 
     @abc.abstractmethod
     def load(self, size: int | None, seed: int) -> list[dict[str, Any]]:
@@ -107,6 +109,8 @@ class Task(abc.ABC):
 @dataclass(frozen=True, repr=False)
 class ReasoningGymTask(Task):
     """Math word problems or expressions drawn from a reasoning-gym generator."""
+
+    repeats_prompts = True
 
     name: str
     dataset: str  # the reasoning-gym dataset name
