@@ -105,7 +105,9 @@ class EvaluationResult:
 
     @classmethod
     def from_json(cls, path: str | Path) -> EvaluationResult:
+        """Read a result written by `to_json` (other keys, such as the settings a report adds, are ignored)."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
         data["accuracy"] = {method: {int(n): v for n, v in by_n.items()} for method, by_n in data["accuracy"].items()}
         data["costs"] = {method: MethodCost(**cost) for method, cost in data["costs"].items()}
         return cls(**data)

@@ -229,7 +229,7 @@ def run_experiment(
         ns=preset.ns,
         greedy_accuracy=greedy_accuracy,
         task=preset.task,
-        dataset_name=f"{preset.task} (reasoning-gym, {preset.test_prompts} test prompts)",
+        dataset_name=f"{preset.task} test split",
     )
     largest = max(n for n in preset.ns if n <= num_candidates(datasets["test"]))
     best_head = max(

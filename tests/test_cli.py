@@ -9,6 +9,7 @@ from datasets import load_from_disk
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.cli import main
+from hf_language_ranker.evaluation import EvaluationResult
 from hf_language_ranker.experiment import PRESETS, Preset
 
 
@@ -67,6 +68,10 @@ def test_demo_pipeline_writes_results_and_a_ranker(tiny_model_dir, tiny_preset, 
     printed = capsys.readouterr().out
     assert "greedy" in printed and "ranked" in printed
     results = json.loads((output_dir / "results.json").read_text())
+    assert EvaluationResult.from_json(output_dir / "results.json").accuracy == {
+        method: {int(n): value for n, value in by_n.items()} for method, by_n in results["accuracy"].items()
+    }
+    assert results["chosen_on_validation"] and results["example"]["prompt"]
     methods = set(results["accuracy"])
     assert {"first sample", "majority vote", "oracle (pass@N)", "linear probe", "MiniLM reward model"} <= methods
     assert {"Language Ranker (listwise)", "Language Ranker (pointwise)"} <= methods
