@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 EPILOG = """typical flow:
-  hf-language-ranker demo --output-dir runs/demo              # everything below on a small preset, ~15 min CPU
+  hf-language-ranker demo --output-dir runs/demo              # everything below on a small preset, ~7 min on 2 CPU cores
   hf-language-ranker collect --task arithmetic --split train --size 400 --output-dir runs/math/train
   hf-language-ranker train --dataset runs/math/train --eval-dataset runs/math/validation --output-dir runs/math/ranker
   hf-language-ranker generate --ranker runs/math/ranker --prompt "What is 12 * 7?"
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the whole pipeline on a small preset with the embedded model (~15 min on 2 CPU cores)",
+        help="the whole pipeline on a small preset with the embedded model (~7 min on 2 CPU cores)",
         description="Collect candidates with the embedded SmolLM2-135M-Instruct on small arithmetic splits, train "
         "rankers, evaluate them against every baseline, show one ranked answer next to the greedy one, and write "
         "the table, JSON, plot and ranker to --output-dir. This is the real pipeline on a small preset.",
