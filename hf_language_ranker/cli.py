@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 EPILOG = """typical flow:
-  hf-language-ranker demo --output-dir runs/demo              # everything below on a small preset, ~7 min on 2 CPU cores
-  hf-language-ranker collect --task arithmetic --split train --size 400 --output-dir runs/math/train
+  hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
+  hf-language-ranker collect --task arithmetic --split train --output-dir runs/math/train
+  hf-language-ranker collect --task arithmetic --split validation --output-dir runs/math/validation
   hf-language-ranker train --dataset runs/math/train --eval-dataset runs/math/validation --output-dir runs/math/ranker
   hf-language-ranker generate --ranker runs/math/ranker --prompt "What is 12 * 7?"
   hf-language-ranker push --ranker runs/math/ranker --repo-id you/smollm2-math-ranker
