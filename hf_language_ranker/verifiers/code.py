@@ -14,6 +14,7 @@ import ast
 import contextlib
 import ctypes
 import ctypes.util
+import inspect
 import logging
 import os
 import random
@@ -629,26 +630,14 @@ class CodeVerifier(Verifier):
 
     name = "code"
 
-    def __init__(
-        self,
-        *,
-        timeout: float = 10.0,
-        cpu_seconds: int = 10,
-        memory_mb: int = 1024,
-        max_processes: int = 64,
-        max_file_mb: int = 16,
-        max_output_bytes: int = 65536,
-        python: str | None = None,
-    ) -> None:
-        self.limits: dict[str, Any] = {
-            "timeout": timeout,
-            "cpu_seconds": cpu_seconds,
-            "memory_mb": memory_mb,
-            "max_processes": max_processes,
-            "max_file_mb": max_file_mb,
-            "max_output_bytes": max_output_bytes,
-            "python": python,
-        }
+    def __init__(self, **limits: Any) -> None:
+        """``limits``: keyword arguments of :func:`run_in_sandbox` (``timeout``, ``cpu_seconds``, ``memory_mb``,
+        ``max_processes``, ``max_file_mb``, ``max_output_bytes``, ``python``); unset ones keep its defaults."""
+        options = set(inspect.signature(run_in_sandbox).parameters) - {"program"}
+        unknown = sorted(set(limits) - options)
+        if unknown:
+            raise TypeError(f"Unknown sandbox limit(s) {unknown}; CodeVerifier accepts {sorted(options)}.")
+        self.limits: dict[str, Any] = limits
 
     def build_program(self, example: Mapping[str, Any], candidate: str, marker: str = "") -> str:
         """The test program for one candidate; it prints ``marker`` only after every test passed."""
