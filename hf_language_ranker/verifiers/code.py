@@ -226,24 +226,28 @@ def _tmp_root() -> str:
     raise RuntimeError("No world-traversable temp directory found: set TMPDIR to a directory such as /tmp.")
 
 
+def _run_as(python: str, uid: int, gid: int, code: str, timeout: float) -> int:
+    """Exit status of a trusted one-line ``code`` run by ``python`` as ``uid``/``gid`` (no I/O, minimal env)."""
+    return subprocess.run(
+        [python, "-I", "-S", "-c", code],
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        env={"PATH": _ENV_PATH, "LANG": "C.UTF-8"},
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    ).returncode
+
+
 def _interpreter_usable(python: str, uid: int, gid: int) -> bool:
     """Whether ``python`` can start as ``uid`` (e.g. a Python under /root (mode 0700) cannot)."""
     if python not in _usable_interpreters:
         try:
-            proc = subprocess.run(
-                [python, "-I", "-S", "-c", "pass"],
-                user=uid,
-                group=gid,
-                extra_groups=[],
-                env={"PATH": _ENV_PATH, "LANG": "C.UTF-8"},
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-                check=False,
-            )
-            _usable_interpreters[python] = proc.returncode == 0
+            _usable_interpreters[python] = _run_as(python, uid, gid, "pass", timeout=60) == 0
         except (OSError, subprocess.SubprocessError):
             _usable_interpreters[python] = False
     return _usable_interpreters[python]
@@ -322,19 +326,7 @@ def _kill_uid(uid: int, gid: int, python: str) -> None:
         if not sandbox_processes(uid):
             return
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                [python, "-I", "-S", "-c", "import os, signal; os.kill(-1, signal.SIGKILL)"],
-                user=uid,
-                group=gid,
-                extra_groups=[],
-                env={"PATH": _ENV_PATH},
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=30,
-                check=False,
-            )
+            _run_as(python, uid, gid, "import os, signal; os.kill(-1, signal.SIGKILL)", timeout=30)
         for pid in sandbox_processes(uid):  # belt and braces, e.g. if the killer could not start
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
