@@ -32,6 +32,7 @@ from transformers.utils.logging import is_progress_bar_enabled
 
 from .candidates import (
     CORRECT_THRESHOLD,
+    MEAN_LOG_PROBS,
     candidate_feature_column,
     check_feature_layer,
     feature_layers,
@@ -121,7 +122,7 @@ def _argmax_choices(dataset: Dataset, column: str, n: int) -> np.ndarray:
 
 def mean_log_prob_choices(dataset: Dataset, n: int) -> np.ndarray:
     """The candidate with the highest mean token log-probability."""
-    return _argmax_choices(dataset, "mean_log_probs", n)
+    return _argmax_choices(dataset, MEAN_LOG_PROBS, n)
 
 
 def self_certainty_choices(dataset: Dataset, n: int) -> np.ndarray:
@@ -138,7 +139,7 @@ def majority_vote_choices(dataset: Dataset, n: int) -> np.ndarray:
     back to the first sample.
     """
     check_num_candidates(dataset, n)
-    log_probs = np.nan_to_num(per_candidate_values(dataset, "mean_log_probs", n), nan=-np.inf)
+    log_probs = np.nan_to_num(per_candidate_values(dataset, MEAN_LOG_PROBS, n), nan=-np.inf)
     choices = np.zeros(len(dataset), dtype=np.int64)
     for row, answers in enumerate(dataset.with_format(None)["answers"]):
         answers = list(answers)[:n]
@@ -549,11 +550,14 @@ class RankerScorer(BaseScorer):
     @torch.no_grad()
     def _score(self, dataset: Dataset, n: int) -> np.ndarray:
         prompts, candidates = layer_features(dataset, self.ranker.config.feature_layer, n)
+        uses_log_probs = self.ranker.config.use_mean_log_prob
+        log_probs = torch.from_numpy(per_candidate_values(dataset, MEAN_LOG_PROBS, n)) if uses_log_probs else None
         self.ranker.eval()
         scores = [
             self.ranker(
                 torch.from_numpy(prompts[start : start + self.batch_size]),
                 torch.from_numpy(candidates[start : start + self.batch_size]),
+                mean_log_probs=None if log_probs is None else log_probs[start : start + self.batch_size],
             ).scores
             for start in range(0, len(prompts), self.batch_size)
         ]

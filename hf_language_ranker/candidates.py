@@ -25,6 +25,7 @@ from datasets import Dataset
 #: A candidate counts as correct when its label is at least this (labels are verifier scores in [0, 1]).
 CORRECT_THRESHOLD = 0.5
 
+MEAN_LOG_PROBS = "mean_log_probs"
 PROMPT_FEATURES = "prompt_features"
 CANDIDATE_FEATURES = "candidate_features"
 

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--feature-layer", type=int, default=None, help="default: the paper's ~60%% layer if collected")
     train.add_argument("--head", choices=("listwise", "pointwise"), default="listwise")
     train.add_argument("--loss", choices=("listwise", "pairwise", "pointwise"), default="listwise")
+    train.add_argument(
+        "--use-mean-log-prob", action="store_true", help="also feed each candidate's mean token log-prob to the head"
+    )
     train.add_argument("--group-size", type=int, default=8, help="candidates per training group")
     train.add_argument("--epochs", type=float, default=8)
     train.add_argument("--learning-rate", type=float, default=1e-3)
@@ -188,6 +191,7 @@ def run_train(args: argparse.Namespace) -> None:
         feature_layer=args.feature_layer,
         head=args.head,
         loss=args.loss,
+        use_mean_log_prob=args.use_mean_log_prob,
         group_size=args.group_size,
         num_train_epochs=args.epochs,
         learning_rate=args.learning_rate,

@@ -39,6 +39,8 @@ class RankerConfig:
     intermediate_size: int = 128
     dropout: float = 0.1
     use_prompt_feature: bool = True
+    #: also feed each candidate's mean token log-probability (computed while sampling) to the head
+    use_mean_log_prob: bool = False
     loss: str = "listwise"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -269,7 +269,11 @@ def score_candidates(rankers: Mapping[str, LanguageRanker], candidates: SampledC
         ranker.eval()
         try:
             with torch.no_grad():
-                output = ranker(candidates.prompt_features[layer], candidates.candidate_features[layer])
+                output = ranker(
+                    candidates.prompt_features[layer],
+                    candidates.candidate_features[layer],
+                    mean_log_probs=candidates.mean_log_probs,
+                )
         finally:
             ranker.train(was_training)
         scores[name] = output.scores.float().to(candidates.sequences.device)
@@ -347,7 +351,13 @@ def ranked_generate(
     layers = sorted({ranker.config.feature_layer for ranker in resolved.values()})
 
     candidates = sample_candidates(
-        model, input_ids, attention_mask, num_candidates=int(num_candidates), layers=layers, **kwargs
+        model,
+        input_ids,
+        attention_mask,
+        num_candidates=int(num_candidates),
+        layers=layers,
+        track_token_statistics=any(ranker.config.use_mean_log_prob for ranker in resolved.values()),
+        **kwargs,
     )
     all_scores = score_candidates(resolved, candidates)
     best = {name: scores.argmax(-1) for name, scores in all_scores.items()}

@@ -23,6 +23,8 @@ logger = logging.get_logger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+#: Mean log-probabilities below this are clipped before the ranker embeds them (keeps outliers bounded).
+MIN_LOG_PROB = -20.0
 
 
 @dataclass
@@ -53,6 +55,8 @@ class LanguageRanker(
     linear layer. The ``listwise`` head (default) runs a small Transformer over
     ``[prompt, candidate_1, ..., candidate_N]`` so candidates are judged against each other; the
     ``pointwise`` head scores each candidate alone with an MLP on ``[candidate, prompt, candidate * prompt]``.
+    With ``use_mean_log_prob`` each candidate's mean token log-probability, and its difference from the mean over
+    the prompt's candidates, are embedded and added to the candidate's projected feature.
     """
 
     def __init__(self, config: RankerConfig | dict[str, Any]) -> None:
@@ -62,6 +66,8 @@ class LanguageRanker(
         self.config = config
         dim = config.projection_dim
         self.projection = nn.Sequential(nn.Linear(config.hidden_size, dim), nn.LayerNorm(dim))
+        if config.use_mean_log_prob:
+            self.log_prob_embedding = nn.Linear(2, dim)
         if config.head == "listwise":
             self.role_embedding = nn.Embedding(2, dim)
             block = nn.TransformerEncoderLayer(
@@ -154,6 +160,7 @@ class LanguageRanker(
         candidate_features: torch.Tensor,
         candidate_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        mean_log_probs: torch.Tensor | None = None,
     ) -> RankerOutput:
         """Score candidates.
 
@@ -162,6 +169,8 @@ class LanguageRanker(
             candidate_features: ``[B, N, H]`` hidden state of each candidate's last real token.
             candidate_mask: ``[B, N]``, true for real candidates (default: all real).
             labels: ``[B, N]`` correctness in ``[0, 1]``; when given, the output carries the loss.
+            mean_log_probs: ``[B, N]`` mean token log-probability of each candidate under the model; needed by
+                rankers with ``config.use_mean_log_prob`` and ignored by the others.
         """
         self._check_feature_shapes(prompt_features, candidate_features, candidate_mask)
         parameter = self.projection[0].weight
@@ -171,6 +180,8 @@ class LanguageRanker(
             mask = torch.ones(candidates.shape[:2], dtype=torch.bool, device=candidates.device)
         else:
             mask = candidate_mask.to(candidates.device, torch.bool)
+        if self.config.use_mean_log_prob:
+            candidates = candidates + self.log_prob_embedding(self._log_prob_inputs(mean_log_probs, mask))
         if self.config.head == "listwise":
             scores = self._listwise_scores(prompt, candidates, mask)
         else:
@@ -200,6 +211,22 @@ class LanguageRanker(
             prompt = prompt[:, None].expand_as(candidates)
             candidates = torch.cat([candidates, prompt, candidates * prompt], dim=-1)
         return self.score_head(candidates).squeeze(-1)
+
+    def _log_prob_inputs(self, mean_log_probs: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, N, 2]``: each candidate's mean log-prob and its difference from the mean of the prompt's candidates."""
+        if mean_log_probs is None:
+            raise ValueError(
+                "This ranker reads each candidate's mean token log-probability (config.use_mean_log_prob=True): "
+                "pass mean_log_probs [B, N]. Ranked generate computes them; collected datasets hold them in the "
+                "'mean_log_probs' column."
+            )
+        if tuple(mean_log_probs.shape) != tuple(mask.shape):
+            raise ValueError(f"mean_log_probs must have shape {list(mask.shape)}, got {list(mean_log_probs.shape)}.")
+        parameter = self.log_prob_embedding.weight
+        values = mean_log_probs.to(parameter.device, parameter.dtype)
+        values = torch.nan_to_num(values, nan=0.0).clamp(MIN_LOG_PROB, 0.0).masked_fill(~mask, 0)
+        mean = values.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp_min(1)
+        return torch.stack([values, (values - mean).masked_fill(~mask, 0)], dim=-1)
 
     def _check_feature_shapes(self, prompt: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None) -> None:
         hidden = self.config.hidden_size

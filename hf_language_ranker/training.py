@@ -27,6 +27,7 @@ from transformers.utils import logging
 
 from .candidates import (
     CORRECT_THRESHOLD,
+    MEAN_LOG_PROBS,
     CollectionInfo,
     candidate_feature_column,
     check_feature_layer,
@@ -52,8 +53,8 @@ def _ranker_default(name: str) -> Any:
 class RankerTrainingArguments(TrainingArguments):
     """`TrainingArguments` with ranker options and defaults that suit a tiny model trained on a CPU.
 
-    The head options (``head``, ``projection_dim``, ``num_ranker_layers``, ``dropout``, ``use_prompt_feature``)
-    are used only when `RankerTrainer` builds the ranker itself (``model=None``).
+    The head options (``head``, ``projection_dim``, ``num_ranker_layers``, ``dropout``, ``use_prompt_feature``,
+    ``use_mean_log_prob``) are used only when `RankerTrainer` builds the ranker itself (``model=None``).
     """
 
     loss: str = field(
@@ -79,6 +80,10 @@ class RankerTrainingArguments(TrainingArguments):
     dropout: float = field(default=_ranker_default("dropout"), metadata={"help": "Dropout inside the ranker head."})
     use_prompt_feature: bool = field(
         default=_ranker_default("use_prompt_feature"), metadata={"help": "Feed the prompt's feature to the head."}
+    )
+    use_mean_log_prob: bool = field(
+        default=_ranker_default("use_mean_log_prob"),
+        metadata={"help": "Also feed each candidate's mean token log-probability to the head."},
     )
     dataset_name: str | None = field(
         default=None, metadata={"help": "Hub id of the candidate dataset, recorded in the model card."}
@@ -129,6 +134,7 @@ class RankerTrainingArguments(TrainingArguments):
             "num_layers": self.num_ranker_layers,
             "dropout": self.dropout,
             "use_prompt_feature": self.use_prompt_feature,
+            "use_mean_log_prob": self.use_mean_log_prob,
             "loss": self.loss,
         }
 
@@ -166,18 +172,21 @@ def _stored_float_dtype(dataset: Dataset, column: str) -> np.dtype:
     return np.dtype(arrow_type.to_pandas_dtype()) if pa.types.is_floating(arrow_type) else np.dtype(np.float32)
 
 
-def feature_dataset(dataset: Dataset, feature_layer: int) -> Dataset:
+def feature_dataset(dataset: Dataset, feature_layer: int, mean_log_probs: bool = False) -> Dataset:
     """``dataset`` viewed as numpy arrays of only the columns training reads, in the features' stored precision.
 
     Keeping float16 features in float16 (datasets would widen them to float32) halves the reading time; labels
-    share that type, which is exact for 0, 0.5 and 1.
+    share that type, which is exact for 0, 0.5 and 1. ``mean_log_probs`` adds that column (for rankers that
+    read it).
     """
     columns = [prompt_feature_column(feature_layer), candidate_feature_column(feature_layer), LABELS]
+    columns += [MEAN_LOG_PROBS] if mean_log_probs else []
     missing = [name for name in columns if name not in dataset.column_names]
     if missing:
         raise ValueError(
-            f"The candidate dataset lacks the column(s) {missing} needed to train on layer {feature_layer}; "
-            f"it has {dataset.column_names}. Collect the dataset with labels and features of that layer."
+            f"The candidate dataset lacks the column(s) {missing} needed to train on layer {feature_layer}"
+            f"{' with mean log-probs' if mean_log_probs else ''}; it has {dataset.column_names}. Collect the dataset "
+            "with `collect_candidates`, which writes labels, token statistics and the features of the chosen layers."
         )
     dtype = np.result_type(*(_stored_float_dtype(dataset, column) for column in columns[:2]))
     return dataset.with_format("numpy", columns=columns, dtype=dtype)
@@ -228,6 +237,8 @@ class CandidateGroupCollator:
 
     feature_layer: int
     group_size: int | None = None
+    #: also batch each candidate's mean log-probability (``mean_log_probs``), for rankers that read it
+    mean_log_probs: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompt_column = prompt_feature_column(self.feature_layer)
@@ -240,16 +251,22 @@ class CandidateGroupCollator:
         candidates = np.zeros((len(features), width, hidden), dtype=prompts.dtype)
         group_labels = np.zeros((len(features), width), dtype=np.float32)
         mask = np.zeros((len(features), width), dtype=bool)
+        log_probs = np.zeros((len(features), width), dtype=np.float32)
         for row, (feature_row, row_labels, pick) in enumerate(zip(features, labels, picks, strict=True)):
             candidates[row, : len(pick)] = np.asarray(feature_row[candidate_column]).reshape(-1, hidden)[pick]
             group_labels[row, : len(pick)] = row_labels[pick]
             mask[row, : len(pick)] = True
-        return {
+            if self.mean_log_probs:
+                log_probs[row, : len(pick)] = np.asarray(feature_row[MEAN_LOG_PROBS], dtype=np.float32)[pick]
+        batch = {
             "prompt_features": torch.from_numpy(prompts),
             "candidate_features": torch.from_numpy(candidates),
             "candidate_mask": torch.from_numpy(mask),
             "labels": torch.from_numpy(group_labels),
         }
+        if self.mean_log_probs:
+            batch["mean_log_probs"] = torch.from_numpy(log_probs)
+        return batch
 
     def _pick(self, labels: np.ndarray) -> np.ndarray:
         """Indices of the candidates to score for one prompt."""
@@ -323,7 +340,9 @@ class RankerTrainer(Trainer):
         model.config.loss = args.loss
         self.ranker_config = model.config
         self.feature_layer = model.config.feature_layer
-        self.eval_data_collator = CandidateGroupCollator(self.feature_layer)
+        self.eval_data_collator = CandidateGroupCollator(
+            self.feature_layer, mean_log_probs=model.config.use_mean_log_prob
+        )
         trainer_kwargs.setdefault("compute_metrics", ranking_metrics)
         super().__init__(
             model=model,
@@ -340,7 +359,7 @@ class RankerTrainer(Trainer):
             return {name: self._features(split) for name, split in dataset.items()}
         if not isinstance(dataset, Dataset):
             return dataset
-        features = feature_dataset(dataset, self.feature_layer)
+        features = feature_dataset(dataset, self.feature_layer, self.ranker_config.use_mean_log_prob)
         hidden_size = _hidden_size(features, self.feature_layer)
         if hidden_size not in (None, self.ranker_config.hidden_size):
             raise ValueError(

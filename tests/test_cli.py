@@ -47,11 +47,11 @@ def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys):
     assert len(train) == 12 and len(train[0]["candidates"]) == 4
     status = main(
         ["train", "--dataset", str(tmp_path / "train"), "--eval-dataset", str(tmp_path / "val"), "--epochs", "1"]
-        + ["--output-dir", str(tmp_path / "ranker")]
+        + ["--use-mean-log-prob", "--output-dir", str(tmp_path / "ranker")]
     )
     assert status == 0
     ranker = LanguageRanker.from_pretrained(tmp_path / "ranker")
-    assert ranker.config.hidden_size == 32
+    assert ranker.config.hidden_size == 32 and ranker.config.use_mean_log_prob
     capsys.readouterr()
     status = main(
         ["generate", *model, "--ranker", str(tmp_path / "ranker"), "--prompt", "ab 1", "--num-candidates", "3"]

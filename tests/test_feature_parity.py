@@ -144,3 +144,47 @@ def test_generate_scores_equal_ranker_on_plain_forward_features(family):
     assert torch.equal(output.candidate_sequences[:, :, :prompt_length], input_ids[:, None].expand(-1, 5, -1))
     after_end = torch.arange(generated.shape[-1])[None, None, :] >= lengths[..., None]
     assert (generated[after_end] == PAD).all()
+
+
+def plain_forward_mean_log_probs(model, input_ids, attention_mask, generated, lengths):
+    """``[B, N]`` mean log-probability of each candidate's real tokens under one plain forward pass."""
+    batch_size, num_candidates, generated_length = generated.shape
+    rows, prompt_length = batch_size * num_candidates, input_ids.shape[1]
+    real = torch.arange(generated_length)[None, :] < lengths.reshape(rows, 1)
+    full_ids = torch.cat([input_ids.repeat_interleave(num_candidates, 0), generated.reshape(rows, -1)], dim=1)
+    full_mask = torch.cat([attention_mask.repeat_interleave(num_candidates, 0), real.long()], dim=1)
+    position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=full_ids, attention_mask=full_mask, position_ids=position_ids).logits
+    log_probs = torch.log_softmax(logits[:, prompt_length - 1 : -1].float(), dim=-1)
+    token_log_probs = log_probs.gather(-1, generated.reshape(rows, -1, 1)).squeeze(-1)
+    sums = (token_log_probs * real).sum(-1)
+    return (sums / lengths.reshape(rows).clamp(min=1)).reshape(batch_size, num_candidates)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_log_prob_ranker_in_generate_equals_plain_forward_reference(family):
+    model = attach_ranker(build_model(family, seed=5))
+    torch.manual_seed(0)
+    ranker = LanguageRanker.for_model(model, feature_layer=2, use_mean_log_prob=True)
+    input_ids, attention_mask = left_padded_prompts()
+    torch.manual_seed(4)
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        ranker=ranker,
+        num_candidates=5,
+        max_new_tokens=7,
+        return_dict_in_generate=True,
+    )
+    generated = output.candidate_sequences[:, :, input_ids.shape[1] :]
+    lengths = expected_lengths(generated)
+    prompt_features, candidate_features = featurize_candidates(
+        model, input_ids, attention_mask, generated, lengths, [2]
+    )
+    mean_log_probs = plain_forward_mean_log_probs(model, input_ids, attention_mask, generated, lengths)
+    with torch.no_grad():
+        reference = ranker(prompt_features[2], candidate_features[2], mean_log_probs=mean_log_probs).scores
+        without_log_probs = ranker(prompt_features[2], candidate_features[2], mean_log_probs=mean_log_probs * 0).scores
+    assert torch.allclose(output.candidate_scores, reference, atol=TOLERANCE)
+    assert not torch.allclose(reference, without_log_probs, atol=1e-3)  # the log-probs do reach the scores

@@ -30,10 +30,10 @@ EVALUATION = {
 }
 
 
-def tiny_ranker() -> LanguageRanker:
+def tiny_ranker(**head_options) -> LanguageRanker:
     model = build_model("llama")
     model.config._name_or_path = BASE_MODEL
-    return LanguageRanker.for_model(model)
+    return LanguageRanker.for_model(model, **head_options)
 
 
 def metrics(card: ModelCard) -> dict[str, float]:
@@ -140,16 +140,20 @@ def test_trainer_save_model_writes_the_card(tmp_path):
     assert "- train_prompts: 8" in card.text and "- loss: listwise" in card.text
 
 
-@pytest.mark.parametrize("chat_template", [None, "{% for m in messages %}{{ m['content'] }} {% endfor %}"])
-def test_usage_snippet_runs(tmp_path, chat_template):
+@pytest.mark.parametrize(
+    ("chat_template", "use_mean_log_prob"),
+    [(None, False), ("{% for m in messages %}{{ m['content'] }} {% endfor %}", True)],
+)
+def test_usage_snippet_runs(tmp_path, chat_template, use_mean_log_prob):
     model_dir, ranker_dir = tmp_path / "model", tmp_path / "ranker"
     build_model("llama").save_pretrained(model_dir)
     tokenizer = build_tokenizer()
     tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(model_dir)
-    ranker = tiny_ranker()
+    ranker = tiny_ranker(use_mean_log_prob=use_mean_log_prob)
     ranker.save_pretrained(ranker_dir, model_card_kwargs={"ranker_id": RANKER_ID})
     card = ModelCard.load(ranker_dir / "README.md")
+    assert ("mean token log-probability" in card.text) is use_mean_log_prob
     snippet = re.search(r"```python\n(.*?)```", card.text, re.DOTALL).group(1)
     assert f'"{BASE_MODEL}"' in snippet and f'"{RANKER_ID}"' in snippet
     snippet = snippet.replace(f'"{BASE_MODEL}"', repr(str(model_dir))).replace(f'"{RANKER_ID}"', repr(str(ranker_dir)))

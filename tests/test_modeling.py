@@ -109,6 +109,39 @@ def test_save_and_load_round_trip_with_card(tmp_path):
     assert {"language-ranker", "best-of-n"} <= set(card.data.tags)
 
 
+@pytest.mark.parametrize("head", ["listwise", "pointwise"])
+def test_mean_log_prob_input_is_required_used_and_saved(head, tmp_path):
+    torch.manual_seed(0)
+    ranker = LanguageRanker.for_model(build_model("llama"), head=head, use_mean_log_prob=True)
+    prompt, candidates = features()
+    with pytest.raises(ValueError, match="pass mean_log_probs"):
+        ranker(prompt, candidates)
+    with pytest.raises(ValueError, match=r"mean_log_probs must have shape \[3, 5\]"):
+        ranker(prompt, candidates, mean_log_probs=torch.zeros(3, 4))
+    log_probs = -torch.rand(3, 5)
+    scores = ranker(prompt, candidates, mean_log_probs=log_probs).scores
+    changed = log_probs.clone()
+    changed[:, 0] -= 2.0
+    assert not torch.allclose(ranker(prompt, candidates, mean_log_probs=changed).scores[:, 0], scores[:, 0])
+    # masked candidates take no part, not even through the prompt's mean log-prob
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[:, 3:] = False
+    masked = ranker(prompt, candidates, mask, mean_log_probs=torch.cat([log_probs[:, :3], changed[:, 3:] - 9], 1))
+    truncated = ranker(prompt, candidates[:, :3], mean_log_probs=log_probs[:, :3]).scores
+    assert torch.allclose(masked.scores[:, :3], truncated, atol=1e-5)
+    ranker.save_pretrained(tmp_path)
+    loaded = LanguageRanker.from_pretrained(tmp_path)
+    assert loaded.config.use_mean_log_prob
+    assert torch.allclose(loaded(prompt, candidates, mean_log_probs=log_probs).scores, scores)
+
+
+def test_rankers_without_the_log_prob_input_ignore_it():
+    ranker = LanguageRanker.for_model(build_model("llama"))
+    prompt, candidates = features()
+    plain = ranker(prompt, candidates).scores
+    assert torch.equal(ranker(prompt, candidates, mean_log_probs=-torch.rand(3, 5)).scores, plain)
+
+
 def _saved(tmp_path):
     ranker = LanguageRanker.for_model(build_model("llama"))
     ranker.save_pretrained(tmp_path)

@@ -189,6 +189,42 @@ def test_train_ranker_returns_a_trained_ranker(tmp_path):
     assert LanguageRanker.from_pretrained(tmp_path).config.head == "pointwise"
 
 
+def log_prob_signal_dataset(num_prompts: int, seed: int) -> Dataset:
+    """Labels carried only by ``mean_log_probs`` (correct candidates are likelier); the features are noise."""
+    dataset = candidate_dataset(num_prompts=num_prompts, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+
+    def scramble(row):
+        labels = np.asarray(row["labels"])
+        row[candidate_feature_column(LAYER)] = rng.standard_normal((len(labels), HIDDEN)).astype(np.float16)
+        row["mean_log_probs"] = (-1.5 + labels + rng.normal(0, 0.3, len(labels)) + rng.normal(0, 1)).tolist()
+        return row
+
+    return dataset.map(scramble)
+
+
+def test_log_prob_input_lets_the_ranker_learn_what_features_do_not_show(tmp_path):
+    train, held_out = log_prob_signal_dataset(200, seed=10), log_prob_signal_dataset(100, seed=11)
+    chance = random_pick_accuracy(held_out)
+    accuracy = {}
+    for use_mean_log_prob in (False, True):
+        args = arguments(tmp_path / str(use_mean_log_prob), use_mean_log_prob=use_mean_log_prob)
+        trainer = RankerTrainer(args=args, train_dataset=train, eval_dataset=held_out)
+        trainer.train()
+        accuracy[use_mean_log_prob] = trainer.evaluate()["eval_top1_accuracy"]
+        assert trainer.ranker.config.use_mean_log_prob is use_mean_log_prob
+    assert accuracy[True] > chance + 0.25, (accuracy, chance)
+    assert accuracy[False] < chance + 0.15, (accuracy, chance)
+    trainer.save_model()
+    assert LanguageRanker.from_pretrained(trainer.args.output_dir).config.use_mean_log_prob
+
+
+def test_log_prob_ranker_needs_the_column(tmp_path):
+    args = arguments(tmp_path, use_mean_log_prob=True)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['mean_log_probs'\]"):
+        RankerTrainer(args=args, train_dataset=candidate_dataset(num_prompts=8))
+
+
 def test_training_is_reproducible_with_a_seed(tmp_path):
     dataset = candidate_dataset(num_prompts=64, seed=9)
     rankers = []
