@@ -34,6 +34,14 @@ from .verifiers import as_verifier
 
 SPLITS = ("train", "validation", "test")
 
+#: The Language Ranker variants every run trains and reports (each with its feature layer chosen on validation).
+RANKER_VARIANTS: dict[str, dict[str, Any]] = {
+    "Language Ranker (listwise)": {"head": "listwise"},
+    "Language Ranker (pointwise)": {"head": "pointwise"},
+    "Language Ranker (listwise + log-prob)": {"head": "listwise", "use_mean_log_prob": True},
+    "Language Ranker (pointwise + log-prob)": {"head": "pointwise", "use_mean_log_prob": True},
+}
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -186,10 +194,9 @@ def _train_scorers(
     training = {"seed": preset.seed, "report_to": "none", "disable_tqdm": True}
     chosen = {}
     scorers: dict[str, Scorer] = {}
-    for head in ("listwise", "pointwise"):
-        name = f"Language Ranker ({head})"
+    for name, options in RANKER_VARIANTS.items():
         builders = {
-            layer: lambda layer=layer, head=head: RankerScorer(feature_layer=layer, head=head, **training)
+            layer: lambda layer=layer, options=options: RankerScorer(feature_layer=layer, **options, **training)
             for layer in layers
         }
         layer, scorers[name], by_layer = select_on_validation(builders, train, validation, f"{name} layer")
@@ -231,12 +238,8 @@ def run_experiment(
         task=preset.task,
         dataset_name=f"{preset.task} test split",
     )
-    largest = max(n for n in preset.ns if n <= num_candidates(datasets["test"]))
-    best_head = max(
-        (name for name in scorers if name.startswith("Language Ranker")),
-        key=lambda name: result.accuracy[name][largest],
-    )
-    ranker = scorers[best_head].ranker
+    best_variant = max(RANKER_VARIANTS, key=lambda name: max(chosen[name]["validation_accuracy_by_layer"].values()))
+    ranker = scorers[best_variant].ranker
     ranker_dir = output_dir / "ranker"
     (ranker_dir / "README.md").unlink(missing_ok=True)
     ranker.save_pretrained(
@@ -248,7 +251,7 @@ def run_experiment(
                 "candidates per prompt": preset.train_candidates,
                 "sampling": f"temperature {preset.temperature}, top_p {preset.top_p}, "
                 f"max_new_tokens {preset.max_new_tokens}",
-                "head and layer chosen on validation": f"{best_head}, layer {ranker.config.feature_layer}",
+                "variant and layer chosen on validation": f"{best_variant}, layer {ranker.config.feature_layer}",
             },
             "evaluation": result.to_model_card_evaluation(),
         },

@@ -10,7 +10,7 @@ from datasets import load_from_disk
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.cli import main
 from hf_language_ranker.evaluation import EvaluationResult
-from hf_language_ranker.experiment import PRESETS, Preset
+from hf_language_ranker.experiment import PRESETS, RANKER_VARIANTS, Preset
 
 
 @pytest.fixture
@@ -74,7 +74,15 @@ def test_demo_pipeline_writes_results_and_a_ranker(tiny_model_dir, tiny_preset, 
     assert results["chosen_on_validation"] and results["example"]["prompt"]
     methods = set(results["accuracy"])
     assert {"first sample", "majority vote", "oracle (pass@N)", "linear probe", "MiniLM reward model"} <= methods
-    assert {"Language Ranker (listwise)", "Language Ranker (pointwise)"} <= methods
+    assert set(RANKER_VARIANTS) <= methods
+    # the saved ranker is the variant with the best validation accuracy (never chosen on test)
+    by_variant = {
+        name: max(results["chosen_on_validation"][name]["validation_accuracy_by_layer"].values())
+        for name in RANKER_VARIANTS
+    }
+    options = RANKER_VARIANTS[max(by_variant, key=by_variant.get)]
+    saved = LanguageRanker.from_pretrained(output_dir / "ranker").config
+    assert (saved.head, saved.use_mean_log_prob) == (options["head"], options.get("use_mean_log_prob", False))
     assert (output_dir / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (
         "| method" in (output_dir / "results.md").read_text().lower() or "|" in (output_dir / "results.md").read_text()
