@@ -1,6 +1,7 @@
 """Is a built-in task informative for the embedded SmolLM2-135M-Instruct? First-sample and oracle accuracy.
 
     python benchmarks/task_difficulty.py [--tasks bfcl_simple humaneval]
+    python benchmarks/task_difficulty.py --tasks arithmetic chain_sum products gsm_symbolic
 
 Collects a few prompts per task (candidates under runs/difficulty/<task>, resumable) and prints, per task, the
 fraction of correct first samples, of correct candidates and of prompts with any correct candidate (oracle).
@@ -24,6 +25,9 @@ SETTINGS = {  # prompts, candidates, max_new_tokens
     "bfcl_simple": (40, 8, 64),
     "humaneval": (20, 4, 192),
     "arithmetic": (40, 8, 64),
+    "chain_sum": (40, 8, 64),
+    "products": (40, 8, 64),
+    "gsm_symbolic": (24, 8, 128),
 }
 
 

@@ -118,12 +118,16 @@ class EvaluationResult:
             from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's state alone
         except ModuleNotFoundError as error:
             raise ModuleNotFoundError("Plotting needs matplotlib: `pip install matplotlib`.") from error
-        figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+        from matplotlib import colormaps
+
+        figure = Figure(figsize=(9.0, 4.6), layout="constrained")
         axes = figure.subplots()
-        for method, by_n in self.accuracy.items():
+        colors = colormaps["tab20"].colors  # one distinct colour for each of up to 20 methods
+        for index, (method, by_n) in enumerate(self.accuracy.items()):
             ns = sorted(by_n)
             style = "--" if method == ORACLE else "-"
-            axes.plot(ns, [by_n[n] for n in ns], style, marker="o", label=method)
+            width = 2.2 if method.startswith("Language Ranker") else 1.2
+            axes.plot(ns, [by_n[n] for n in ns], style, marker="o", color=colors[index % 20], lw=width, label=method)
         if self.greedy_accuracy is not None:
             axes.axhline(self.greedy_accuracy, color="gray", linestyle=":", label=GREEDY)
         axes.set_xscale("log", base=2)
@@ -132,7 +136,7 @@ class EvaluationResult:
         axes.set_ylabel("accuracy")
         axes.set_title(f"Best-of-N accuracy, {self.dataset} ({self.num_prompts} prompts)")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         figure.savefig(path, format="png", dpi=150)
 
     def to_model_card_evaluation(self) -> dict[str, Any]:
