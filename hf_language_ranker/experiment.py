@@ -87,8 +87,8 @@ PRESETS: dict[str, Preset] = {
         ns=(1, 2, 4, 8),
         reward_model_max_pairs=400,
     ),
-    # the full protocol for benchmarks/quality.py (about an hour of sampling on 2 CPU cores)
-    "arithmetic": Preset(train_prompts=300, pool_size=1135),
+    # the full protocol for benchmarks/quality.py (about 1.5 hours of sampling on 2 CPU cores)
+    "arithmetic": Preset(train_prompts=835, pool_size=1135),
 }
 
 
