@@ -75,7 +75,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # 7 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct (measured: 7:02 wall, 2.1 GB peak RSS)
+    # 7.5 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct (measured: 7:28 wall, 2.1 GB peak RSS)
     "demo": Preset(
         train_prompts=120,
         validation_prompts=30,
@@ -89,6 +89,9 @@ PRESETS: dict[str, Preset] = {
     ),
     # the full protocol for benchmarks/quality.py (about 1.5 hours of sampling on 2 CPU cores)
     "arithmetic": Preset(train_prompts=835, pool_size=1135),
+    # a second task inside the 10-70% first-sample window (benchmarks/results/task_difficulty.md); 400 training
+    # prompts is where the arithmetic learning curve flattens
+    "products": Preset(task="products", train_prompts=400),
 }
 
 
