@@ -116,10 +116,8 @@ def test_features_match_when_pad_equals_eos_and_all_rows_stop_together(family):
     check_parity(model, candidates, input_ids, attention_mask, [2])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_generate_scores_equal_ranker_on_plain_forward_features(family):
-    model = attach_ranker(build_model(family, seed=5))
-    ranker = LanguageRanker.for_model(model, feature_layer=3)
+def ranked_generate_output(model, ranker):
+    """The left-padded prompts and a seeded ranked `generate` of 5 candidates of up to 7 tokens for them."""
     input_ids, attention_mask = left_padded_prompts()
     torch.manual_seed(4)
     output = model.generate(
@@ -130,6 +128,14 @@ def test_generate_scores_equal_ranker_on_plain_forward_features(family):
         max_new_tokens=7,
         return_dict_in_generate=True,
     )
+    return input_ids, attention_mask, output
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generate_scores_equal_ranker_on_plain_forward_features(family):
+    model = attach_ranker(build_model(family, seed=5))
+    ranker = LanguageRanker.for_model(model, feature_layer=3)
+    input_ids, attention_mask, output = ranked_generate_output(model, ranker)
     prompt_length = input_ids.shape[1]
     generated = output.candidate_sequences[:, :, prompt_length:]
     lengths = expected_lengths(generated)
@@ -167,16 +173,7 @@ def test_log_prob_ranker_in_generate_equals_plain_forward_reference(family):
     model = attach_ranker(build_model(family, seed=5))
     torch.manual_seed(0)
     ranker = LanguageRanker.for_model(model, feature_layer=2, use_mean_log_prob=True)
-    input_ids, attention_mask = left_padded_prompts()
-    torch.manual_seed(4)
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        ranker=ranker,
-        num_candidates=5,
-        max_new_tokens=7,
-        return_dict_in_generate=True,
-    )
+    input_ids, attention_mask, output = ranked_generate_output(model, ranker)
     generated = output.candidate_sequences[:, :, input_ids.shape[1] :]
     lengths = expected_lengths(generated)
     prompt_features, candidate_features = featurize_candidates(
