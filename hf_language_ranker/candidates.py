@@ -20,12 +20,18 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from datasets import Dataset
+
+from .agreement import answer_id_rows, answer_ids
 
 #: A candidate counts as correct when its label is at least this (labels are verifier scores in [0, 1]).
 CORRECT_THRESHOLD = 0.5
 
 MEAN_LOG_PROBS = "mean_log_probs"
+ANSWERS = "answers"
+#: integer answer ids derived from ``answers`` for training (see `hf_language_ranker.agreement.answer_ids`)
+ANSWER_IDS = "answer_ids"
 PROMPT_FEATURES = "prompt_features"
 CANDIDATE_FEATURES = "candidate_features"
 
@@ -52,6 +58,26 @@ def check_feature_layer(dataset: Dataset, layer: int) -> None:
             f"The candidate dataset has no features for layer {layer}; it holds layers {layers}. "
             "Train on one of those, or collect again with that layer in `layers=`."
         )
+
+
+def parsed_answers(dataset: Dataset) -> list[list[str | None]]:
+    """The ``answers`` column (one list per prompt), with a clear error when the dataset has none."""
+    if ANSWERS not in dataset.column_names:
+        raise ValueError(
+            f"The candidate dataset has no {ANSWERS!r} column (columns: {dataset.column_names}); agreement inputs "
+            "need each candidate's parsed answer. Collect with a verifier that parses answers (e.g. 'math')."
+        )
+    return [list(row) for row in dataset.with_format(None)[ANSWERS]]
+
+
+def dataset_answer_ids(dataset: Dataset, n: int) -> torch.Tensor:
+    """``[P, n]`` answer ids of the first ``n`` candidates of each prompt (see `agreement.answer_ids`)."""
+    return answer_ids([row[:n] for row in parsed_answers(dataset)])
+
+
+def dataset_answer_id_rows(dataset: Dataset) -> list[list[int]]:
+    """Answer ids of all candidates of each prompt (prompts may hold different numbers of candidates)."""
+    return answer_id_rows(parsed_answers(dataset))
 
 
 @dataclass

@@ -355,7 +355,7 @@ def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]
         **plan.generate_kwargs,
     )
     lengths = sampled.lengths.tolist()
-    generated = sampled.generated.tolist()
+    candidate_texts = sampled.decode(plan.tokenizer)
     mean_log_probs = sampled.mean_log_probs.float().tolist()
     self_certainty = sampled.self_certainty.float().tolist()
     prompt_features = {layer: _to_float16(sampled.prompt_features[layer]) for layer in plan.layers}
@@ -363,8 +363,7 @@ def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]
 
     rows = []
     for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, texts)):
-        tokens = [row[:length] for row, length in zip(generated[b], lengths[b])]
-        candidates = plan.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        candidates = candidate_texts[b]
         row = {
             "prompt_id": prompt_id,
             "prompt": prompt,

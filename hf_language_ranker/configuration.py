@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Names of the `GenerationConfig` attributes that ranked generation reads.
-GENERATION_FLAGS = ("num_candidates", "ranker")
+GENERATION_FLAGS = ("num_candidates", "ranker", "ranker_selection", "answer_extractor")
 
 #: Default number of sampled candidates when a ranker is given without `num_candidates`.
 DEFAULT_NUM_CANDIDATES = 16
@@ -15,6 +15,8 @@ DEFAULT_NUM_CANDIDATES = 16
 DEFAULT_LAYER_FRACTION = 0.6
 
 HEAD_TYPES = ("listwise", "pointwise")
+#: values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
+SELECTION_MODES = ("argmax", "weighted_vote")
 LOSS_TYPES = ("listwise", "pairwise", "pointwise")
 
 
@@ -41,12 +43,23 @@ class RankerConfig:
     use_prompt_feature: bool = True
     #: also feed each candidate's mean token log-probability (computed while sampling) to the head
     use_mean_log_prob: bool = False
+    #: also feed each candidate's answer vote share (needs an answer extractor; see hf_language_ranker.agreement)
+    use_vote_share: bool = False
+    #: also feed each candidate's feature centrality among the prompt's candidates (needs no parser)
+    use_centrality: bool = False
+    #: the built-in verifier whose answer parser made the training answers ("math"); `generate` uses it when
+    #: no ``answer_extractor`` is passed. ``None``: the answers came from a custom extractor, which must be passed.
+    answer_extractor: str | None = None
+    #: how `generate` picks by default: "argmax" (best score) or "weighted_vote" (softmax weights summed per answer)
+    selection: str = "argmax"
     loss: str = "listwise"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.head not in HEAD_TYPES:
             raise ValueError(f"Unknown ranker head {self.head!r}: choose one of {', '.join(HEAD_TYPES)}.")
+        if self.selection not in SELECTION_MODES:
+            raise ValueError(f"Unknown selection {self.selection!r}: choose one of {', '.join(SELECTION_MODES)}.")
         if self.loss not in LOSS_TYPES:
             raise ValueError(f"Unknown ranker loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
         if not 0 <= self.feature_layer <= self.num_hidden_layers:

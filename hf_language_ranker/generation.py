@@ -16,6 +16,7 @@ import torch
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .agreement import AnswerExtractorLike, answer_ids, extract_answers, resolve_answer_extractor, select
 from .configuration import DEFAULT_NUM_CANDIDATES, GENERATION_FLAGS
 from .features import CandidateFeatureRecorder, forward_accepts, position_ids_from_attention_mask
 from .modeling import LanguageRanker
@@ -82,6 +83,14 @@ class SampledCandidates:
     def generated(self) -> torch.LongTensor:
         """``[B, N, G]`` only the generated columns."""
         return self.sequences[:, :, self.prompt_length :]
+
+    def decode(self, tokenizer: Any) -> list[list[str]]:
+        """Each candidate's generated text (its real tokens, special tokens skipped): ``texts[b][n]``."""
+        generated, lengths = self.generated.tolist(), self.lengths.tolist()
+        return [
+            tokenizer.batch_decode([row[:length] for row, length in zip(rows, row_lengths)], skip_special_tokens=True)
+            for rows, row_lengths in zip(generated, lengths)
+        ]
 
 
 def _cache_argument(model: PreTrainedModel) -> str:
@@ -260,8 +269,12 @@ def resolve_rankers(rankers: RankersArgument) -> dict[str, LanguageRanker]:
     return resolved
 
 
-def score_candidates(rankers: Mapping[str, LanguageRanker], candidates: SampledCandidates) -> dict[str, torch.Tensor]:
-    """Each ranker's ``[B, N]`` scores, all from the same captured features."""
+def score_candidates(
+    rankers: Mapping[str, LanguageRanker],
+    candidates: SampledCandidates,
+    answer_ids: Mapping[str, torch.Tensor | None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Each ranker's ``[B, N]`` scores, all from the same captured features (``answer_ids``: per ranker name)."""
     scores = {}
     for name, ranker in rankers.items():
         layer = ranker.config.feature_layer
@@ -273,6 +286,7 @@ def score_candidates(rankers: Mapping[str, LanguageRanker], candidates: SampledC
                     candidates.prompt_features[layer],
                     candidates.candidate_features[layer],
                     mean_log_probs=candidates.mean_log_probs,
+                    answer_ids=(answer_ids or {}).get(name),
                 )
         finally:
             ranker.train(was_training)
@@ -320,11 +334,54 @@ def requested_rankers(
     return ranker
 
 
+def _answer_extractors(
+    rankers: Mapping[str, LanguageRanker],
+    selections: Mapping[str, str],
+    answer_extractor: AnswerExtractorLike | None,
+    tokenizer: Any,
+) -> dict[str, AnswerExtractorLike]:
+    """The answer extractor of every ranker that reads final answers (vote-share input or weighted vote): the
+    call's ``answer_extractor``, else the built-in one the ranker's config records. Checked before sampling."""
+    needs_answers = [
+        name for name, ranker in rankers.items() if ranker.config.use_vote_share or selections[name] == "weighted_vote"
+    ]
+    extractors = {name: answer_extractor or rankers[name].config.answer_extractor for name in needs_answers}
+    missing = [name for name, extractor in extractors.items() if extractor is None]
+    if missing:
+        raise ValueError(
+            f"Ranker(s) {missing} need each candidate's final answer (vote-share input or "
+            "ranker_selection='weighted_vote'), but no answer_extractor was given and the ranker records none: pass "
+            "answer_extractor= (a callable str -> hashable | None, or a built-in verifier name such as 'math'), the "
+            "same one that parsed the training answers."
+        )
+    if extractors and tokenizer is None:
+        raise ValueError(
+            "Reading the candidates' final answers needs their text: pass tokenizer= to generate (the model's "
+            "tokenizer)."
+        )
+    return {name: resolve_answer_extractor(extractor) for name, extractor in extractors.items()}
+
+
+def _answer_ids_per_ranker(
+    extractors: Mapping[str, Any], candidates: SampledCandidates, tokenizer: Any
+) -> dict[str, torch.Tensor]:
+    """Answer ids of the candidates per ranker name (texts decoded once, parsed once per distinct extractor)."""
+    texts = candidates.decode(tokenizer) if extractors else []
+    by_extractor: dict[Any, torch.Tensor] = {}
+    for extractor in extractors.values():
+        if extractor not in by_extractor:
+            parsed = extract_answers(texts, extractor)
+            by_extractor[extractor] = answer_ids(parsed, device=candidates.sequences.device)
+    return {name: by_extractor[extractor] for name, extractor in extractors.items()}
+
+
 def ranked_generate(
     model: PreTrainedModel,
     rankers: RankersArgument,
     *,
     num_candidates: int | None = None,
+    ranker_selection: str | None = None,
+    answer_extractor: AnswerExtractorLike | None = None,
     inputs: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> torch.LongTensor | RankedGenerateOutput | dict[str, torch.LongTensor]:
@@ -337,6 +394,8 @@ def ranked_generate(
     generation_config = kwargs.get("generation_config")
     num_candidates = _ranking_flag("num_candidates", num_candidates, generation_config, model)
     num_candidates = DEFAULT_NUM_CANDIDATES if num_candidates is None else num_candidates
+    selection = _ranking_flag("ranker_selection", ranker_selection, generation_config, model)
+    answer_extractor = _ranking_flag("answer_extractor", answer_extractor, generation_config, model)
     return_dict = kwargs.pop("return_dict_in_generate", None)
     if return_dict is None:
         return_dict = getattr(generation_config or model.generation_config, "return_dict_in_generate", False)
@@ -348,6 +407,11 @@ def ranked_generate(
     resolved = resolve_rankers(rankers)
     for ranker in resolved.values():
         ranker.check_fits(model)
+    # the call's (or generation config's) selection, else each ranker's recommended one; unknown modes fail here
+    selections = {name: selection or ranker.config.selection for name, ranker in resolved.items()}
+    for mode in selections.values():
+        select(torch.zeros(1, 1), mode, torch.zeros(1, 1, dtype=torch.long))
+    extractors = _answer_extractors(resolved, selections, answer_extractor, kwargs.get("tokenizer"))
     layers = sorted({ranker.config.feature_layer for ranker in resolved.values()})
 
     candidates = sample_candidates(
@@ -359,8 +423,9 @@ def ranked_generate(
         track_token_statistics=any(ranker.config.use_mean_log_prob for ranker in resolved.values()),
         **kwargs,
     )
-    all_scores = score_candidates(resolved, candidates)
-    best = {name: scores.argmax(-1) for name, scores in all_scores.items()}
+    ids = _answer_ids_per_ranker(extractors, candidates, kwargs.get("tokenizer"))
+    all_scores = score_candidates(resolved, candidates, ids)
+    best = {name: select(scores, selections[name], ids.get(name)) for name, scores in all_scores.items()}
     batch_index = torch.arange(candidates.sequences.shape[0], device=candidates.sequences.device)
     best_sequences = {name: candidates.sequences[batch_index, index] for name, index in best.items()}
     first = next(iter(resolved))
@@ -387,7 +452,13 @@ class RankedGenerationMixin:
     """
 
     def generate(
-        self, *args: Any, ranker: RankersArgument | None = None, num_candidates: int | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        ranker: RankersArgument | None = None,
+        num_candidates: int | None = None,
+        ranker_selection: str | None = None,
+        answer_extractor: AnswerExtractorLike | None = None,
+        **kwargs: Any,
     ) -> Any:
         """`generate` with best-of-N ranking.
 
@@ -396,6 +467,12 @@ class RankedGenerationMixin:
                 computed once and every ranker picks its best). Defaults to ``generation_config.ranker``.
             num_candidates: number of sampled candidates per prompt; defaults to
                 ``generation_config.num_candidates``, then 16.
+            ranker_selection: ``"argmax"`` returns the best-scored candidate; ``"weighted_vote"`` sums the ranker's
+                softmax weights per final answer and returns the best member of the heaviest answer. Defaults to
+                ``generation_config.ranker_selection``, then to the ranker's ``config.selection``.
+            answer_extractor: reads a candidate's final answer, for vote-share rankers and the weighted vote: a
+                callable ``str -> hashable | None`` or a built-in verifier name (``"math"``); defaults to
+                ``generation_config.answer_extractor``, then to the one the ranker records. Needs ``tokenizer=``.
             *args, **kwargs: transformers' `generate` arguments (sampling settings, logits processors,
                 stopping criteria, ``return_dict_in_generate``, ...).
 
@@ -408,8 +485,17 @@ class RankedGenerationMixin:
         named = {**bound.pop("kwargs", {}), **bound}
         rankers = requested_rankers(self, ranker, num_candidates, named.get("generation_config"))
         if rankers is None:
+            if ranker_selection is not None or answer_extractor is not None:
+                raise ValueError("ranker_selection and answer_extractor need a ranker: pass ranker=...")
             return super().generate(*args, **kwargs)
-        return ranked_generate(self, rankers, num_candidates=num_candidates, **named)
+        return ranked_generate(
+            self,
+            rankers,
+            num_candidates=num_candidates,
+            ranker_selection=ranker_selection,
+            answer_extractor=answer_extractor,
+            **named,
+        )
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """Save as the underlying transformers class (``config.architectures`` unchanged), keeping the

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
+from .agreement import feature_centrality, vote_shares
 from .configuration import RankerConfig
 from .features import ModelFingerprint, resolve_feature_layer
 from .losses import ranking_loss
@@ -56,7 +57,9 @@ class LanguageRanker(
     ``[prompt, candidate_1, ..., candidate_N]`` so candidates are judged against each other; the
     ``pointwise`` head scores each candidate alone with an MLP on ``[candidate, prompt, candidate * prompt]``.
     With ``use_mean_log_prob`` each candidate's mean token log-probability, and its difference from the mean over
-    the prompt's candidates, are embedded and added to the candidate's projected feature.
+    the prompt's candidates, are embedded and added to the candidate's projected feature; ``use_vote_share`` and
+    ``use_centrality`` do the same with the agreement inputs of `hf_language_ranker.agreement` (each value and its
+    gap to the prompt's largest value, so "the most common answer" is one input away).
     """
 
     def __init__(self, config: RankerConfig | dict[str, Any]) -> None:
@@ -68,6 +71,10 @@ class LanguageRanker(
         self.projection = nn.Sequential(nn.Linear(config.hidden_size, dim), nn.LayerNorm(dim))
         if config.use_mean_log_prob:
             self.log_prob_embedding = nn.Linear(2, dim)
+        if config.use_vote_share:
+            self.vote_share_embedding = nn.Linear(2, dim)
+        if config.use_centrality:
+            self.centrality_embedding = nn.Linear(2, dim)
         if config.head == "listwise":
             self.role_embedding = nn.Embedding(2, dim)
             block = nn.TransformerEncoderLayer(
@@ -161,6 +168,7 @@ class LanguageRanker(
         candidate_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         mean_log_probs: torch.Tensor | None = None,
+        answer_ids: torch.Tensor | None = None,
     ) -> RankerOutput:
         """Score candidates.
 
@@ -171,6 +179,8 @@ class LanguageRanker(
             labels: ``[B, N]`` correctness in ``[0, 1]``; when given, the output carries the loss.
             mean_log_probs: ``[B, N]`` mean token log-probability of each candidate under the model; needed by
                 rankers with ``config.use_mean_log_prob`` and ignored by the others.
+            answer_ids: ``[B, N]`` answer of each candidate as an id within its prompt (``-1``: none; see
+                `hf_language_ranker.agreement.answer_ids`); needed by rankers with ``config.use_vote_share``.
         """
         self._check_feature_shapes(prompt_features, candidate_features, candidate_mask)
         parameter = self.projection[0].weight
@@ -182,6 +192,12 @@ class LanguageRanker(
             mask = candidate_mask.to(candidates.device, torch.bool)
         if self.config.use_mean_log_prob:
             candidates = candidates + self.log_prob_embedding(self._log_prob_inputs(mean_log_probs, mask))
+        if self.config.use_vote_share:
+            shares = vote_shares(self._checked_answer_ids(answer_ids, mask), mask)
+            candidates = candidates + self.vote_share_embedding(_with_gap_to_max(shares, mask).to(parameter.dtype))
+        if self.config.use_centrality:
+            centrality = feature_centrality(candidate_features.to(candidates.device), mask)
+            candidates = candidates + self.centrality_embedding(_with_gap_to_max(centrality, mask).to(parameter.dtype))
         if self.config.head == "listwise":
             scores = self._listwise_scores(prompt, candidates, mask)
         else:
@@ -227,6 +243,17 @@ class LanguageRanker(
         values = torch.nan_to_num(values, nan=0.0).clamp(MIN_LOG_PROB, 0.0).masked_fill(~mask, 0)
         mean = values.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp_min(1)
         return torch.stack([values, (values - mean).masked_fill(~mask, 0)], dim=-1)
+
+    def _checked_answer_ids(self, answer_ids: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        if answer_ids is None:
+            raise ValueError(
+                "This ranker reads each candidate's answer vote share (config.use_vote_share=True): pass answer_ids "
+                "[B, N]. Ranked generate builds them with answer_extractor= (the ranker records "
+                f"{self.config.answer_extractor!r}); collected datasets hold the parsed answers in 'answers'."
+            )
+        if tuple(answer_ids.shape) != tuple(mask.shape):
+            raise ValueError(f"answer_ids must have shape {list(mask.shape)}, got {list(answer_ids.shape)}.")
+        return answer_ids.to(mask.device, torch.long)
 
     def _check_feature_shapes(self, prompt: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None) -> None:
         hidden = self.config.hidden_size
@@ -322,6 +349,12 @@ class LanguageRanker(
                 f"{'; '.join(problems)}. Re-save the ranker with `save_pretrained`, or fix config.json."
             )
         self.load_state_dict(state_dict, strict=True)
+
+
+def _with_gap_to_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, N, 2]``: each value and its gap to the largest value among the prompt's real candidates."""
+    largest = values.masked_fill(~mask, float("-inf")).max(-1, keepdim=True).values.clamp_min(-1e4)
+    return torch.stack([values, (values - largest).masked_fill(~mask, 0)], dim=-1)
 
 
 def _resolve_weights(

@@ -26,17 +26,20 @@ from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 from transformers.utils import logging
 
 from .candidates import (
+    ANSWER_IDS,
     CORRECT_THRESHOLD,
     MEAN_LOG_PROBS,
     CollectionInfo,
     candidate_feature_column,
     check_feature_layer,
+    dataset_answer_id_rows,
     feature_layers,
     prompt_feature_column,
 )
 from .configuration import LOSS_TYPES, RankerConfig, default_feature_layer
 from .model_card import is_hub_id
 from .modeling import LanguageRanker
+from .verifiers.base import BUILTIN_VERIFIERS
 
 logger = logging.get_logger(__name__)
 
@@ -54,7 +57,8 @@ class RankerTrainingArguments(TrainingArguments):
     """`TrainingArguments` with ranker options and defaults that suit a tiny model trained on a CPU.
 
     The head options (``head``, ``projection_dim``, ``num_ranker_layers``, ``dropout``, ``use_prompt_feature``,
-    ``use_mean_log_prob``) are used only when `RankerTrainer` builds the ranker itself (``model=None``).
+    ``use_mean_log_prob``, ``use_vote_share``, ``use_centrality``) are used only when `RankerTrainer` builds the
+    ranker itself (``model=None``).
     """
 
     loss: str = field(
@@ -84,6 +88,14 @@ class RankerTrainingArguments(TrainingArguments):
     use_mean_log_prob: bool = field(
         default=_ranker_default("use_mean_log_prob"),
         metadata={"help": "Also feed each candidate's mean token log-probability to the head."},
+    )
+    use_vote_share: bool = field(
+        default=_ranker_default("use_vote_share"),
+        metadata={"help": "Also feed each candidate's answer vote share (from the dataset's parsed answers)."},
+    )
+    use_centrality: bool = field(
+        default=_ranker_default("use_centrality"),
+        metadata={"help": "Also feed each candidate's feature centrality among its prompt's candidates."},
     )
     dataset_name: str | None = field(
         default=None, metadata={"help": "Hub id of the candidate dataset, recorded in the model card."}
@@ -135,6 +147,8 @@ class RankerTrainingArguments(TrainingArguments):
             "dropout": self.dropout,
             "use_prompt_feature": self.use_prompt_feature,
             "use_mean_log_prob": self.use_mean_log_prob,
+            "use_vote_share": self.use_vote_share,
+            "use_centrality": self.use_centrality,
             "loss": self.loss,
         }
 
@@ -172,15 +186,23 @@ def _stored_float_dtype(dataset: Dataset, column: str) -> np.dtype:
     return np.dtype(arrow_type.to_pandas_dtype()) if pa.types.is_floating(arrow_type) else np.dtype(np.float32)
 
 
-def feature_dataset(dataset: Dataset, feature_layer: int, mean_log_probs: bool = False) -> Dataset:
+def feature_dataset(
+    dataset: Dataset, feature_layer: int, mean_log_probs: bool = False, answer_ids: bool = False
+) -> Dataset:
     """``dataset`` viewed as numpy arrays of only the columns training reads, in the features' stored precision.
 
     Keeping float16 features in float16 (datasets would widen them to float32) halves the reading time; labels
-    share that type, which is exact for 0, 0.5 and 1. ``mean_log_probs`` adds that column (for rankers that
-    read it).
+    share that type, which is exact for 0, 0.5 and 1. ``mean_log_probs`` adds that column and ``answer_ids`` an
+    ``answer_ids`` column built from the parsed ``answers`` (small integers, exact in float16), for rankers that
+    read them.
     """
     columns = [prompt_feature_column(feature_layer), candidate_feature_column(feature_layer), LABELS]
     columns += [MEAN_LOG_PROBS] if mean_log_probs else []
+    if answer_ids:
+        ids = dataset_answer_id_rows(dataset)
+        dataset = dataset.remove_columns([ANSWER_IDS]) if ANSWER_IDS in dataset.column_names else dataset
+        dataset = dataset.add_column(ANSWER_IDS, ids)
+        columns.append(ANSWER_IDS)
     missing = [name for name in columns if name not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -223,6 +245,12 @@ def ranker_for_dataset(dataset: Dataset, feature_layer: int | None = None, **hea
     return LanguageRanker(config)
 
 
+def _builtin_answer_parser(dataset: Dataset) -> str | None:
+    """The built-in verifier whose parser made the dataset's answers, recorded so `generate` can use it."""
+    info = CollectionInfo.from_dataset(dataset)
+    return info.verifier if info is not None and info.verifier in BUILTIN_VERIFIERS else None
+
+
 # ------------------------------------------------------------------------------------------------------ collator
 @dataclass
 class CandidateGroupCollator:
@@ -239,6 +267,8 @@ class CandidateGroupCollator:
     group_size: int | None = None
     #: also batch each candidate's mean log-probability (``mean_log_probs``), for rankers that read it
     mean_log_probs: bool = False
+    #: also batch each candidate's answer id (``answer_ids``, -1 for none and padding), for vote-share rankers
+    answer_ids: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompt_column = prompt_feature_column(self.feature_layer)
@@ -252,12 +282,15 @@ class CandidateGroupCollator:
         group_labels = np.zeros((len(features), width), dtype=np.float32)
         mask = np.zeros((len(features), width), dtype=bool)
         log_probs = np.zeros((len(features), width), dtype=np.float32)
+        ids = np.full((len(features), width), -1, dtype=np.int64)
         for row, (feature_row, row_labels, pick) in enumerate(zip(features, labels, picks, strict=True)):
             candidates[row, : len(pick)] = np.asarray(feature_row[candidate_column]).reshape(-1, hidden)[pick]
             group_labels[row, : len(pick)] = row_labels[pick]
             mask[row, : len(pick)] = True
             if self.mean_log_probs:
                 log_probs[row, : len(pick)] = np.asarray(feature_row[MEAN_LOG_PROBS], dtype=np.float32)[pick]
+            if self.answer_ids:
+                ids[row, : len(pick)] = np.asarray(feature_row[ANSWER_IDS], dtype=np.float32)[pick].astype(np.int64)
         batch = {
             "prompt_features": torch.from_numpy(prompts),
             "candidate_features": torch.from_numpy(candidates),
@@ -266,6 +299,8 @@ class CandidateGroupCollator:
         }
         if self.mean_log_probs:
             batch["mean_log_probs"] = torch.from_numpy(log_probs)
+        if self.answer_ids:
+            batch["answer_ids"] = torch.from_numpy(ids)
         return batch
 
     def _pick(self, labels: np.ndarray) -> np.ndarray:
@@ -338,10 +373,14 @@ class RankerTrainer(Trainer):
                 "Leave feature_layer unset to train on the ranker's layer, or build a ranker for that layer."
             )
         model.config.loss = args.loss
+        if model.config.use_vote_share and model.config.answer_extractor is None:
+            model.config.answer_extractor = _builtin_answer_parser(reference)
         self.ranker_config = model.config
         self.feature_layer = model.config.feature_layer
         self.eval_data_collator = CandidateGroupCollator(
-            self.feature_layer, mean_log_probs=model.config.use_mean_log_prob
+            self.feature_layer,
+            mean_log_probs=model.config.use_mean_log_prob,
+            answer_ids=model.config.use_vote_share,
         )
         trainer_kwargs.setdefault("compute_metrics", ranking_metrics)
         super().__init__(
@@ -359,7 +398,8 @@ class RankerTrainer(Trainer):
             return {name: self._features(split) for name, split in dataset.items()}
         if not isinstance(dataset, Dataset):
             return dataset
-        features = feature_dataset(dataset, self.feature_layer, self.ranker_config.use_mean_log_prob)
+        config = self.ranker_config
+        features = feature_dataset(dataset, self.feature_layer, config.use_mean_log_prob, config.use_vote_share)
         hidden_size = _hidden_size(features, self.feature_layer)
         if hidden_size not in (None, self.ranker_config.hidden_size):
             raise ValueError(

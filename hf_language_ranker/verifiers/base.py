@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["Verifier", "CallableVerifier", "as_verifier"]
 
-_BUILTIN_NAMES = ("math", "code", "tools")
+BUILTIN_VERIFIERS = ("math", "code", "tools")
 
 
 class Verifier(abc.ABC):
@@ -111,13 +111,13 @@ def as_verifier(obj: Verifier | Callable[[str, str], bool | float] | str | type[
 
             return ToolCallVerifier()
         raise ValueError(
-            f"Unknown verifier name {obj!r}. Use one of {', '.join(map(repr, _BUILTIN_NAMES))}, a Verifier "
+            f"Unknown verifier name {obj!r}. Use one of {', '.join(map(repr, BUILTIN_VERIFIERS))}, a Verifier "
             "instance, or a callable fn(prompt_text, candidate_text) -> bool | float."
         )
     if callable(obj):
         return CallableVerifier(obj)
     raise ValueError(
         f"Cannot use {type(obj).__name__} ({obj!r:.80}) as a verifier. Pass a Verifier instance, one of "
-        f"{', '.join(map(repr, _BUILTIN_NAMES))}, or a callable "
+        f"{', '.join(map(repr, BUILTIN_VERIFIERS))}, or a callable "
         "fn(prompt_text, candidate_text) -> bool | float."
     )
