@@ -41,7 +41,7 @@ def main() -> None:
 
     preset = PRESETS[args.preset]
     started = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer()
+    model, tokenizer = load_model_and_tokenizer(dtype=getattr(torch, preset.dtype))
     outputs = run_experiment(
         model, tokenizer, preset, Path(args.work_dir) / args.preset, text_reward_model=not args.no_reward_model
     )

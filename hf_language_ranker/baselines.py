@@ -5,7 +5,8 @@ nested (the candidates at N=4 are a subset of those at N=8). The dataset layout 
 `hf_language_ranker.candidates`.
 
 Rules (``(dataset, n) -> chosen index per prompt``): `first_sample_choices`, `majority_vote_choices`,
-`mean_log_prob_choices`, `self_certainty_choices` and `oracle_choices` (pass@N).
+`mean_log_prob_choices`, `self_certainty_choices` and `oracle_choices` (pass@N). A learned scorer's scores become
+choices by `SELECTION_RULES`: the best-scored candidate, or the score-weighted vote over parsed answers.
 
 Learned scorers (``fit(train, validation)`` then ``score(dataset, n)``): `ProbeScorer` (logistic regression on
 the same hidden features as the ranker), `TextRewardScorer` (a fine-tuned MiniLM text classifier) and
@@ -30,11 +31,13 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 from transformers.utils.logging import is_progress_bar_enabled
 
+from .agreement import weighted_vote_choices
 from .candidates import (
     CORRECT_THRESHOLD,
     MEAN_LOG_PROBS,
     candidate_feature_column,
     check_feature_layer,
+    dataset_answer_ids,
     feature_layers,
     prompt_feature_column,
 )
@@ -170,15 +173,35 @@ def choices_from_scores(scores: Sequence[np.ndarray] | np.ndarray) -> np.ndarray
     return np.asarray([np.nan_to_num(np.asarray(row, dtype=np.float64), nan=-np.inf).argmax() for row in scores])
 
 
-def selection_accuracy(dataset: Dataset, choices: Sequence[int] | np.ndarray) -> float:
-    """The fraction of prompts whose chosen candidate is correct (label >= `CORRECT_THRESHOLD`)."""
+def weighted_vote_from_scores(dataset: Dataset, scores: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Score-weighted voting (`hf_language_ranker.agreement.weighted_vote_choices`) over the parsed answers of the
+    first ``len(scores[0])`` candidates: the best-scored member of the answer with the largest softmax weight."""
+    values = np.nan_to_num(np.asarray(np.stack([np.asarray(row) for row in scores]), dtype=np.float64), nan=-np.inf)
+    ids = dataset_answer_ids(dataset, values.shape[1])
+    return weighted_vote_choices(torch.from_numpy(values), ids, torch.ones_like(ids, dtype=torch.bool)).numpy()
+
+
+#: How a learned scorer's scores become a choice: the best-scored candidate, or the score-weighted vote.
+SELECTION_RULES: dict[str, Callable[[Dataset, Sequence[np.ndarray]], np.ndarray]] = {
+    "argmax": lambda dataset, scores: choices_from_scores(scores),
+    "weighted_vote": weighted_vote_from_scores,
+}
+
+
+def chosen_correct(dataset: Dataset, choices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``[P]`` booleans: whether each prompt's chosen candidate is correct (label >= `CORRECT_THRESHOLD`)."""
     choices = np.asarray(choices, dtype=np.int64)
     if choices.shape != (len(dataset),):
         raise ValueError(f"Expected one choice per prompt ({len(dataset)}), got an array of shape {choices.shape}.")
     labels = [np.asarray(row, dtype=np.float64) for row in dataset.with_format(None)["labels"]]
     if any(not 0 <= choice < len(row) for choice, row in zip(choices, labels)):
         raise ValueError("A choice points past the candidates of its prompt.")
-    return float(np.mean([row[choice] >= CORRECT_THRESHOLD for choice, row in zip(choices, labels)]))
+    return np.asarray([row[choice] >= CORRECT_THRESHOLD for choice, row in zip(choices, labels)], dtype=bool)
+
+
+def selection_accuracy(dataset: Dataset, choices: Sequence[int] | np.ndarray) -> float:
+    """The fraction of prompts whose chosen candidate is correct (label >= `CORRECT_THRESHOLD`)."""
+    return float(np.mean(chosen_correct(dataset, choices)))
 
 
 # ----------------------------------------------------------------------------------------------------- scorers
@@ -241,9 +264,11 @@ class BaseScorer:
         raise NotImplementedError
 
 
-def validation_accuracy(scorer: Scorer, validation: Dataset) -> float:
-    """Selection accuracy of a fitted scorer on ``validation`` with all of its candidates."""
-    return selection_accuracy(validation, choices_from_scores(scorer.score(validation, num_candidates(validation))))
+def validation_accuracy(scorer: Scorer, validation: Dataset, selection: str = "argmax") -> float:
+    """Selection accuracy of a fitted scorer on ``validation`` with all of its candidates (``selection``: a key of
+    `SELECTION_RULES`)."""
+    scores = scorer.score(validation, num_candidates(validation))
+    return selection_accuracy(validation, SELECTION_RULES[selection](validation, scores))
 
 
 def select_on_validation(
@@ -549,15 +574,23 @@ class RankerScorer(BaseScorer):
 
     @torch.no_grad()
     def _score(self, dataset: Dataset, n: int) -> np.ndarray:
-        prompts, candidates = layer_features(dataset, self.ranker.config.feature_layer, n)
-        uses_log_probs = self.ranker.config.use_mean_log_prob
-        log_probs = torch.from_numpy(per_candidate_values(dataset, MEAN_LOG_PROBS, n)) if uses_log_probs else None
+        config = self.ranker.config
+        prompts, candidates = layer_features(dataset, config.feature_layer, n)
+        log_probs = None
+        if config.use_mean_log_prob:
+            log_probs = torch.from_numpy(per_candidate_values(dataset, MEAN_LOG_PROBS, n))
+        ids = dataset_answer_ids(dataset, n) if config.use_vote_share else None
+
+        def rows(values: torch.Tensor | None, start: int) -> torch.Tensor | None:
+            return None if values is None else values[start : start + self.batch_size]
+
         self.ranker.eval()
         scores = [
             self.ranker(
                 torch.from_numpy(prompts[start : start + self.batch_size]),
                 torch.from_numpy(candidates[start : start + self.batch_size]),
-                mean_log_probs=None if log_probs is None else log_probs[start : start + self.batch_size],
+                mean_log_probs=rows(log_probs, start),
+                answer_ids=rows(ids, start),
             ).scores
             for start in range(0, len(prompts), self.batch_size)
         ]

@@ -208,7 +208,9 @@ def run_demo(args: argparse.Namespace) -> None:
         key: getattr(args, key, None) for key in ("task", "train_prompts", "validation_prompts", "test_prompts")
     }
     preset = preset_from(args.preset, **overrides)
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    import torch
+
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=getattr(torch, preset.dtype))
     outputs = run_experiment(model, tokenizer, preset, args.output_dir, text_reward_model=not args.no_reward_model)
     example = outputs.example
     print(f"\n{outputs.result.to_markdown()}\n")

@@ -10,7 +10,9 @@
     print(result.to_markdown()); result.plot("accuracy_vs_n.png"); result.to_json("evaluation.json")
 
 `evaluate` always reports the rules of `hf_language_ranker.baselines.BASELINES` (first sample, majority vote,
-mean log-prob, self-certainty) and the oracle (pass@N, the ceiling of any selector).
+mean log-prob, self-certainty) and the oracle (pass@N, the ceiling of any selector); each learned scorer picks
+its best-scored candidate, or votes with its scores (``selections={name: "weighted_vote"}``). The result keeps
+each method's 0/1 correctness per prompt, so `paired_bootstrap` intervals can be recomputed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers.utils import logging
@@ -31,8 +34,9 @@ from transformers.utils.logging import is_progress_bar_enabled
 from .baselines import (
     BASELINES,
     ORACLE,
+    SELECTION_RULES,
     Scorer,
-    choices_from_scores,
+    chosen_correct,
     num_candidates,
     oracle_choices,
     select_on_validation,
@@ -41,10 +45,47 @@ from .baselines import (
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["EvaluationResult", "MethodCost", "evaluate", "select_feature_layer", "selection_accuracy"]
+__all__ = [
+    "EvaluationResult",
+    "MethodCost",
+    "evaluate",
+    "paired_bootstrap",
+    "select_feature_layer",
+    "selection_accuracy",
+]
 
 DEFAULT_NS = (1, 2, 4, 8, 16, 32)
 GREEDY = "greedy decoding"
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of ``a - b`` over paired 0/1 outcomes, its bootstrap 95% interval, and prompts won / lost."""
+
+    difference: float
+    low: float
+    high: float
+    wins: int
+    losses: int
+
+    def __str__(self) -> str:
+        return f"{self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({self.wins} won, {self.losses} lost)"
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], num_samples: int = 10_000, seed: int = 0
+) -> PairedDifference:
+    """Paired bootstrap (prompts resampled with replacement) of ``mean(a) - mean(b)``, percentile 95% interval."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired_bootstrap needs two equally long, non-empty 1-d sequences, got {a.shape}, {b.shape}.")
+    differences = a - b
+    rows = np.random.default_rng(seed).integers(0, len(a), size=(num_samples, len(a)))
+    means = differences[rows].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return PairedDifference(
+        float(differences.mean()), float(low), float(high), int((differences > 0).sum()), int((differences < 0).sum())
+    )
 
 
 @dataclass
@@ -66,6 +107,37 @@ class EvaluationResult:
     greedy_accuracy: float | None = None
     task: str = "best-of-n selection"
     dataset: str = "held-out prompts"
+    #: ``per_prompt[method][n]``: 0/1 correctness of the method's choice for every prompt, in dataset order
+    per_prompt: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+
+    def paired(self, method: str, baseline: str, n: int, **bootstrap: Any) -> PairedDifference:
+        """`paired_bootstrap` of ``method - baseline`` at ``n`` over the per-prompt outcomes."""
+        for name in (method, baseline):
+            if n not in self.per_prompt.get(name, {}):
+                raise KeyError(f"No per-prompt outcomes for {name!r} at N={n}.")
+        return paired_bootstrap(self.per_prompt[method][n], self.per_prompt[baseline][n], **bootstrap)
+
+    def add_alias(self, name: str, method: str) -> None:
+        """Report ``method``'s outcomes (and cost) under another row name too, e.g. the method chosen on validation."""
+        self.accuracy[name] = dict(self.accuracy[method])
+        self.per_prompt[name] = {n: list(values) for n, values in self.per_prompt[method].items()}
+        if method in self.costs:
+            self.costs[name] = self.costs[method]
+
+    def comparisons_markdown(self, method: str, baselines: Sequence[str]) -> str:
+        """A table of paired bootstrap intervals of ``method - baseline`` for every baseline and N."""
+        ns = [n for n in self.ns if n > 1]
+        lines = [
+            f"Paired differences `{method}` − baseline (mean over prompts, bootstrap 95% interval, prompts won / "
+            "lost):",
+            "",
+            "| baseline | " + " | ".join(f"N={n}" for n in ns) + " |",
+            "|---|" + "---|" * len(ns),
+        ]
+        for baseline in baselines:
+            cells = [str(self.paired(method, baseline, n)) for n in ns]
+            lines.append(f"| {baseline} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
 
     @property
     def ns(self) -> list[int]:
@@ -110,6 +182,9 @@ class EvaluationResult:
         data = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
         data["accuracy"] = {method: {int(n): v for n, v in by_n.items()} for method, by_n in data["accuracy"].items()}
         data["costs"] = {method: MethodCost(**cost) for method, cost in data["costs"].items()}
+        data["per_prompt"] = {
+            method: {int(n): v for n, v in by_n.items()} for method, by_n in data.get("per_prompt", {}).items()
+        }
         return cls(**data)
 
     def plot(self, path: str | Path) -> None:
@@ -152,12 +227,11 @@ def _number(value: float | None, spec: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def _scorer_accuracy(scorer: Scorer, dataset: Dataset, ns: Sequence[int]) -> dict[int, float]:
-    """Accuracy per N; a pointwise scorer is run once at the largest N, others at every N (largest last)."""
-    if scorer.pointwise:
-        scores = scorer.score(dataset, ns[-1])
-        return {n: selection_accuracy(dataset, choices_from_scores([row[:n] for row in scores])) for n in ns}
-    return {n: selection_accuracy(dataset, choices_from_scores(scorer.score(dataset, n))) for n in ns}
+def _scorer_choices(scorer: Scorer, dataset: Dataset, ns: Sequence[int], selection: str) -> dict[int, np.ndarray]:
+    """Choices per N; a pointwise scorer is run once at the largest N, others at every N."""
+    full = scorer.score(dataset, ns[-1]) if scorer.pointwise else None
+    rule = SELECTION_RULES[selection]
+    return {n: rule(dataset, [row[:n] for row in full] if full is not None else scorer.score(dataset, n)) for n in ns}
 
 
 def evaluate(
@@ -168,12 +242,20 @@ def evaluate(
     *,
     task: str = "best-of-n selection",
     dataset_name: str = "held-out prompts",
+    selections: Mapping[str, str] | None = None,
 ) -> EvaluationResult:
     """Selection accuracy of the baselines and of fitted ``scorers`` on the first N candidates, for every N.
 
     Values of ``ns`` above the number of candidates collected per prompt are skipped. ``greedy_accuracy`` (the
-    accuracy of greedy decoding, measured separately) is drawn as a reference line.
+    accuracy of greedy decoding, measured separately) is drawn as a reference line. ``selections`` maps a scorer's
+    name to the rule of `hf_language_ranker.baselines.SELECTION_RULES` that turns its scores into choices
+    (default ``"argmax"``; ``"weighted_vote"`` needs the dataset's parsed answers); the same fitted scorer may be
+    given under two names with two rules.
     """
+    selections = dict(selections or {})
+    unknown = {name: rule for name, rule in selections.items() if rule not in SELECTION_RULES}
+    if unknown:
+        raise ValueError(f"Unknown selection rules {unknown}: choose among {list(SELECTION_RULES)}.")
     if greedy_accuracy is not None and not (0 <= greedy_accuracy <= 1 and math.isfinite(greedy_accuracy)):
         raise ValueError(f"greedy_accuracy must be a fraction in [0, 1], got {greedy_accuracy}.")
     available = num_candidates(test_dataset)
@@ -187,16 +269,18 @@ def evaluate(
     clashes = set(scorers) & {*BASELINES, ORACLE}
     if clashes:
         raise ValueError(f"Scorer names {sorted(clashes)} clash with the built-in baselines; rename them.")
-    accuracy = {
-        method: {n: selection_accuracy(test_dataset, rule(test_dataset, n)) for n in ns}
-        for method, rule in BASELINES.items()
-    }
+    choices = {method: {n: rule(test_dataset, n) for n in ns} for method, rule in BASELINES.items()}
     costs = {}
     for method, scorer in tqdm(scorers.items(), desc="Scoring", disable=not is_progress_bar_enabled()):
-        accuracy[method] = _scorer_accuracy(scorer, test_dataset, ns)
+        choices[method] = _scorer_choices(scorer, test_dataset, ns, selections.get(method, "argmax"))
         costs[method] = MethodCost(scorer.num_parameters, scorer.train_seconds, scorer.score_seconds)
-    accuracy[ORACLE] = {n: selection_accuracy(test_dataset, oracle_choices(test_dataset, n)) for n in ns}
-    return EvaluationResult(accuracy, len(test_dataset), costs, greedy_accuracy, task, dataset_name)
+    choices[ORACLE] = {n: oracle_choices(test_dataset, n) for n in ns}
+    per_prompt = {
+        method: {n: chosen_correct(test_dataset, picks).astype(int).tolist() for n, picks in by_n.items()}
+        for method, by_n in choices.items()
+    }
+    accuracy = {method: {n: float(np.mean(v)) for n, v in by_n.items()} for method, by_n in per_prompt.items()}
+    return EvaluationResult(accuracy, len(test_dataset), costs, greedy_accuracy, task, dataset_name, per_prompt)
 
 
 def select_feature_layer(

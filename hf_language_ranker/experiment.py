@@ -11,14 +11,23 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils.logging import is_progress_bar_enabled
 
-from .baselines import ProbeScorer, RankerScorer, Scorer, TextRewardScorer, num_candidates, select_on_validation
+from .baselines import (
+    MAJORITY_VOTE,
+    MEAN_LOG_PROB,
+    SELECTION_RULES,
+    ProbeScorer,
+    RankerScorer,
+    Scorer,
+    TextRewardScorer,
+    num_candidates,
+    validation_accuracy,
+)
 from .candidates import CORRECT_THRESHOLD, feature_layers
 from .collection import (
     collect_candidates,
@@ -34,13 +43,40 @@ from .verifiers import as_verifier
 
 SPLITS = ("train", "validation", "test")
 
-#: The Language Ranker variants every run trains and reports (each with its feature layer chosen on validation).
+#: The Language Ranker variants every run trains and reports (each with its feature layer chosen on validation,
+#: under each selection rule): the paper's heads, then the agreement inputs of `hf_language_ranker.agreement`.
 RANKER_VARIANTS: dict[str, dict[str, Any]] = {
     "Language Ranker (listwise)": {"head": "listwise"},
     "Language Ranker (pointwise)": {"head": "pointwise"},
     "Language Ranker (listwise + log-prob)": {"head": "listwise", "use_mean_log_prob": True},
     "Language Ranker (pointwise + log-prob)": {"head": "pointwise", "use_mean_log_prob": True},
+    "Language Ranker (listwise + log-prob + vote share)": {
+        "head": "listwise",
+        "use_mean_log_prob": True,
+        "use_vote_share": True,
+    },
+    "Language Ranker (pointwise + log-prob + vote share)": {
+        "head": "pointwise",
+        "use_mean_log_prob": True,
+        "use_vote_share": True,
+    },
+    "Language Ranker (listwise + log-prob + vote share + centrality)": {
+        "head": "listwise",
+        "use_mean_log_prob": True,
+        "use_vote_share": True,
+        "use_centrality": True,
+    },
+    "Language Ranker (pointwise + log-prob + vote share + centrality)": {
+        "head": "pointwise",
+        "use_mean_log_prob": True,
+        "use_vote_share": True,
+        "use_centrality": True,
+    },
 }
+#: The report row of the method chosen on validation (variant, layer and selection rule).
+CHOSEN = "chosen on validation"
+#: The baselines the chosen method is compared with, paired over test prompts.
+COMPARED_WITH = (MAJORITY_VOTE, MEAN_LOG_PROB, "MiniLM reward model", "linear probe")
 
 
 @dataclass(frozen=True)
@@ -59,6 +95,8 @@ class Preset:
     layer_fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
     batch_size: int = 4
     seed: int = 0
+    #: dtype the model is loaded in for the run ("bfloat16" is about 1.7x faster than float32 on CPUs with AMX)
+    dtype: str = "float32"
     #: prompts drawn before splitting (generated tasks repeat some); fixing it keeps the held-out splits when
     #: ``train_prompts`` changes. Default: 25% more than needed.
     pool_size: int | None = None
@@ -87,11 +125,20 @@ PRESETS: dict[str, Preset] = {
         ns=(1, 2, 4, 8),
         reward_model_max_pairs=400,
     ),
-    # the full protocol for benchmarks/quality.py (about 1.5 hours of sampling on 2 CPU cores)
-    "arithmetic": Preset(train_prompts=835, pool_size=1135),
+    # the full protocol for benchmarks/quality.py (about 75 minutes of sampling on 2 CPU cores in bfloat16):
+    # 400 test prompts for +-0.03 paired intervals, 150 validation prompts for the choices, 400 training prompts
+    # (where the cross-validated learning curve flattens, benchmarks/results/arithmetic/learning_curve.md)
+    "arithmetic": Preset(
+        train_prompts=400,
+        validation_prompts=150,
+        test_prompts=400,
+        pool_size=1135,
+        layer_fractions=(0.4, 0.6, 0.8, 1.0),
+        dtype="bfloat16",
+    ),
     # a second math task: a 40-prompt probe put it inside the 10-70% first-sample window, the full run found 1-3%
-    # (benchmarks/results/task_difficulty.md); 400 training prompts is where the arithmetic learning curve flattens
-    "products": Preset(task="products", train_prompts=400),
+    # (benchmarks/results/task_difficulty.md)
+    "products": Preset(task="products", train_prompts=300, layer_fractions=(0.4, 0.6, 0.8, 1.0), dtype="bfloat16"),
 }
 
 
@@ -188,30 +235,58 @@ class ExperimentOutputs:
     example: dict[str, Any]
 
 
-def _train_scorers(
-    datasets: dict[str, Dataset], preset: Preset, text_reward_model: bool
-) -> tuple[dict[str, Scorer], dict[str, Any]]:
-    """Fit every learned selector; feature layers and hyper-parameters are chosen on validation only."""
+@dataclass
+class TrainedScorers:
+    """Every learned selector of a run, the selection rule of each row, and what validation chose."""
+
+    scorers: dict[str, Scorer]
+    selections: dict[str, str]
+    chosen: dict[str, Any]
+    #: validation accuracy (all candidates) of every ranker row, and the row with the best one
+    validation_accuracy: dict[str, float]
+    best: str
+
+
+def _train_scorers(datasets: dict[str, Dataset], preset: Preset, text_reward_model: bool) -> TrainedScorers:
+    """Fit every learned selector; feature layers, hyper-parameters and selection rules are chosen on validation."""
     train, validation = datasets["train"], datasets["validation"]
     layers = feature_layers(train)
     training = {"seed": preset.seed, "report_to": "none", "disable_tqdm": True}
-    chosen = {}
     scorers: dict[str, Scorer] = {}
-    for name, options in RANKER_VARIANTS.items():
-        builders = {
-            layer: lambda layer=layer, options=options: RankerScorer(feature_layer=layer, **options, **training)
-            for layer in layers
-        }
-        layer, scorers[name], by_layer = select_on_validation(builders, train, validation, f"{name} layer")
-        chosen[name] = {"feature_layer": layer, "validation_accuracy_by_layer": by_layer}
+    selections: dict[str, str] = {}
+    chosen: dict[str, Any] = {}
+    ranker_accuracy: dict[str, float] = {}
+    fits = [(name, layer) for name in RANKER_VARIANTS for layer in layers]
+    fitted: dict[tuple[str, int], tuple[Scorer, dict[str, float]]] = {}
+    for name, layer in tqdm(fits, desc="Rankers (variant x layer)", disable=not is_progress_bar_enabled()):
+        scorer = RankerScorer(feature_layer=layer, **RANKER_VARIANTS[name], **training).fit(train, validation)
+        fitted[name, layer] = scorer, {rule: validation_accuracy(scorer, validation, rule) for rule in SELECTION_RULES}
+    for name in RANKER_VARIANTS:
+        for rule in SELECTION_RULES:
+            by_layer = {layer: fitted[name, layer][1][rule] for layer in layers}
+            layer = max(by_layer, key=by_layer.get)  # ties go to the first (shallowest) layer
+            row = selection_row(name, rule)
+            scorers[row], selections[row] = fitted[name, layer][0], rule
+            ranker_accuracy[row] = by_layer[layer]
+            chosen[row] = {"feature_layer": layer, "validation_accuracy_by_layer": by_layer}
     probe = ProbeScorer().fit(train, validation)
-    scorers["linear probe"] = probe
+    learned = {"linear probe": probe}
     chosen["linear probe"] = {"feature_layer": probe.layer, "weight_decay": probe.weight_decay}
     if text_reward_model:
-        scorers["MiniLM reward model"] = TextRewardScorer(
+        learned["MiniLM reward model"] = TextRewardScorer(
             max_length=128, max_train_pairs=preset.reward_model_max_pairs
         ).fit(train, validation)
-    return scorers, chosen
+    for name, scorer in learned.items():
+        for rule in SELECTION_RULES:
+            scorers[selection_row(name, rule)], selections[selection_row(name, rule)] = scorer, rule
+    best = max(ranker_accuracy, key=ranker_accuracy.get)  # ties go to the first (simplest) row
+    chosen[CHOSEN] = {"method": best, "validation_accuracy": ranker_accuracy[best]}
+    return TrainedScorers(scorers, selections, chosen, ranker_accuracy, best)
+
+
+def selection_row(name: str, rule: str) -> str:
+    """The report row of a learned scorer under a selection rule (``argmax`` keeps the scorer's name)."""
+    return name if rule == "argmax" else f"{name} + weighted vote"
 
 
 def run_experiment(
@@ -232,17 +307,21 @@ def run_experiment(
     greedy_labels = [verifier(example, answer) for example, answer in zip(test_prompts, greedy_answers)]
     greedy_accuracy = sum(label >= CORRECT_THRESHOLD for label in greedy_labels) / len(greedy_labels)
 
-    scorers, chosen = _train_scorers(datasets, preset, text_reward_model)
+    trained = _train_scorers(datasets, preset, text_reward_model)
     result = evaluate(
         datasets["test"],
-        scorers,
+        trained.scorers,
         ns=preset.ns,
         greedy_accuracy=greedy_accuracy,
         task=preset.task,
         dataset_name=f"{preset.task} test split",
+        selections=trained.selections,
     )
-    best_variant = max(RANKER_VARIANTS, key=lambda name: max(chosen[name]["validation_accuracy_by_layer"].values()))
-    ranker = scorers[best_variant].ranker
+    result.add_alias(CHOSEN, trained.best)
+    chosen = trained.chosen
+    best_variant = trained.best
+    ranker = trained.scorers[best_variant].ranker
+    ranker.config.selection = trained.selections[best_variant]
     ranker_dir = output_dir / "ranker"
     (ranker_dir / "README.md").unlink(missing_ok=True)
     ranker.save_pretrained(
@@ -254,7 +333,8 @@ def run_experiment(
                 "candidates per prompt": preset.train_candidates,
                 "sampling": f"temperature {preset.temperature}, top_p {preset.top_p}, "
                 f"max_new_tokens {preset.max_new_tokens}",
-                "variant and layer chosen on validation": f"{best_variant}, layer {ranker.config.feature_layer}",
+                "variant, layer and selection chosen on validation": f"{best_variant}, layer "
+                f"{ranker.config.feature_layer}",
             },
             "evaluation": result.to_model_card_evaluation(),
         },
@@ -266,9 +346,14 @@ def run_experiment(
         "ranker": ranker_dir,
         "candidates": output_dir / "candidates",
     }
-    example = _ranked_example(datasets["test"], ranker, test_prompts, greedy_answers, greedy_labels)
+    example = _ranked_example(
+        datasets["test"], trained.scorers[best_variant], test_prompts, greedy_answers, greedy_labels
+    )
+    compared = [name for name in COMPARED_WITH if name in result.accuracy]
     files["results_markdown"].write_text(
-        f"# {preset.task}: best-of-N selection accuracy\n\n{result.to_markdown()}\n\n"
+        f"# {preset.task}: best-of-N selection accuracy\n\n{result.to_markdown()}\n"
+        f"`{CHOSEN}` is {best_variant} (layer {ranker.config.feature_layer}), the best ranker row on the validation "
+        f"split.\n\n{result.comparisons_markdown(CHOSEN, compared)}\n"
         f"Choices made on the validation split: `{json.dumps(chosen)}`\n\nPreset: `{preset_json(preset)}`\n"
     )
     result.to_json(files["results_json"])
@@ -281,17 +366,18 @@ def run_experiment(
 
 def _ranked_example(
     test: Dataset,
-    ranker: Any,
+    scorer: RankerScorer,
     prompts: list[dict[str, Any]],
     greedy_answers: list[str],
     greedy_labels: list[float],
 ) -> dict[str, Any]:
     """One test prompt where the ranker's choice and greedy decoding differ in correctness, if any."""
-    scores = RankerScorer.from_trained(ranker).score(test, num_candidates(test))
+    scores = scorer.score(test, num_candidates(test))
+    choices = SELECTION_RULES[scorer.ranker.config.selection](test, scores)
     rows = list(range(len(test)))
-    rows.sort(key=lambda row: test[row]["labels"][int(np.argmax(scores[row]))] - greedy_labels[row], reverse=True)
+    rows.sort(key=lambda row: test[row]["labels"][int(choices[row])] - greedy_labels[row], reverse=True)
     row = rows[0]
-    choice = int(np.argmax(scores[row]))
+    choice = int(choices[row])
     return {
         "prompt": prompts[row]["prompt"],
         "reference": prompts[row].get("answer"),

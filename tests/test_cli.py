@@ -10,7 +10,7 @@ from datasets import load_from_disk
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.cli import main
 from hf_language_ranker.evaluation import EvaluationResult
-from hf_language_ranker.experiment import PRESETS, RANKER_VARIANTS, Preset
+from hf_language_ranker.experiment import CHOSEN, PRESETS, RANKER_VARIANTS, Preset
 
 
 @pytest.fixture
@@ -75,14 +75,22 @@ def test_demo_pipeline_writes_results_and_a_ranker(tiny_model_dir, tiny_preset, 
     methods = set(results["accuracy"])
     assert {"first sample", "majority vote", "oracle (pass@N)", "linear probe", "MiniLM reward model"} <= methods
     assert set(RANKER_VARIANTS) <= methods
-    # the saved ranker is the variant with the best validation accuracy (never chosen on test)
-    by_variant = {
-        name: max(results["chosen_on_validation"][name]["validation_accuracy_by_layer"].values())
-        for name in RANKER_VARIANTS
-    }
-    options = RANKER_VARIANTS[max(by_variant, key=by_variant.get)]
+    # the saved ranker is the ranker row (variant x selection rule) best on validation, never chosen on test
+    chosen = results["chosen_on_validation"]
+    rows = [name for name in methods if name.startswith("Language Ranker")]
+    assert {f"{name} + weighted vote" for name in RANKER_VARIANTS} <= set(rows)
+    by_row = {name: max(chosen[name]["validation_accuracy_by_layer"].values()) for name in rows}
+    assert chosen[CHOSEN]["validation_accuracy"] == max(by_row.values())
+    best = chosen[CHOSEN]["method"]
+    assert by_row[best] == max(by_row.values())
+    assert results["accuracy"][CHOSEN] == results["accuracy"][best]
+    assert all(len(values) == results["num_prompts"] for values in results["per_prompt"][CHOSEN].values())
+    options = RANKER_VARIANTS[best.removesuffix(" + weighted vote")]
     saved = LanguageRanker.from_pretrained(output_dir / "ranker").config
     assert (saved.head, saved.use_mean_log_prob) == (options["head"], options.get("use_mean_log_prob", False))
+    assert saved.use_vote_share == options.get("use_vote_share", False)
+    assert saved.selection == ("weighted_vote" if best.endswith("weighted vote") else "argmax")
+    assert "Paired differences" in (output_dir / "results.md").read_text()
     assert (output_dir / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (
         "| method" in (output_dir / "results.md").read_text().lower() or "|" in (output_dir / "results.md").read_text()
