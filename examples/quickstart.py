@@ -1,27 +1,37 @@
 """Quickstart: best-of-N decoding with a Language Ranker in one `generate` call.
 
-    python examples/quickstart.py                      # embedded SmolLM2-135M-Instruct, untrained ranker
-    python examples/quickstart.py --ranker runs/demo/ranker --num-candidates 16
+    python examples/quickstart.py                      # embedded SmolLM2-135M-Instruct + its shipped ranker
+    python examples/quickstart.py --model <id or folder> --ranker runs/demo/ranker --num-candidates 16
 
 It samples N answers, scores each from the model's own hidden states, prints every candidate with its
-score and marks the one `generate` returns. Without --ranker it uses a freshly initialised ranker: the
-mechanics are the same, but its choice is arbitrary until it is trained (see `hf-language-ranker demo`).
+score and marks the one `generate` returns. On the embedded model it uses the ranker this project ships for it,
+`model_cards/smollm2-135m-instruct-arithmetic` (trained on reasoning-gym arithmetic; it reads each candidate's
+answer vote share and picks by ranker-weighted vote). With another --model and no --ranker it uses a freshly
+initialised ranker: the mechanics are the same, but its choice is arbitrary until trained (`hf-language-ranker demo`).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.embedded import load_model_and_tokenizer
 
+SHIPPED_RANKER = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-arithmetic"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM (default: embedded SmolLM2)")
-    parser.add_argument("--ranker", default=None, help="Hub id or folder of a trained ranker (default: untrained)")
+    parser.add_argument(
+        "--ranker",
+        default=None,
+        help="Hub id or folder of a trained ranker (default: the shipped one on the embedded "
+        "model, else an untrained one)",
+    )
     parser.add_argument("--prompt", default="What is 17 + 25? Answer with a number.")
     parser.add_argument("--num-candidates", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -29,7 +39,16 @@ def main() -> None:
     args = parser.parse_args()
 
     model, tokenizer = load_model_and_tokenizer(args.model)
-    ranker = args.ranker or LanguageRanker.for_model(model)
+    if args.ranker:
+        ranker = LanguageRanker.from_pretrained(args.ranker)
+    elif args.model is None:
+        ranker = LanguageRanker.from_pretrained(SHIPPED_RANKER)
+        print(f"Using the shipped ranker {SHIPPED_RANKER.name} (trained on arithmetic for SmolLM2-135M-Instruct).")
+    else:
+        ranker = LanguageRanker.for_model(model)
+        print(
+            "No --ranker given: using an UNTRAINED ranker, whose pick is arbitrary (train one: hf-language-ranker demo)"
+        )
     if tokenizer.chat_template:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
@@ -45,6 +64,7 @@ def main() -> None:
         num_candidates=args.num_candidates,
         max_new_tokens=args.max_new_tokens,
         return_dict_in_generate=True,
+        tokenizer=tokenizer,  # rankers that read answer agreement decode the candidates
     )
     prompt_length = inputs["input_ids"].shape[1]
     best = int(output.best_indices[0])
