@@ -63,15 +63,11 @@ def test_weighted_vote_picks_the_best_member_of_the_heaviest_answer():
         assert weighted_vote_choices(scores, ids).tolist() == [0, 2]
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_agreement_inputs_in_generate_equal_a_plain_recomputation(family):
-    model = attach_ranker(build_model(family, seed=5))
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    ranker = LanguageRanker.for_model(model, feature_layer=2, use_vote_share=True, use_centrality=True)
+def seeded_generate(model, ranker, tokenizer, **options):
+    """A seeded ranked `generate` of 6 candidates of up to 7 tokens for the left-padded prompts."""
     input_ids, attention_mask = left_padded_prompts()
     torch.manual_seed(4)
-    output = model.generate(
+    return model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
         ranker=ranker,
@@ -80,7 +76,18 @@ def test_agreement_inputs_in_generate_equal_a_plain_recomputation(family):
         return_dict_in_generate=True,
         answer_extractor=last_digit,
         tokenizer=tokenizer,
+        **options,
     )
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_agreement_inputs_in_generate_equal_a_plain_recomputation(family):
+    model = attach_ranker(build_model(family, seed=5))
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    ranker = LanguageRanker.for_model(model, feature_layer=2, use_vote_share=True, use_centrality=True)
+    input_ids, attention_mask = left_padded_prompts()
+    output = seeded_generate(model, ranker, tokenizer)
     generated = output.candidate_sequences[:, :, input_ids.shape[1] :]
     lengths = expected_lengths(generated)
     prompt_features, candidate_features = featurize_candidates(
@@ -98,18 +105,7 @@ def test_agreement_inputs_in_generate_equal_a_plain_recomputation(family):
     assert torch.allclose(output.candidate_scores, reference, atol=TOLERANCE)
     assert not torch.allclose(reference, shuffled, atol=1e-4)  # the vote shares do reach the scores
 
-    torch.manual_seed(4)
-    voted = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        ranker=ranker,
-        num_candidates=6,
-        max_new_tokens=7,
-        return_dict_in_generate=True,
-        answer_extractor=last_digit,
-        tokenizer=tokenizer,
-        ranker_selection="weighted_vote",
-    )
+    voted = seeded_generate(model, ranker, tokenizer, ranker_selection="weighted_vote")
     assert torch.equal(voted.candidate_sequences, output.candidate_sequences)
     assert torch.equal(voted.best_indices, weighted_vote_choices(reference, ids))
 
