@@ -127,6 +127,11 @@ def collect_candidates(
     verifier = as_verifier(verifier)
     layers = _resolve_layers(model, layers)
     _check_positive(num_candidates=num_candidates, batch_size=batch_size, shard_size=shard_size)
+    if sampling.pop("do_sample", True) is not True:
+        raise ValueError(
+            "collect_candidates always samples (do_sample=True); do_sample=False would give N identical greedy "
+            "candidates. Drop the argument."
+        )
     use_chat_template = resolve_chat_template(tokenizer, chat_template)
     tokenizer = padding_tokenizer(tokenizer)
     if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:

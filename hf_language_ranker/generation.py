@@ -418,7 +418,7 @@ def ranked_generate(
         model,
         input_ids,
         attention_mask,
-        num_candidates=int(num_candidates),
+        num_candidates=num_candidates,
         layers=layers,
         track_token_statistics=any(ranker.config.use_mean_log_prob for ranker in resolved.values()),
         **kwargs,

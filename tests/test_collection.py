@@ -140,12 +140,29 @@ def test_dataset_prompts_with_chat_template(tmp_path):
         ([], {}, "No prompts"),
         (["ab"], {"num_candidates": 0}, "num_candidates must be an integer >= 1"),
         (["ab"], {"layers": [9]}, "Feature layer 9 does not exist"),
+        (["ab"], {"do_sample": False}, "always samples"),
     ],
 )
 def test_invalid_arguments_are_refused(tmp_path, prompts, options, message):
     with pytest.raises(ValueError, match=message):
         collect_candidates(build_model("llama"), build_tokenizer(), prompts, bool, output_dir=tmp_path, **options)
     assert not tmp_path.joinpath("manifest.json").exists()
+
+
+def test_do_sample_true_is_accepted_and_changes_nothing(tmp_path):
+    model, tokenizer = build_model("llama"), build_tokenizer()
+    options = dict(num_candidates=2, max_new_tokens=3, layers=[2])
+
+    def always(prompt: str, candidate: str) -> bool:
+        return True
+
+    plain = collect_candidates(model, tokenizer, ["ab", "c1"], always, output_dir=tmp_path / "plain", **options)
+    sampled = collect_candidates(
+        model, tokenizer, ["ab", "c1"], always, output_dir=tmp_path / "sampled", do_sample=True, **options
+    )
+    assert sampled["candidates"][:] == plain["candidates"][:]
+    manifest = (tmp_path / "plain" / "manifest.json").read_text()
+    assert (tmp_path / "sampled" / "manifest.json").read_text() == manifest
 
 
 def test_finished_run_is_reused_and_changed_settings_are_refused(tmp_path, reference):

@@ -190,6 +190,8 @@ def test_attach_ranker_is_idempotent_and_keeps_isinstance():
     ("kwargs", "message"),
     [
         (dict(num_candidates=0), "num_candidates must be an integer >= 1"),
+        (dict(num_candidates=2.5), r"num_candidates must be an integer >= 1, got 2\.5"),
+        (dict(num_candidates="4"), "num_candidates must be an integer >= 1, got '4'"),
         (dict(do_sample=False), "greedy"),
         (dict(num_beams=2), "beam search"),
         (dict(num_return_sequences=2), "num_return_sequences"),
