@@ -134,13 +134,18 @@ def weighted_vote_choices(scores: torch.Tensor, ids: torch.Tensor, mask: torch.T
 
 def select(scores: torch.Tensor, mode: str, ids: torch.Tensor | None = None) -> torch.Tensor:
     """``[B]`` chosen candidates under a selection mode of `SELECTION_MODES` (``weighted_vote`` needs ``ids``)."""
+    check_selection_mode(mode)
     if mode == "argmax":
         return scores.argmax(-1)
-    if mode == "weighted_vote":
-        if ids is None:
-            raise ValueError(
-                "ranker_selection='weighted_vote' groups candidates by their final answers: pass an "
-                "answer_extractor (a callable str -> hashable | None, or 'math')."
-            )
-        return weighted_vote_choices(scores, ids.to(scores.device))
-    raise ValueError(f"Unknown ranker_selection {mode!r}: choose one of {', '.join(SELECTION_MODES)}.")
+    if ids is None:
+        raise ValueError(
+            "ranker_selection='weighted_vote' groups candidates by their final answers: pass an "
+            "answer_extractor (a callable str -> hashable | None, or 'math')."
+        )
+    return weighted_vote_choices(scores, ids.to(scores.device))
+
+
+def check_selection_mode(mode: str) -> None:
+    """Raise a clear error unless ``mode`` is one of `SELECTION_MODES`."""
+    if mode not in SELECTION_MODES:
+        raise ValueError(f"Unknown ranker_selection {mode!r}: choose one of {', '.join(SELECTION_MODES)}.")

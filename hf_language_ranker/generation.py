@@ -16,7 +16,14 @@ import torch
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .agreement import AnswerExtractorLike, answer_ids, extract_answers, resolve_answer_extractor, select
+from .agreement import (
+    AnswerExtractorLike,
+    answer_ids,
+    check_selection_mode,
+    extract_answers,
+    resolve_answer_extractor,
+    select,
+)
 from .configuration import DEFAULT_NUM_CANDIDATES, GENERATION_FLAGS
 from .features import CandidateFeatureRecorder, forward_accepts, position_ids_from_attention_mask
 from .modeling import LanguageRanker
@@ -410,7 +417,7 @@ def ranked_generate(
     # the call's (or generation config's) selection, else each ranker's recommended one; unknown modes fail here
     selections = {name: selection or ranker.config.selection for name, ranker in resolved.items()}
     for mode in selections.values():
-        select(torch.zeros(1, 1), mode, torch.zeros(1, 1, dtype=torch.long))
+        check_selection_mode(mode)
     extractors = _answer_extractors(resolved, selections, answer_extractor, kwargs.get("tokenizer"))
     layers = sorted({ranker.config.feature_layer for ranker in resolved.values()})
 
