@@ -22,7 +22,7 @@ from typing import Any, Union
 
 import torch
 
-from .configuration import SELECTION_MODES
+from .configuration import check_selection_mode
 
 AnswerExtractor = Callable[[str], Union[Hashable, None]]
 AnswerExtractorLike = Union[AnswerExtractor, str, Any]
@@ -143,9 +143,3 @@ def select(scores: torch.Tensor, mode: str, ids: torch.Tensor | None = None) -> 
             "answer_extractor (a callable str -> hashable | None, or 'math')."
         )
     return weighted_vote_choices(scores, ids.to(scores.device))
-
-
-def check_selection_mode(mode: str) -> None:
-    """Raise a clear error unless ``mode`` is one of `SELECTION_MODES`."""
-    if mode not in SELECTION_MODES:
-        raise ValueError(f"Unknown ranker_selection {mode!r}: choose one of {', '.join(SELECTION_MODES)}.")

@@ -176,7 +176,7 @@ def choices_from_scores(scores: Sequence[np.ndarray] | np.ndarray) -> np.ndarray
 def weighted_vote_from_scores(dataset: Dataset, scores: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """Score-weighted voting (`hf_language_ranker.agreement.weighted_vote_choices`) over the parsed answers of the
     first ``len(scores[0])`` candidates: the best-scored member of the answer with the largest softmax weight."""
-    values = np.nan_to_num(np.asarray(np.stack([np.asarray(row) for row in scores]), dtype=np.float64), nan=-np.inf)
+    values = np.nan_to_num(np.stack([np.asarray(row, dtype=np.float64) for row in scores]), nan=-np.inf)
     ids = dataset_answer_ids(dataset, values.shape[1])
     return weighted_vote_choices(torch.from_numpy(values), ids, torch.ones_like(ids, dtype=torch.bool)).numpy()
 

@@ -58,8 +58,7 @@ class RankerConfig:
     def __post_init__(self) -> None:
         if self.head not in HEAD_TYPES:
             raise ValueError(f"Unknown ranker head {self.head!r}: choose one of {', '.join(HEAD_TYPES)}.")
-        if self.selection not in SELECTION_MODES:
-            raise ValueError(f"Unknown selection {self.selection!r}: choose one of {', '.join(SELECTION_MODES)}.")
+        check_selection_mode(self.selection)
         if self.loss not in LOSS_TYPES:
             raise ValueError(f"Unknown ranker loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
         if not 0 <= self.feature_layer <= self.num_hidden_layers:
@@ -81,6 +80,12 @@ class RankerConfig:
         if key not in self.__dataclass_fields__:
             raise KeyError(key)
         return getattr(self, key)
+
+
+def check_selection_mode(mode: str) -> None:
+    """Raise a clear error unless ``mode`` is one of `SELECTION_MODES`."""
+    if mode not in SELECTION_MODES:
+        raise ValueError(f"Unknown ranker_selection {mode!r}: choose one of {', '.join(SELECTION_MODES)}.")
 
 
 def default_feature_layer(num_hidden_layers: int) -> int:

@@ -242,8 +242,7 @@ class TrainedScorers:
     scorers: dict[str, Scorer]
     selections: dict[str, str]
     chosen: dict[str, Any]
-    #: validation accuracy (all candidates) of every ranker row, and the row with the best one
-    validation_accuracy: dict[str, float]
+    #: the ranker row with the best validation accuracy (all candidates)
     best: str
 
 
@@ -281,7 +280,7 @@ def _train_scorers(datasets: dict[str, Dataset], preset: Preset, text_reward_mod
             scorers[selection_row(name, rule)], selections[selection_row(name, rule)] = scorer, rule
     best = max(ranker_accuracy, key=ranker_accuracy.get)  # ties go to the first (simplest) row
     chosen[CHOSEN] = {"method": best, "validation_accuracy": ranker_accuracy[best]}
-    return TrainedScorers(scorers, selections, chosen, ranker_accuracy, best)
+    return TrainedScorers(scorers, selections, chosen, best)
 
 
 def selection_row(name: str, rule: str) -> str:

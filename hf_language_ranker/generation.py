@@ -19,12 +19,11 @@ from transformers.utils import ModelOutput
 from .agreement import (
     AnswerExtractorLike,
     answer_ids,
-    check_selection_mode,
     extract_answers,
     resolve_answer_extractor,
     select,
 )
-from .configuration import DEFAULT_NUM_CANDIDATES, GENERATION_FLAGS
+from .configuration import DEFAULT_NUM_CANDIDATES, GENERATION_FLAGS, check_selection_mode
 from .features import CandidateFeatureRecorder, forward_accepts, position_ids_from_attention_mask
 from .modeling import LanguageRanker
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import build_model, build_tokenizer, left_padded_prompts
-from test_feature_parity import TOLERANCE, expected_lengths
+from test_feature_parity import TOLERANCE, expected_lengths, ranked_generate_output
 
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates
 from hf_language_ranker.agreement import (
@@ -64,20 +64,9 @@ def test_weighted_vote_picks_the_best_member_of_the_heaviest_answer():
 
 
 def seeded_generate(model, ranker, tokenizer, **options):
-    """A seeded ranked `generate` of 6 candidates of up to 7 tokens for the left-padded prompts."""
-    input_ids, attention_mask = left_padded_prompts()
-    torch.manual_seed(4)
-    return model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        ranker=ranker,
-        num_candidates=6,
-        max_new_tokens=7,
-        return_dict_in_generate=True,
-        answer_extractor=last_digit,
-        tokenizer=tokenizer,
-        **options,
-    )
+    """`ranked_generate_output` with 6 candidates whose answers are read by `last_digit`."""
+    options = {"num_candidates": 6, "answer_extractor": last_digit, "tokenizer": tokenizer, **options}
+    return ranked_generate_output(model, ranker, **options)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -86,8 +75,7 @@ def test_agreement_inputs_in_generate_equal_a_plain_recomputation(family):
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
     ranker = LanguageRanker.for_model(model, feature_layer=2, use_vote_share=True, use_centrality=True)
-    input_ids, attention_mask = left_padded_prompts()
-    output = seeded_generate(model, ranker, tokenizer)
+    input_ids, attention_mask, output = seeded_generate(model, ranker, tokenizer)
     generated = output.candidate_sequences[:, :, input_ids.shape[1] :]
     lengths = expected_lengths(generated)
     prompt_features, candidate_features = featurize_candidates(
@@ -105,7 +93,7 @@ def test_agreement_inputs_in_generate_equal_a_plain_recomputation(family):
     assert torch.allclose(output.candidate_scores, reference, atol=TOLERANCE)
     assert not torch.allclose(reference, shuffled, atol=1e-4)  # the vote shares do reach the scores
 
-    voted = seeded_generate(model, ranker, tokenizer, ranker_selection="weighted_vote")
+    _, _, voted = seeded_generate(model, ranker, tokenizer, ranker_selection="weighted_vote")
     assert torch.equal(voted.candidate_sequences, output.candidate_sequences)
     assert torch.equal(voted.best_indices, weighted_vote_choices(reference, ids))
 

@@ -116,17 +116,17 @@ def test_features_match_when_pad_equals_eos_and_all_rows_stop_together(family):
     check_parity(model, candidates, input_ids, attention_mask, [2])
 
 
-def ranked_generate_output(model, ranker):
-    """The left-padded prompts and a seeded ranked `generate` of 5 candidates of up to 7 tokens for them."""
+def ranked_generate_output(model, ranker, **options):
+    """The left-padded prompts and a seeded ranked `generate` of (by default) 5 candidates of up to 7 tokens for
+    them; ``options`` are further `generate` arguments."""
     input_ids, attention_mask = left_padded_prompts()
     torch.manual_seed(4)
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
         ranker=ranker,
-        num_candidates=5,
-        max_new_tokens=7,
         return_dict_in_generate=True,
+        **{"num_candidates": 5, "max_new_tokens": 7, **options},
     )
     return input_ids, attention_mask, output
 
