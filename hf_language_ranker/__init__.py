@@ -21,6 +21,9 @@ __version__ = "0.1.0"
 # heavier entry points (transformers.Trainer, datasets, matplotlib) load on first use
 _LAZY = {
     "collect_candidates": "collection",
+    "rank_candidates": "ranking",
+    "RankedCandidatesOutput": "ranking",
+    "featurize_token_candidates": "ranking",
     "RankerTrainer": "training",
     "RankerTrainingArguments": "training",
     "train_ranker": "training",

@@ -77,10 +77,11 @@ def answer_id_rows(answers: Sequence[Sequence[Hashable | None]]) -> list[list[in
 
 
 def answer_ids(answers: Sequence[Sequence[Hashable | None]], device: torch.device | str | None = None) -> torch.Tensor:
-    """`answer_id_rows` as a ``[B, N]`` tensor; every prompt must have the same number of candidates."""
-    if len({len(row) for row in answers}) > 1:
-        raise ValueError("Every prompt must have the same number of candidates to build answer ids.")
-    return torch.tensor(answer_id_rows(answers), dtype=torch.long, device=device).reshape(len(answers), -1)
+    """`answer_id_rows` as a ``[B, N]`` tensor; prompts with fewer candidates than the most are padded with -1."""
+    rows = answer_id_rows(answers)
+    width = max((len(row) for row in rows), default=0)
+    padded = [row + [NO_ANSWER] * (width - len(row)) for row in rows]
+    return torch.tensor(padded, dtype=torch.long, device=device).reshape(len(answers), width)
 
 
 def _same_answer(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

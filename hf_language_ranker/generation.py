@@ -277,10 +277,15 @@ def resolve_rankers(rankers: RankersArgument) -> dict[str, LanguageRanker]:
 
 def score_candidates(
     rankers: Mapping[str, LanguageRanker],
-    candidates: SampledCandidates,
+    prompt_features: Mapping[int, torch.Tensor],
+    candidate_features: Mapping[int, torch.Tensor],
+    *,
+    mean_log_probs: torch.Tensor | None = None,
     answer_ids: Mapping[str, torch.Tensor | None] | None = None,
+    candidate_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Each ranker's ``[B, N]`` scores, all from the same captured features (``answer_ids``: per ranker name)."""
+    """Each ranker's ``[B, N]`` scores, all from the same features (layer -> ``[B, H]`` / ``[B, N, H]``;
+    ``answer_ids`` per ranker name; masked candidates score ``-inf``)."""
     scores = {}
     for name, ranker in rankers.items():
         layer = ranker.config.feature_layer
@@ -289,14 +294,15 @@ def score_candidates(
         try:
             with torch.no_grad():
                 output = ranker(
-                    candidates.prompt_features[layer],
-                    candidates.candidate_features[layer],
-                    mean_log_probs=candidates.mean_log_probs,
+                    prompt_features[layer],
+                    candidate_features[layer],
+                    candidate_mask=candidate_mask,
+                    mean_log_probs=mean_log_probs,
                     answer_ids=(answer_ids or {}).get(name),
                 )
         finally:
             ranker.train(was_training)
-        scores[name] = output.scores.float().to(candidates.sequences.device)
+        scores[name] = output.scores.float().to(candidate_features[layer].device)
     return scores
 
 
@@ -340,7 +346,7 @@ def requested_rankers(
     return ranker
 
 
-def _answer_extractors(
+def answer_extractors(
     rankers: Mapping[str, LanguageRanker],
     selections: Mapping[str, str],
     answer_extractor: AnswerExtractorLike | None,
@@ -368,16 +374,15 @@ def _answer_extractors(
     return {name: resolve_answer_extractor(extractor) for name, extractor in extractors.items()}
 
 
-def _answer_ids_per_ranker(
-    extractors: Mapping[str, Any], candidates: SampledCandidates, tokenizer: Any
+def answer_ids_per_ranker(
+    extractors: Mapping[str, Any], texts: Sequence[Sequence[str]], device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Answer ids of the candidates per ranker name (texts decoded once, parsed once per distinct extractor)."""
-    texts = candidates.decode(tokenizer) if extractors else []
+    """``[B, N]`` answer ids of the candidate texts per ranker name, parsed once per distinct extractor (ragged
+    rows are padded with -1)."""
     by_extractor: dict[Any, torch.Tensor] = {}
     for extractor in extractors.values():
         if extractor not in by_extractor:
-            parsed = extract_answers(texts, extractor)
-            by_extractor[extractor] = answer_ids(parsed, device=candidates.sequences.device)
+            by_extractor[extractor] = answer_ids(extract_answers(texts, extractor), device=device)
     return {name: by_extractor[extractor] for name, extractor in extractors.items()}
 
 
@@ -417,7 +422,7 @@ def ranked_generate(
     selections = {name: selection or ranker.config.selection for name, ranker in resolved.items()}
     for mode in selections.values():
         check_selection_mode(mode)
-    extractors = _answer_extractors(resolved, selections, answer_extractor, kwargs.get("tokenizer"))
+    extractors = answer_extractors(resolved, selections, answer_extractor, kwargs.get("tokenizer"))
     layers = sorted({ranker.config.feature_layer for ranker in resolved.values()})
 
     candidates = sample_candidates(
@@ -429,8 +434,15 @@ def ranked_generate(
         track_token_statistics=any(ranker.config.use_mean_log_prob for ranker in resolved.values()),
         **kwargs,
     )
-    ids = _answer_ids_per_ranker(extractors, candidates, kwargs.get("tokenizer"))
-    all_scores = score_candidates(resolved, candidates, ids)
+    texts = candidates.decode(kwargs["tokenizer"]) if extractors else []
+    ids = answer_ids_per_ranker(extractors, texts, candidates.sequences.device)
+    all_scores = score_candidates(
+        resolved,
+        candidates.prompt_features,
+        candidates.candidate_features,
+        mean_log_probs=candidates.mean_log_probs,
+        answer_ids=ids,
+    )
     best = {name: select(scores, selections[name], ids.get(name)) for name, scores in all_scores.items()}
     batch_index = torch.arange(candidates.sequences.shape[0], device=candidates.sequences.device)
     best_sequences = {name: candidates.sequences[batch_index, index] for name, index in best.items()}

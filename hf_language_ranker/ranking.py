@@ -1,0 +1,422 @@
+"""Rank candidates from any sampler: vLLM, SGLang, TGI, llama.cpp, or samples already on disk.
+
+`rank_candidates` takes prompts and their candidates as texts or token ids, lays them out exactly as ranked
+`generate` does (the prompt formatted with the same chat template, the candidate's tokens after it, the
+feature at its last real token), reads the features with one forward pass per chunk of candidates and
+scores them with one or several rankers. `featurize_token_candidates` is that forward pass on its own, shared
+with the collection of externally sampled candidates.
+
+Texts and token ids:
+
+* token ids are taken as given, cut after the first EOS (the feature convention). Pass the ids the sampler
+  produced, EOS included, for exactly the features ranked `generate` would have read;
+* texts are tokenized without special tokens and, with ``append_eos=True`` (default), get the model's EOS
+  appended, since samplers strip it from finished answers. Pass ``append_eos=False`` (or per candidate) for
+  answers cut at the token budget. A text gives the same features as its ids whenever it re-tokenizes to
+  them; it does not when a BPE merge spans the prompt/answer boundary, when the sampler stopped on another
+  EOS id than the model's first one, or when decoding dropped special tokens inside the answer.
+
+Memory stays bounded by ``candidate_batch_size``: hooks keep only the layers the rankers read (no
+``output_hidden_states``), and logits are computed only over the answer positions, and only when a ranker
+reads mean log-probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import ModelOutput
+
+from .agreement import AnswerExtractorLike, select
+from .collection import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
+from .configuration import check_selection_mode
+from .features import HiddenStateTap, forward_accepts, position_ids_from_attention_mask, text_config
+from .generation import (
+    RankersArgument,
+    answer_extractors,
+    answer_ids_per_ranker,
+    resolve_rankers,
+    score_candidates,
+)
+
+CandidateLike = Union[str, Sequence[int], torch.Tensor]
+PromptLike = Union[str, Sequence[int], torch.Tensor]
+
+
+@dataclass
+class CandidateFeatures:
+    """Features of ragged candidate lists, padded to the largest ``N`` (``candidate_mask`` marks real ones).
+
+    Args:
+        prompt_features: layer -> ``[B, H]``.
+        candidate_features: layer -> ``[B, N, H]`` (zeros where masked).
+        candidate_mask: ``[B, N]`` true for real candidates.
+        lengths: ``[B, N]`` tokens of each candidate (EOS included).
+        mean_log_probs, self_certainty: ``[B, N]`` token statistics, with ``token_statistics=True``.
+    """
+
+    prompt_features: dict[int, torch.Tensor]
+    candidate_features: dict[int, torch.Tensor]
+    candidate_mask: torch.Tensor
+    lengths: torch.Tensor
+    mean_log_probs: torch.Tensor | None = None
+    self_certainty: torch.Tensor | None = None
+
+
+@dataclass
+class RankedCandidatesOutput(ModelOutput):
+    """Output of `rank_candidates`.
+
+    Args:
+        scores: per prompt, the ``[N_i]`` scores of its candidates.
+        best_indices: ``[B]`` index of the chosen candidate of each prompt.
+        best_candidates: the chosen candidate of each prompt, as it was passed (text or ids).
+        best_texts: the chosen candidate of each prompt as text (decoded when ids were passed).
+        features: the `CandidateFeatures` read, with ``return_features=True``.
+        ranker_scores, ranker_best_indices: with several rankers, the same per ranker name (the unnamed
+            fields then hold the first ranker's).
+    """
+
+    scores: list[torch.FloatTensor] | None = None
+    best_indices: torch.LongTensor | None = None
+    best_candidates: list[CandidateLike] | None = None
+    best_texts: list[str] | None = None
+    features: CandidateFeatures | None = None
+    ranker_scores: dict[str, list[torch.FloatTensor]] | None = None
+    ranker_best_indices: dict[str, torch.LongTensor] | None = None
+
+
+# ---------------------------------------------------------------------------------------- token layout
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None) -> list[int]:
+    """The ids that end a candidate: the model's generation config's EOS ids, else the tokenizer's EOS."""
+    value = getattr(model.generation_config, "eos_token_id", None)
+    if value is None and tokenizer is not None:
+        value = tokenizer.eos_token_id
+    if value is None:
+        return []
+    return [int(token) for token in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def _as_id_list(value: Any, what: str) -> list[int] | None:
+    """``value`` as a list of ints if it is a token id sequence, ``None`` if it is text."""
+    if isinstance(value, str):
+        return None
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 1:
+            raise ValueError(f"{what} is a tensor of shape {list(value.shape)}; pass a 1-D tensor of token ids.")
+        value = value.tolist()
+    if not isinstance(value, Sequence) or not all(
+        isinstance(token, int) and not isinstance(token, bool) for token in value
+    ):
+        raise TypeError(f"{what} must be a string or a sequence of int token ids, got {_describe(value)}.")
+    return list(value)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _check_vocabulary(ids: Sequence[int], vocab_size: int, what: str) -> None:
+    outside = [token for token in ids if not 0 <= token < vocab_size]
+    if outside:
+        raise ValueError(
+            f"{what} holds token ids outside the model's vocabulary 0..{vocab_size - 1}: {outside[:5]}. Pass ids "
+            "from this model's tokenizer (or texts)."
+        )
+
+
+def _cut_after_eos(ids: list[int], eos_ids: Sequence[int]) -> list[int]:
+    for position, token in enumerate(ids):
+        if token in eos_ids:
+            return ids[: position + 1]
+    return ids
+
+
+def prompt_token_ids(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[PromptLike], use_chat_template: bool, vocab_size: int
+) -> list[list[int]]:
+    """Each prompt's ids: given ids as is, texts through `format_prompt` and `tokenize_prompts` (as collection)."""
+    given = [_as_id_list(prompt, f"prompts[{index}]") for index, prompt in enumerate(prompts)]
+    texts = {index: prompt for index, (prompt, ids) in enumerate(zip(prompts, given)) if ids is None}
+    if texts:
+        formatted = [format_prompt(tokenizer, text, use_chat_template) for text in texts.values()]
+        batch = tokenize_prompts(padding_tokenizer(tokenizer), formatted, use_chat_template)
+        for index, row, mask in zip(texts, batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
+            given[index] = [token for token, real in zip(row, mask) if real]
+    for index, ids in enumerate(given):
+        if not ids:
+            raise ValueError(f"prompts[{index}] is empty: a prompt needs at least one token.")
+        _check_vocabulary(ids, vocab_size, f"prompts[{index}]")
+    return given
+
+
+def candidate_token_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    candidates: Sequence[Sequence[CandidateLike]],
+    eos_ids: Sequence[int],
+    vocab_size: int,
+    append_eos: bool | Sequence[Sequence[bool]] = True,
+) -> list[list[list[int]]]:
+    """Each candidate's ids by the convention of this module (ids cut after EOS; texts + EOS if finished)."""
+    result = []
+    for index, group in enumerate(candidates):
+        if isinstance(group, (str, torch.Tensor)) or not isinstance(group, Sequence):
+            raise TypeError(
+                f"candidates[{index}] must be a list of candidates (texts or id lists), got {_describe(group)}."
+            )
+        if len(group) == 0:
+            raise ValueError(f"candidates[{index}] is empty: every prompt needs at least one candidate to rank.")
+        row = []
+        for position, candidate in enumerate(group):
+            what = f"candidates[{index}][{position}]"
+            ids = _as_id_list(candidate, what)
+            if ids is None:
+                finished = append_eos if isinstance(append_eos, bool) else append_eos[index][position]
+                ids = tokenizer(candidate, add_special_tokens=False)["input_ids"]
+                if finished:
+                    if not eos_ids:
+                        raise ValueError("append_eos=True but neither the model nor the tokenizer defines an EOS id.")
+                    ids = [*ids, eos_ids[0]]
+            ids = _cut_after_eos(ids, eos_ids)
+            if not ids:
+                raise ValueError(
+                    f"{what} is empty: there is no token to read a feature from. Drop it, or pass its EOS id (an "
+                    "answer that ended at once) or, for a text, append_eos=True."
+                )
+            _check_vocabulary(ids, vocab_size, what)
+            row.append(ids)
+        result.append(row)
+    return result
+
+
+# ------------------------------------------------------------------------------------------- features
+def _chunk_inputs(
+    rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Left-padded prompts followed by right-padded candidates, the layout of ranked `generate`'s sequences."""
+    prompt_width = max(len(prompt) for prompt, _ in rows)
+    answer_width = max(len(answer) for _, answer in rows)
+    input_ids = torch.full((len(rows), prompt_width + answer_width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, (prompt, answer) in enumerate(rows):
+        start = prompt_width - len(prompt)
+        input_ids[row, start:prompt_width] = torch.tensor(prompt)
+        input_ids[row, prompt_width : prompt_width + len(answer)] = torch.tensor(answer)
+        attention_mask[row, start : prompt_width + len(answer)] = 1
+    return input_ids.to(device), attention_mask.to(device), prompt_width, answer_width
+
+
+@dataclass
+class _ChunkFeatures:
+    prompt_states: dict[int, torch.Tensor]  # layer -> [R, H]
+    candidate_states: dict[int, torch.Tensor]  # layer -> [R, H]
+    lengths: torch.Tensor  # [R]
+    mean_log_probs: torch.Tensor | None  # [R]
+    self_certainty: torch.Tensor | None  # [R]
+
+
+def _read_chunk(
+    model: PreTrainedModel,
+    rows: Sequence[tuple[list[int], list[int]]],
+    layers: Sequence[int],
+    token_statistics: bool,
+    pad_token_id: int,
+) -> _ChunkFeatures:
+    """One forward pass over (prompt, candidate) rows, keeping the feature positions of the hooked layers."""
+    device = model.device
+    input_ids, attention_mask, prompt_width, answer_width = _chunk_inputs(rows, pad_token_id, device)
+    lengths = torch.tensor([len(answer) for _, answer in rows], device=device)
+    last = prompt_width - 1 + lengths
+    row_index = torch.arange(len(rows), device=device)
+    prompt_states: dict[int, torch.Tensor] = {}
+    candidate_states: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int, states: torch.Tensor) -> None:
+        prompt_states[layer] = states[:, prompt_width - 1].float()
+        candidate_states[layer] = states[row_index, last].float()
+
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if forward_accepts(model, "position_ids"):
+        inputs["position_ids"] = position_ids_from_attention_mask(attention_mask)
+    keeps_logits = forward_accepts(model, "logits_to_keep")
+    if keeps_logits:
+        answer_positions = torch.arange(prompt_width - 1, prompt_width + answer_width - 1, device=device)
+        inputs["logits_to_keep"] = answer_positions if token_statistics else 1
+    with HiddenStateTap(model, layers, keep):
+        output = model(**inputs)
+    if not token_statistics:
+        return _ChunkFeatures(prompt_states, candidate_states, lengths, None, None)
+    logits = output.logits if keeps_logits else output.logits[:, prompt_width - 1 : -1]
+    sum_log_probs, sum_self_certainty = _token_statistic_sums(logits, input_ids[:, prompt_width:], lengths)
+    return _ChunkFeatures(
+        prompt_states, candidate_states, lengths, sum_log_probs / lengths, sum_self_certainty / lengths
+    )
+
+
+@torch.no_grad()
+def featurize_token_candidates(
+    model: PreTrainedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    layers: Sequence[int],
+    *,
+    token_statistics: bool = False,
+    candidate_batch_size: int = 8,
+    pad_token_id: int = 0,
+) -> CandidateFeatures:
+    """Features of every (prompt, candidate) pair, ``candidate_batch_size`` pairs per forward pass.
+
+    The pairs of all prompts are processed in order; each chunk is laid out like ranked `generate`'s sequences
+    (left-padded prompt, candidate tokens, right padding) and read with `HiddenStateTap` at the prompt's last
+    token and the candidate's last token. With ``token_statistics`` the logits over the answer positions give
+    each candidate's mean token log-probability and self-certainty, as `CandidateFeatureRecorder` sums them.
+    """
+    if not isinstance(candidate_batch_size, int) or isinstance(candidate_batch_size, bool) or candidate_batch_size < 1:
+        raise ValueError(f"candidate_batch_size must be an integer >= 1, got {candidate_batch_size!r}.")
+    layers = sorted(set(layers))
+    device = model.device
+    pairs = [(b, n) for b, group in enumerate(candidate_ids) for n in range(len(group))]
+    batch_size, width = len(candidate_ids), max(len(group) for group in candidate_ids)
+    hidden_size = int(text_config(model).hidden_size)
+    features = CandidateFeatures(
+        prompt_features={layer: torch.zeros(batch_size, hidden_size, device=device) for layer in layers},
+        candidate_features={layer: torch.zeros(batch_size, width, hidden_size, device=device) for layer in layers},
+        candidate_mask=torch.zeros(batch_size, width, dtype=torch.bool, device=device),
+        lengths=torch.zeros(batch_size, width, dtype=torch.long, device=device),
+        mean_log_probs=torch.zeros(batch_size, width, device=device) if token_statistics else None,
+        self_certainty=torch.zeros(batch_size, width, device=device) if token_statistics else None,
+    )
+    for start in range(0, len(pairs), candidate_batch_size):
+        chunk = pairs[start : start + candidate_batch_size]
+        rows = [(list(prompt_ids[b]), list(candidate_ids[b][n])) for b, n in chunk]
+        read = _read_chunk(model, rows, layers, token_statistics, pad_token_id)
+        b_index = torch.tensor([b for b, _ in chunk], device=device)
+        n_index = torch.tensor([n for _, n in chunk], device=device)
+        for layer in layers:
+            features.candidate_features[layer][b_index, n_index] = read.candidate_states[layer]
+            # the prompt's first candidate gives its prompt feature (later chunks only differ by padding)
+            first = (n_index == 0).nonzero().squeeze(-1)
+            features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
+        features.candidate_mask[b_index, n_index] = True
+        features.lengths[b_index, n_index] = read.lengths
+        if token_statistics:
+            features.mean_log_probs[b_index, n_index] = read.mean_log_probs
+            features.self_certainty[b_index, n_index] = read.self_certainty
+    return features
+
+
+def _token_statistic_sums(
+    logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the sums over real answer tokens of their log-probability and of the self-certainty."""
+    real = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    token_log_probs = log_probs.gather(-1, tokens[..., None]).squeeze(-1)
+    self_certainty = -log_probs.mean(-1) - math.log(log_probs.shape[-1])
+    return (token_log_probs * real).sum(-1), (self_certainty * real).sum(-1)
+
+
+# ------------------------------------------------------------------------------------------------ ranking
+def rank_candidates(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[PromptLike],
+    candidates: Sequence[Sequence[CandidateLike]],
+    ranker: RankersArgument,
+    *,
+    chat_template: bool | None = None,
+    append_eos: bool | Sequence[Sequence[bool]] = True,
+    candidate_batch_size: int = 8,
+    ranker_selection: str | None = None,
+    answer_extractor: AnswerExtractorLike | None = None,
+    return_features: bool = False,
+) -> RankedCandidatesOutput:
+    """Score candidates sampled anywhere with the model's own hidden states and pick the best of each prompt.
+
+    Args:
+        model, tokenizer: the causal LM the ranker was trained on, and its tokenizer.
+        prompts: prompt texts (formatted like ranked `generate`'s collection: one user turn of the chat template)
+            or the exact prompt token ids the sampler was given.
+        candidates: ``candidates[i]`` lists the answers to ``prompts[i]`` (any number, at least one), each a text
+            or its token ids (see the module docstring for when the two agree).
+        ranker: a `LanguageRanker`, Hub id or folder, or a dict/list of them (features are read once).
+        chat_template: for text prompts, ``None`` uses the tokenizer's chat template when it has one, ``False``
+            feeds the raw text.
+        append_eos: for text candidates, whether each ended with EOS (the sampler stripped it): one bool for
+            all, or one per candidate. Ignored for ids.
+        candidate_batch_size: (prompt, candidate) pairs per forward pass; bounds memory.
+        ranker_selection, answer_extractor: as in ranked `generate` (default: what each ranker records).
+        return_features: also return the `CandidateFeatures` that were read.
+    """
+    if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence):
+        raise TypeError(f"prompts must be a list of prompts (texts or token id lists), got {_describe(prompts)}.")
+    if isinstance(candidates, (str, torch.Tensor)) or not isinstance(candidates, Sequence):
+        raise TypeError(
+            f"candidates must be a list with one list of candidates per prompt, got {_describe(candidates)}."
+        )
+    if len(prompts) != len(candidates):
+        raise ValueError(
+            f"Got {len(prompts)} prompts but {len(candidates)} candidate lists: candidates[i] lists the answers to "
+            "prompts[i]."
+        )
+    if not prompts:
+        raise ValueError("No prompts were given: there is nothing to rank.")
+    rankers = resolve_rankers(ranker)
+    for each in rankers.values():
+        each.check_fits(model)
+    selections = {name: ranker_selection or each.config.selection for name, each in rankers.items()}
+    for mode in selections.values():
+        check_selection_mode(mode)
+    extractors = answer_extractors(rankers, selections, answer_extractor, tokenizer)
+
+    vocab_size = int(text_config(model).vocab_size)
+    use_chat_template = resolve_chat_template(tokenizer, chat_template)
+    prompt_ids = prompt_token_ids(tokenizer, prompts, use_chat_template, vocab_size)
+    ids = candidate_token_ids(tokenizer, candidates, eos_token_ids(model, tokenizer), vocab_size, append_eos)
+    features = featurize_token_candidates(
+        model,
+        prompt_ids,
+        ids,
+        sorted({each.config.feature_layer for each in rankers.values()}),
+        token_statistics=any(each.config.use_mean_log_prob for each in rankers.values()),
+        candidate_batch_size=candidate_batch_size,
+        pad_token_id=padding_tokenizer(tokenizer).pad_token_id,
+    )
+    texts = [
+        [
+            candidate if isinstance(candidate, str) else tokenizer.decode(tokens, skip_special_tokens=True)
+            for candidate, tokens in zip(group, id_group)
+        ]
+        for group, id_group in zip(candidates, ids)
+    ]
+    answer_id_tensors = answer_ids_per_ranker(extractors, texts, features.candidate_mask.device)
+    all_scores = score_candidates(
+        rankers,
+        features.prompt_features,
+        features.candidate_features,
+        mean_log_probs=features.mean_log_probs,
+        answer_ids=answer_id_tensors,
+        candidate_mask=features.candidate_mask,
+    )
+    best = {name: select(scores, selections[name], answer_id_tensors.get(name)) for name, scores in all_scores.items()}
+    per_prompt = {
+        name: [scores[b, : len(group)] for b, group in enumerate(candidates)] for name, scores in all_scores.items()
+    }
+    first = next(iter(rankers))
+    several = len(rankers) > 1
+    chosen = best[first].tolist()
+    return RankedCandidatesOutput(
+        scores=per_prompt[first],
+        best_indices=best[first],
+        best_candidates=[group[index] for group, index in zip(candidates, chosen)],
+        best_texts=[group[index] for group, index in zip(texts, chosen)],
+        features=features if return_features else None,
+        ranker_scores=per_prompt if several else None,
+        ranker_best_indices=best if several else None,
+    )
