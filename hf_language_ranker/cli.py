@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = collect.add_mutually_exclusive_group(required=True)
     source.add_argument("--task", help="built-in task, e.g. arithmetic, humaneval, bfcl_simple")
     source.add_argument("--prompts", help='JSON-lines file with a "prompt" per line plus what the verifier reads')
+    source.add_argument(
+        "--candidates",
+        help='JSON-lines file of answers sampled elsewhere (vLLM, llama.cpp, ...): "prompt", "candidates" (texts or '
+        'token ids), optional "finished", plus what the verifier reads; labelled and featurized, not sampled',
+    )
     collect.add_argument("--split", choices=("train", "validation", "test"), default="train")
     collect.add_argument("--preset", default="arithmetic", help="preset giving the task's split sizes")
     collect.add_argument("--verifier", default=None, help="math, code or tools (default: the task's)")
@@ -150,20 +155,26 @@ def _load_dataset(path: str) -> Any:
 
 
 def run_collect(args: argparse.Namespace) -> None:
-    from .collection import collect_candidates
+    from .collection import collect_candidates, read_candidates_jsonl
     from .embedded import load_model_and_tokenizer
     from .experiment import preset_from, task_splits
     from .tasks import task_verifier
 
+    external: dict[str, Any] = {}
     if args.task:
         prompts = task_splits(preset_from(args.preset, task=args.task))[args.split]
         verifier = args.verifier or task_verifier(args.task)
     else:
-        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
-        prompts = [json.loads(line) for line in lines if line.strip()]
         if not args.verifier:
-            raise ValueError("--prompts needs --verifier (math, code or tools) to label the candidates.")
+            flag = "--prompts" if args.prompts else "--candidates"
+            raise ValueError(f"{flag} needs --verifier (math, code or tools) to label the candidates.")
         verifier = args.verifier
+        if args.prompts:
+            lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+            prompts = [json.loads(line) for line in lines if line.strip()]
+        else:
+            prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
+            external = {"candidates": candidates, "append_eos": append_eos}
     model, tokenizer = load_model_and_tokenizer(args.model)
     dataset = collect_candidates(
         model,
@@ -171,12 +182,11 @@ def run_collect(args: argparse.Namespace) -> None:
         prompts,
         verifier,
         output_dir=args.output_dir,
-        num_candidates=args.num_candidates,
         layers=args.layers,
         batch_size=args.batch_size,
         seed=args.seed,
         overwrite=args.overwrite,
-        **_sampling(args),
+        **(external or {"num_candidates": args.num_candidates, **_sampling(args)}),
     )
     print_outputs({"dataset": Path(args.output_dir) / "dataset", "prompts": len(dataset)})
 
@@ -227,8 +237,8 @@ def run_demo(args: argparse.Namespace) -> None:
 def run_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from .collection import format_prompt, resolve_chat_template, tokenize_prompts
     from .embedded import load_model_and_tokenizer
+    from .prompts import format_prompt, resolve_chat_template, tokenize_prompts
 
     model, tokenizer = load_model_and_tokenizer(args.model)
     use_template = resolve_chat_template(tokenizer, False if args.no_chat_template else None)

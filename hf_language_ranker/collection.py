@@ -40,14 +40,24 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils.logging import get_logger, is_progress_bar_enabled
 
 from .candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
-from .features import ModelFingerprint, resolve_feature_layer
+from .features import ModelFingerprint, resolve_feature_layer, text_config
 from .generation import sample_candidates
+from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
+from .ranking import (
+    CandidateLike,
+    candidate_token_ids,
+    eos_token_ids,
+    featurize_token_candidates,
+    prompt_token_ids,
+)
 from .verifiers import Verifier, as_verifier
 
 logger = get_logger(__name__)
 
 __all__ = ["collect_candidates"]
 
+DEFAULT_COLLECTED_CANDIDATES = 8
+DEFAULT_MAX_NEW_TOKENS = 512
 MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
 DATASET_DIR = "dataset"
@@ -74,6 +84,9 @@ class _Plan:
     generation_json: str
     features: Features
     info: CollectionInfo
+    #: externally sampled candidates per prompt (featurized instead of sampled) and their token ids
+    external: Sequence[Sequence[CandidateLike]] | None = None
+    external_ids: Sequence[Sequence[Sequence[int]]] | None = None
 
 
 def collect_candidates(
@@ -83,17 +96,22 @@ def collect_candidates(
     verifier: VerifierLike,
     *,
     output_dir: str | os.PathLike,
-    num_candidates: int = 8,
+    num_candidates: int | None = None,
     layers: int | Sequence[int] | None = None,
     batch_size: int = 8,
     shard_size: int = 256,
-    max_new_tokens: int = 512,
+    max_new_tokens: int | None = None,
     chat_template: bool | None = None,
     seed: int | None = 0,
     overwrite: bool = False,
+    candidates: Sequence[Sequence[CandidateLike]] | None = None,
+    append_eos: bool | Sequence[Sequence[bool]] = True,
     **sampling: Any,
 ) -> Dataset:
     """Sample, label and featurize ``num_candidates`` answers per prompt into a candidate dataset.
+
+    With ``candidates=`` it samples nothing: it labels and featurizes answers sampled elsewhere (vLLM, SGLang,
+    llama.cpp, ...) into the same layout, laid out as `rank_candidates` lays them out.
 
     Resumable: finished shards in ``output_dir`` are kept and their prompts skipped, so after a crash or a
     kill the same call finishes the job; a finished collection is returned without sampling. Under
@@ -106,17 +124,20 @@ def collect_candidates(
             ``"answer"``), or a `datasets.Dataset` with a ``"prompt"`` column. Row ``i`` gets ``prompt_id`` i.
         verifier: a `Verifier`, a built-in verifier name, or a callable ``(prompt, candidate) -> bool | float``.
         output_dir: folder for the manifest, the shards and the merged dataset (``output_dir/dataset``).
-        num_candidates: candidates sampled per prompt.
+        num_candidates: candidates sampled per prompt (default 8; with ``candidates=``, their number).
         layers: feature layer(s) to keep (``output_hidden_states`` indices, negative allowed); default the
             paper's layer. Several layers let one collection serve a layer sweep.
         batch_size: prompts per sampling call (changing it between runs is allowed).
         shard_size: prompts per shard, the unit of resumption.
-        max_new_tokens: generation budget per candidate.
+        max_new_tokens: generation budget per candidate (default 512).
         chat_template: format each prompt as one user message with the tokenizer's chat template; ``None``
             uses it when the tokenizer has one, ``False`` feeds the raw text.
         seed: seeds sampling per shard (``seed + first prompt id``), so a resumed run equals an uninterrupted
             one; ``None`` leaves the random state alone.
         overwrite: discard whatever ``output_dir`` holds and start over.
+        candidates: externally sampled answers, ``candidates[i]`` for prompt ``i`` (texts or token ids, the same
+            number for every prompt); see `hf_language_ranker.ranking` for how texts and ids are read.
+        append_eos: for text candidates, whether each ended with EOS (one bool, or one per candidate).
         **sampling: transformers `generate` arguments (``temperature``, ``top_p``, ``logits_processor``, ...).
 
     Returns:
@@ -126,7 +147,13 @@ def collect_candidates(
     examples = _as_examples(prompts)
     verifier = as_verifier(verifier)
     layers = _resolve_layers(model, layers)
-    _check_positive(num_candidates=num_candidates, batch_size=batch_size, shard_size=shard_size)
+    if candidates is not None:
+        num_candidates = _check_external(examples, candidates, num_candidates, max_new_tokens, sampling)
+    num_candidates = DEFAULT_COLLECTED_CANDIDATES if num_candidates is None else num_candidates
+    max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+    _check_positive(
+        num_candidates=num_candidates, batch_size=batch_size, shard_size=shard_size, max_new_tokens=max_new_tokens
+    )
     if sampling.pop("do_sample", True) is not True:
         raise ValueError(
             "collect_candidates always samples (do_sample=True); do_sample=False would give N identical greedy "
@@ -134,9 +161,17 @@ def collect_candidates(
         )
     use_chat_template = resolve_chat_template(tokenizer, chat_template)
     tokenizer = padding_tokenizer(tokenizer)
-    if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:
-        sampling["pad_token_id"] = tokenizer.pad_token_id
-    generation = _generation_settings(model, max_new_tokens, sampling)
+    external_ids = None
+    if candidates is not None:
+        # tokenized (and checked) up front, so a bad candidate fails before anything is written
+        vocab_size = int(text_config(model).vocab_size)
+        eos_ids = eos_token_ids(model, tokenizer)
+        external_ids = candidate_token_ids(tokenizer, candidates, eos_ids, vocab_size, append_eos)
+        generation = {"sampler": "external", "candidates_sha256": _json_digest([candidates, append_eos])}
+    else:
+        if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:
+            sampling["pad_token_id"] = tokenizer.pad_token_id
+        generation = _generation_settings(model, max_new_tokens, sampling)
     fingerprint = ModelFingerprint.of(model)
     info = CollectionInfo(
         model=fingerprint.name_or_path,
@@ -182,6 +217,8 @@ def collect_candidates(
         generation_json=json.dumps(generation, sort_keys=True),
         features=_features(layers, num_candidates, fingerprint.hidden_size),
         info=info,
+        external=candidates,
+        external_ids=external_ids,
     )
     starts = range(0, len(examples), shard_size)
     mine = starts[state.process_index :: state.num_processes]  # round-robin, whatever is finished already
@@ -212,6 +249,40 @@ def collect_candidates(
 
 
 # --------------------------------------------------------------------------------------------- inputs
+def read_candidates_jsonl(
+    path: str | os.PathLike,
+) -> tuple[list[dict[str, Any]], list[list[CandidateLike]], bool | list[list[bool]]]:
+    """Externally sampled candidates from a JSON-lines file: ``(examples, candidates, append_eos)``.
+
+    Each line is one prompt: ``{"prompt": ..., "candidates": [texts or token id lists], "finished": [bools,
+    optional: whether each text ended with EOS, default all], ...}`` plus the fields the verifier reads (e.g.
+    ``"answer"``), which stay in the examples.
+    """
+    examples, candidates, finished = [], [], []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}).") from error
+        if not isinstance(record, dict) or "prompt" not in record or "candidates" not in record:
+            raise ValueError(f'{path}, line {number}: each line needs a "prompt" and a "candidates" list.')
+        group = record.pop("candidates")
+        if not isinstance(group, list):
+            raise ValueError(f'{path}, line {number}: "candidates" must be a list, got {type(group).__name__}.')
+        ended = record.pop("finished", [True] * len(group))
+        if not isinstance(ended, list) or len(ended) != len(group) or not all(isinstance(v, bool) for v in ended):
+            raise ValueError(f'{path}, line {number}: "finished" must be a list of {len(group)} booleans.')
+        examples.append(record)
+        candidates.append(group)
+        finished.append(ended)
+    if not examples:
+        raise ValueError(f"{path} holds no prompts.")
+    return examples, candidates, True if all(all(row) for row in finished) else finished
+
+
 def _as_examples(prompts: PromptsLike) -> Sequence[Mapping[str, Any]]:
     """Prompts as indexable examples with a ``"prompt"`` string (a Dataset is used as is)."""
     if isinstance(prompts, Dataset):
@@ -255,6 +326,51 @@ def _prompts_digest(examples: Sequence[Mapping[str, Any]]) -> str:
     return digest.hexdigest()
 
 
+def _check_external(
+    examples: Sequence[Mapping[str, Any]],
+    candidates: Sequence[Sequence[CandidateLike]],
+    num_candidates: int | None,
+    max_new_tokens: int | None,
+    sampling: Mapping[str, Any],
+) -> int:
+    """The number of external candidates per prompt (the same for all); sampling settings are refused."""
+    if isinstance(candidates, (str, Mapping)) or not isinstance(candidates, Sequence):
+        raise TypeError(
+            f"candidates must be a list with one list of answers per prompt, got {type(candidates).__name__}."
+        )
+    if len(candidates) != len(examples):
+        raise ValueError(
+            f"Got {len(examples)} prompts but {len(candidates)} candidate lists: candidates[i] answers prompt i."
+        )
+    given = {key for key, value in sampling.items() if value is not None}
+    if max_new_tokens is not None:
+        given.add("max_new_tokens")
+    if given:
+        raise ValueError(
+            f"candidates= were sampled elsewhere, so sampling settings do not apply: drop {', '.join(sorted(given))}."
+        )
+    counts = [len(group) if isinstance(group, Sequence) and not isinstance(group, str) else -1 for group in candidates]
+    expected, source = (
+        (num_candidates, "num_candidates") if num_candidates is not None else (counts[0], "candidates[0]")
+    )
+    for index, count in enumerate(counts):
+        if count != expected:
+            held = "no list" if count < 0 else f"{count} answers"
+            raise ValueError(
+                f"candidates[{index}] holds {held}, but a collection stores the same number per prompt ({expected}, "
+                f"from {source}). Pad or subsample the lists to one size, or rank ragged lists with rank_candidates."
+            )
+    return expected
+
+
+def _json_digest(value: Any) -> str:
+    """A hash of a JSON-serialisable value (token id tensors as lists), so a rerun on other data is refused."""
+    text = json.dumps(
+        value, sort_keys=True, default=lambda item: item.tolist() if hasattr(item, "tolist") else str(item)
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -268,27 +384,6 @@ def _resolve_layers(model: PreTrainedModel, layers: int | Sequence[int] | None) 
     if not requested:
         raise ValueError("layers is empty: pass None for the paper's default layer, or at least one layer index.")
     return sorted({resolve_feature_layer(model, layer) for layer in requested})
-
-
-def resolve_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: bool | None) -> bool:
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if chat_template and not has_template:
-        raise ValueError(
-            "chat_template=True but the tokenizer has no chat template. Set tokenizer.chat_template, or pass "
-            "chat_template=False to feed the raw prompt text."
-        )
-    return has_template if chat_template is None else bool(chat_template)
-
-
-def padding_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """The tokenizer itself, or a copy padding with EOS when it has no pad token."""
-    if tokenizer.pad_token_id is not None:
-        return tokenizer
-    if tokenizer.eos_token is None:
-        raise ValueError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token to batch prompts.")
-    tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _generation_settings(model: PreTrainedModel, max_new_tokens: int, sampling: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,26 +425,20 @@ def _sample_shard(plan: _Plan, start: int, stop: int) -> Iterator[list[dict[str,
         yield _sample_batch(plan, ids)
 
 
-def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool) -> str:
-    """``prompt`` as one user turn of the tokenizer's chat template, or as is."""
-    if not use_chat_template:
-        return prompt
-    messages = [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+@dataclass
+class _BatchFeatures:
+    """What a batch of prompts yields before labelling: texts, token statistics and features per prompt."""
+
+    texts: list[list[str]]
+    lengths: list[list[int]]
+    mean_log_probs: list[list[float]]
+    self_certainty: list[list[float]]
+    prompt_features: dict[int, Any]
+    candidate_features: dict[int, Any]
 
 
-def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], use_chat_template: bool) -> Any:
-    """A left-padded batch of `format_prompt` texts (a chat template already holds the special tokens)."""
-    return tokenizer(
-        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not use_chat_template
-    )
-
-
-def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]]:
-    examples = [plan.examples[index] for index in prompt_ids]
-    prompts = [_prompt_text(example, index) for example, index in zip(examples, prompt_ids)]
-    texts = [format_prompt(plan.tokenizer, prompt, plan.use_chat_template) for prompt in prompts]
-    inputs = tokenize_prompts(plan.tokenizer, texts, plan.use_chat_template).to(plan.model.device)
+def _sampled_batch(plan: _Plan, formatted: Sequence[str]) -> _BatchFeatures:
+    inputs = tokenize_prompts(plan.tokenizer, formatted, plan.use_chat_template).to(plan.model.device)
     sampled = sample_candidates(
         plan.model,
         inputs["input_ids"],
@@ -359,30 +448,70 @@ def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]
         track_token_statistics=True,
         **plan.generate_kwargs,
     )
-    lengths = sampled.lengths.tolist()
-    candidate_texts = sampled.decode(plan.tokenizer)
-    mean_log_probs = sampled.mean_log_probs.float().tolist()
-    self_certainty = sampled.self_certainty.float().tolist()
-    prompt_features = {layer: _to_float16(sampled.prompt_features[layer]) for layer in plan.layers}
-    candidate_features = {layer: _to_float16(sampled.candidate_features[layer]) for layer in plan.layers}
+    return _BatchFeatures(
+        texts=sampled.decode(plan.tokenizer),
+        lengths=sampled.lengths.tolist(),
+        mean_log_probs=sampled.mean_log_probs.float().tolist(),
+        self_certainty=sampled.self_certainty.float().tolist(),
+        prompt_features={layer: _to_float16(sampled.prompt_features[layer]) for layer in plan.layers},
+        candidate_features={layer: _to_float16(sampled.candidate_features[layer]) for layer in plan.layers},
+    )
 
+
+def _external_batch(plan: _Plan, prompts: Sequence[str], prompt_ids: Sequence[int]) -> _BatchFeatures:
+    groups = [plan.external[index] for index in prompt_ids]
+    ids = [plan.external_ids[index] for index in prompt_ids]
+    vocab_size = int(text_config(plan.model).vocab_size)
+    read = featurize_token_candidates(
+        plan.model,
+        prompt_token_ids(plan.tokenizer, prompts, plan.use_chat_template, vocab_size),
+        ids,
+        plan.layers,
+        token_statistics=True,
+        candidate_batch_size=plan.batch_size * plan.num_candidates,
+        pad_token_id=plan.tokenizer.pad_token_id,
+    )
+    texts = [
+        [
+            text if isinstance(text, str) else plan.tokenizer.decode(tokens, skip_special_tokens=True)
+            for text, tokens in zip(group, id_group)
+        ]
+        for group, id_group in zip(groups, ids)
+    ]
+    return _BatchFeatures(
+        texts=texts,
+        lengths=read.lengths.tolist(),
+        mean_log_probs=read.mean_log_probs.tolist(),
+        self_certainty=read.self_certainty.tolist(),
+        prompt_features={layer: _to_float16(read.prompt_features[layer]) for layer in plan.layers},
+        candidate_features={layer: _to_float16(read.candidate_features[layer]) for layer in plan.layers},
+    )
+
+
+def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows of the prompts ``prompt_ids``: sampled, or read from the external candidates."""
+    examples = [plan.examples[index] for index in prompt_ids]
+    prompts = [_prompt_text(example, index) for example, index in zip(examples, prompt_ids)]
+    formatted = [format_prompt(plan.tokenizer, prompt, plan.use_chat_template) for prompt in prompts]
+    external = plan.external is not None
+    batch = _external_batch(plan, prompts, prompt_ids) if external else _sampled_batch(plan, formatted)
     rows = []
-    for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, texts)):
-        candidates = candidate_texts[b]
+    for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, formatted)):
+        candidates = batch.texts[b]
         row = {
             "prompt_id": prompt_id,
             "prompt": prompt,
             "prompt_text": text,
             "candidates": candidates,
-            "lengths": lengths[b],
+            "lengths": batch.lengths[b],
             "labels": [plan.verifier(example, candidate) for candidate in candidates],
             "answers": [plan.verifier.parse(candidate) for candidate in candidates],
-            "mean_log_probs": mean_log_probs[b],
-            "self_certainty": self_certainty[b],
+            "mean_log_probs": batch.mean_log_probs[b],
+            "self_certainty": batch.self_certainty[b],
         }
         for layer in plan.layers:
-            row[prompt_feature_column(layer)] = prompt_features[layer][b]
-            row[candidate_feature_column(layer)] = candidate_features[layer][b]
+            row[prompt_feature_column(layer)] = batch.prompt_features[layer][b]
+            row[candidate_feature_column(layer)] = batch.candidate_features[layer][b]
         row["generation"] = plan.generation_json
         rows.append(row)
     return rows

@@ -29,15 +29,10 @@ from .baselines import (
     validation_accuracy,
 )
 from .candidates import CORRECT_THRESHOLD, feature_layers
-from .collection import (
-    collect_candidates,
-    format_prompt,
-    padding_tokenizer,
-    resolve_chat_template,
-    tokenize_prompts,
-)
+from .collection import collect_candidates
 from .evaluation import EvaluationResult, evaluate
 from .features import text_config
+from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .tasks import TASKS, load_task, split_task, task_verifier
 from .verifiers import as_verifier
 

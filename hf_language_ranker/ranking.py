@@ -33,7 +33,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
 from .agreement import AnswerExtractorLike, select
-from .collection import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .configuration import check_selection_mode
 from .features import HiddenStateTap, forward_accepts, position_ids_from_attention_mask, text_config
 from .generation import (
@@ -43,6 +42,7 @@ from .generation import (
     resolve_rankers,
     score_candidates,
 )
+from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 
 CandidateLike = Union[str, Sequence[int], torch.Tensor]
 PromptLike = Union[str, Sequence[int], torch.Tensor]

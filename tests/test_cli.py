@@ -107,3 +107,30 @@ def test_demo_pipeline_writes_results_and_a_ranker(tiny_model_dir, tiny_preset, 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--dataset", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "out")]) == 2
     assert "No candidate dataset" in capsys.readouterr().err
+
+
+def test_collect_external_candidates_from_jsonl(tiny_model_dir, tmp_path, capsys):
+    samples = tmp_path / "samples.jsonl"
+    records = [
+        {
+            "prompt": "1 2",
+            "candidates": ["3", "the answer is 4", [5, 6, 2]],
+            "finished": [True, False, True],
+            "answer": "3",
+        },
+        {"prompt": "ab", "candidates": ["7", "8", "9"], "answer": "9"},
+    ]
+    samples.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    output = tmp_path / "external"
+    arguments = ["collect", "--model", str(tiny_model_dir), "--candidates", str(samples), "--layers", "2"]
+    assert main([*arguments, "--verifier", "math", "--output-dir", str(output)]) == 0
+    dataset = load_from_disk(str(output / "dataset"))
+    assert dataset["candidates"][:] == [["3", "the answer is 4", "cd"], ["7", "8", "9"]]
+    assert dataset["labels"][:] == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    # "finished": false leaves the EOS off; the ids end with their own EOS (id 2)
+    assert dataset["lengths"][0] == [2, 15, 3]
+    assert main([*arguments, "--output-dir", str(tmp_path / "unlabelled")]) == 2
+    assert "--candidates needs --verifier" in capsys.readouterr().err
+    samples.write_text('{"prompt": "ab"}\n')
+    assert main([*arguments, "--verifier", "math", "--output-dir", str(tmp_path / "bad")]) == 2
+    assert 'line 1: each line needs a "prompt" and a "candidates" list' in capsys.readouterr().err

@@ -247,3 +247,96 @@ def test_two_processes_with_accelerate_launch(tmp_path, reference):
     dataset = Dataset.load_from_disk(str(output_dir / "dataset"))
     assert dataset["prompt_id"][:] == list(range(10))
     _assert_same_rows(dataset, reference.select(range(10)))  # seeds per shard: same samples as one process
+
+
+def _sampled_token_ids(prompts: list[str]) -> list[list[list[int]]]:
+    """The ids `collect_candidates` sampled for `worker.collect(..., batch_size=len(prompts))`, by hand."""
+    tokenizer = build_tokenizer()
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    model = build_model("llama")
+    torch.manual_seed(worker.SETTINGS["seed"])
+    sampled = sample_candidates(
+        model, inputs["input_ids"], inputs["attention_mask"], num_candidates=N, layers=LAYERS, max_new_tokens=6
+    )
+    return [
+        [ids[:length].tolist() for ids, length in zip(generated, lengths)]
+        for generated, lengths in zip(sampled.generated, sampled.lengths)
+    ]
+
+
+def test_external_candidates_give_the_rows_of_a_self_sampled_collection(tmp_path):
+    prompts = worker.make_prompts(3)
+    sampled = worker.collect(tmp_path / "sampled", 3, batch_size=3)
+    ids = _sampled_token_ids(prompts)
+    external = collect_candidates(
+        build_model("llama"),
+        build_tokenizer(),
+        prompts,
+        worker.contains_a,
+        output_dir=tmp_path / "external",
+        layers=worker.SETTINGS["layers"],
+        batch_size=2,
+        shard_size=2,
+        candidates=ids,
+    )
+    for column in ("prompt_id", "prompt", "prompt_text", "candidates", "lengths", "labels", "answers"):
+        assert external[column][:] == sampled[column][:], column
+    for column in ("mean_log_probs", "self_certainty"):
+        np.testing.assert_allclose(np.asarray(external[column][:]), np.asarray(sampled[column][:]), atol=1e-4)
+    for layer in LAYERS:  # features are stored in float16: equal within one float16 step of the stored value
+        for column in (prompt_feature_column(layer), candidate_feature_column(layer)):
+            np.testing.assert_allclose(
+                np.asarray(external[column][:], dtype=np.float32),
+                np.asarray(sampled[column][:], dtype=np.float32),
+                rtol=1e-3,
+                atol=1e-4,
+            )
+    info = CollectionInfo.from_dataset(external)
+    assert info.num_candidates == N and info.generation["sampler"] == "external"
+    # the same call resumes (returns the finished collection); other candidates are refused
+    assert (
+        collect_candidates(
+            build_model("llama"),
+            build_tokenizer(),
+            prompts,
+            worker.contains_a,
+            output_dir=tmp_path / "external",
+            layers=worker.SETTINGS["layers"],
+            batch_size=2,
+            shard_size=2,
+            candidates=ids,
+        )["lengths"][:]
+        == external["lengths"][:]
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        collect_candidates(
+            build_model("llama"),
+            build_tokenizer(),
+            prompts,
+            worker.contains_a,
+            output_dir=tmp_path / "external",
+            layers=worker.SETTINGS["layers"],
+            batch_size=2,
+            shard_size=2,
+            candidates=[group[::-1] for group in ids],
+        )
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"candidates": [["a"]]}, ValueError, "2 prompts but 1 candidate lists"),
+        ({"candidates": [["a", "b"], ["c"]]}, ValueError, r"candidates\[1\] holds 1 answers.*same number per prompt"),
+        ({"candidates": [["a"], ["c"]], "num_candidates": 2}, ValueError, r"candidates\[0\] holds 1 answers"),
+        ({"candidates": [["a"], ["c"]], "temperature": 0.5}, ValueError, "drop temperature"),
+        ({"candidates": [["a"], ["c"]], "max_new_tokens": 5}, ValueError, "drop max_new_tokens"),
+        ({"candidates": [["a"], [[]]]}, ValueError, r"candidates\[1\]\[0\] is empty"),
+        ({"candidates": "ab"}, TypeError, "candidates must be a list"),
+    ],
+)
+def test_bad_external_candidates_are_refused(tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        collect_candidates(
+            build_model("llama"), build_tokenizer(), ["ab", "c1"], bool, output_dir=tmp_path, layers=[2], **options
+        )
+    assert not tmp_path.joinpath("manifest.json").exists()
