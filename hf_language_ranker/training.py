@@ -39,7 +39,7 @@ from .candidates import (
 from .configuration import LOSS_TYPES, RankerConfig, default_feature_layer
 from .model_card import is_hub_id
 from .modeling import LanguageRanker
-from .verifiers.base import BUILTIN_VERIFIERS
+from .verifiers import BUILTIN_VERIFIERS
 
 logger = logging.get_logger(__name__)
 

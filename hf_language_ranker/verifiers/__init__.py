@@ -7,12 +7,51 @@ and :class:`ToolCallVerifier` ("tools", BFCL-style function calls). Any callable
 
 from __future__ import annotations
 
-from .base import CallableVerifier, Verifier, as_verifier
+from collections.abc import Callable
+
+from .base import CallableVerifier, Verifier
 from .code import CodeVerifier, SandboxResult, extract_code, run_in_sandbox
 from .math import MathVerifier, answers_match, extract_answer
 from .tools import ToolCallVerifier, parse_tool_calls, tool_calls_match
 
+#: the built-in verifiers by name (the registry lives here, above the modules it names, so none imports back)
+BUILTIN_VERIFIERS: dict[str, type[Verifier]] = {
+    "math": MathVerifier,
+    "code": CodeVerifier,
+    "tools": ToolCallVerifier,
+}
+
+
+def as_verifier(obj: Verifier | Callable[[str, str], bool | float] | str | type[Verifier]) -> Verifier:
+    """Coerce ``obj`` into a Verifier.
+
+    Accepts a Verifier instance (returned unchanged), a Verifier subclass (instantiated with
+    defaults), one of the built-in names ``"math"``, ``"code"``, ``"tools"``, or a plain callable
+    ``fn(prompt_text, candidate_text) -> bool | float``.
+    """
+    names = ", ".join(map(repr, BUILTIN_VERIFIERS))
+    if isinstance(obj, Verifier):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, Verifier):
+        return obj()
+    if isinstance(obj, str):
+        key = obj.strip().lower()
+        if key in BUILTIN_VERIFIERS:
+            return BUILTIN_VERIFIERS[key]()
+        raise ValueError(
+            f"Unknown verifier name {obj!r}. Use one of {names}, a Verifier instance, or a callable "
+            "fn(prompt_text, candidate_text) -> bool | float."
+        )
+    if callable(obj):
+        return CallableVerifier(obj)
+    raise ValueError(
+        f"Cannot use {type(obj).__name__} ({obj!r:.80}) as a verifier. Pass a Verifier instance, one of {names}, or a "
+        "callable fn(prompt_text, candidate_text) -> bool | float."
+    )
+
+
 __all__ = [
+    "BUILTIN_VERIFIERS",
     "CallableVerifier",
     "CodeVerifier",
     "MathVerifier",

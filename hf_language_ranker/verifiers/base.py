@@ -9,9 +9,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Verifier", "CallableVerifier", "as_verifier"]
-
-BUILTIN_VERIFIERS = ("math", "code", "tools")
+__all__ = ["Verifier", "CallableVerifier"]
 
 
 class Verifier(abc.ABC):
@@ -82,42 +80,4 @@ def _to_score(result: Any, fn_name: str) -> float:
     raise TypeError(
         f"Verifier callable {fn_name!r} returned {type(result).__name__} ({result!r:.80}), not a number. "
         "Make it return a bool (correct or not) or a float score in [0, 1]."
-    )
-
-
-def as_verifier(obj: Verifier | Callable[[str, str], bool | float] | str | type[Verifier]) -> Verifier:
-    """Coerce ``obj`` into a Verifier.
-
-    Accepts a Verifier instance (returned unchanged), a Verifier subclass (instantiated with
-    defaults), one of the built-in names ``"math"``, ``"code"``, ``"tools"``, or a plain callable
-    ``fn(prompt_text, candidate_text) -> bool | float``.
-    """
-    if isinstance(obj, Verifier):
-        return obj
-    if isinstance(obj, type) and issubclass(obj, Verifier):
-        return obj()
-    if isinstance(obj, str):
-        key = obj.strip().lower()
-        if key == "math":
-            from .math import MathVerifier
-
-            return MathVerifier()
-        if key == "code":
-            from .code import CodeVerifier
-
-            return CodeVerifier()
-        if key == "tools":
-            from .tools import ToolCallVerifier
-
-            return ToolCallVerifier()
-        raise ValueError(
-            f"Unknown verifier name {obj!r}. Use one of {', '.join(map(repr, BUILTIN_VERIFIERS))}, a Verifier "
-            "instance, or a callable fn(prompt_text, candidate_text) -> bool | float."
-        )
-    if callable(obj):
-        return CallableVerifier(obj)
-    raise ValueError(
-        f"Cannot use {type(obj).__name__} ({obj!r:.80}) as a verifier. Pass a Verifier instance, one of "
-        f"{', '.join(map(repr, BUILTIN_VERIFIERS))}, or a callable "
-        "fn(prompt_text, candidate_text) -> bool | float."
     )
