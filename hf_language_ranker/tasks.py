@@ -291,7 +291,7 @@ def _get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"Unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.") from None
+        raise ValueError(f"Unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.") from None
 
 
 def load_task(name: str, *, size: int | None = None, seed: int = 0) -> list[dict[str, Any]]:

@@ -134,3 +134,48 @@ def test_collect_external_candidates_from_jsonl(tiny_model_dir, tmp_path, capsys
     samples.write_text('{"prompt": "ab"}\n')
     assert main([*arguments, "--verifier", "math", "--output-dir", str(tmp_path / "bad")]) == 2
     assert 'line 1: each line needs a "prompt" and a "candidates" list' in capsys.readouterr().err
+
+
+def _cli_bad_inputs(tmp_path):
+    broken = tmp_path / "broken-ranker"
+    broken.mkdir()
+    (broken / "config.json").write_text("{\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "ab", "answer": "3"}\n')
+    out = ["--output-dir", str(tmp_path / "out")]
+    return [
+        (["collect", "--task", "nosuchtask", *out], "Unknown task 'nosuchtask'; known tasks: arithmetic"),
+        (["collect", "--prompts", str(prompts), *out], "--prompts needs --verifier"),
+        (["collect", "--prompts", str(prompts), "--verifier", "nosuch", *out], "Unknown verifier name 'nosuch'"),
+        (["collect", "--candidates", str(tmp_path / "missing.jsonl"), "--verifier", "math", *out], "missing.jsonl"),
+        (["generate", "--ranker", str(broken), "--prompt", "x"], "broken-ranker: config.json is not valid JSON"),
+        (["generate", "--ranker", str(tmp_path / "nothing"), "--prompt", "x"], "No ranker folder at"),
+        (["train", "--dataset", str(tmp_path / "missing"), *out], "No candidate dataset"),
+        (["evaluate", "--preset", "nosuch", *out], "Unknown preset 'nosuch'"),
+        (["evaluate", "--task", "nosuchtask", *out], "Unknown task 'nosuchtask'"),
+    ]
+
+
+def test_bad_arguments_are_one_error_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import hf_language_ranker.embedded as embedded
+
+    monkeypatch.setattr(embedded, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("loaded the model"))
+    for argv, message in _cli_bad_inputs(tmp_path):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, err
+    with pytest.raises(ValueError, match="Unknown task"):  # --debug shows the real exception
+        main(["--debug", "collect", "--task", "nosuchtask", "--output-dir", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("flag", ["--num-candidates", "--max-new-tokens", "--batch-size"])
+@pytest.mark.parametrize(
+    ("value", "shown"), [("0", "got 0"), ("-3", "got -3"), ("2.5", "got '2.5'"), ("four", "got 'four'")]
+)
+def test_counts_must_be_positive_integers(flag, value, shown, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["collect", "--task", "arithmetic", flag, value, "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected an integer >= 1, {shown}" in err

