@@ -24,20 +24,18 @@ import numpy as np
 import torch
 from datasets import Dataset, load_from_disk
 
-from hf_language_ranker.baselines import (
+from hf_language_ranker.candidates import MEAN_LOG_PROBS, candidate_feature_column, prompt_feature_column
+from hf_language_ranker.evaluation.experiment import RANKER_VARIANTS
+from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, Scorer
+from hf_language_ranker.evaluation.selection import (
     BASELINES,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
-    ProbeScorer,
-    RankerScorer,
-    Scorer,
     choices_from_scores,
     correct_candidates,
     num_candidates,
     oracle_choices,
 )
-from hf_language_ranker.candidates import MEAN_LOG_PROBS, candidate_feature_column, prompt_feature_column
-from hf_language_ranker.experiment import RANKER_VARIANTS
 from hf_language_ranker.training import LABELS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arithmetic"

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from datasets import load_from_disk
 
-from hf_language_ranker.baselines import RankerScorer, choices_from_scores, selection_accuracy
+from hf_language_ranker.evaluation.scorers import RankerScorer
+from hf_language_ranker.evaluation.selection import choices_from_scores, selection_accuracy
 
 GRID = {
     "loss": ["listwise", "pairwise", "pointwise"],

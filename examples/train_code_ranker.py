@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from _common import run_task_example
 
-from hf_language_ranker.experiment import Preset
+from hf_language_ranker.evaluation.experiment import Preset
 
 PRESET = Preset(
     task="humaneval", train_prompts=40, validation_prompts=10, test_prompts=20, eval_candidates=4, max_new_tokens=160

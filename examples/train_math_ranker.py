@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from _common import run_task_example
 
-from hf_language_ranker.experiment import Preset
+from hf_language_ranker.evaluation.experiment import Preset
 
 PRESET = Preset(
     task="arithmetic", train_prompts=60, validation_prompts=20, test_prompts=40, eval_candidates=8, max_new_tokens=40

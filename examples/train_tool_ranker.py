@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from _common import run_task_example
 
-from hf_language_ranker.experiment import Preset
+from hf_language_ranker.evaluation.experiment import Preset
 
 PRESET = Preset(
     task="bfcl_simple", train_prompts=40, validation_prompts=10, test_prompts=20, eval_candidates=8, max_new_tokens=48

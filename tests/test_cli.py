@@ -10,7 +10,7 @@ from datasets import load_from_disk
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.cli import main
 from hf_language_ranker.evaluation import EvaluationResult
-from hf_language_ranker.experiment import CHOSEN, PRESETS, RANKER_VARIANTS, Preset
+from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, RANKER_VARIANTS, Preset
 
 
 @pytest.fixture

@@ -9,24 +9,22 @@ import numpy as np
 import pytest
 from datasets import Array2D, Dataset, Features, List, Value
 
-from hf_language_ranker.baselines import (
+from hf_language_ranker.candidates import candidate_feature_column, prompt_feature_column
+from hf_language_ranker.configuration import RankerConfig
+from hf_language_ranker.evaluation import EvaluationResult, evaluate, select_feature_layer, selection_accuracy
+from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
+from hf_language_ranker.evaluation.selection import (
     FIRST_SAMPLE,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
     ORACLE,
     SELF_CERTAINTY,
-    ProbeScorer,
-    RankerScorer,
-    TextRewardScorer,
     first_sample_choices,
     majority_vote_choices,
     mean_log_prob_choices,
     oracle_choices,
     self_certainty_choices,
 )
-from hf_language_ranker.candidates import candidate_feature_column, prompt_feature_column
-from hf_language_ranker.configuration import RankerConfig
-from hf_language_ranker.evaluation import EvaluationResult, evaluate, select_feature_layer, selection_accuracy
 from hf_language_ranker.model_card import ranker_model_card
 from hf_language_ranker.modeling import LanguageRanker
 

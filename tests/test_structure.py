@@ -70,3 +70,19 @@ def test_the_import_graph_sees_the_package():
 def test_no_module_imports_a_module_that_imports_it_back():
     graph = {name: targets - {"hf_language_ranker"} for name, targets in import_graph().items()}
     assert cycles(graph) == []
+
+
+def test_evaluation_modules_flow_one_way():
+    graph = import_graph()
+    flow = ["experiment", "accuracy", "scorers", "selection"]
+    for position, module in enumerate(flow):
+        imported = {name.rpartition(".")[2] for name in graph[f"hf_language_ranker.evaluation.{module}"]}
+        assert not imported & set(flow[:position]), f"{module} imports {imported & set(flow[:position])} upstream of it"
+
+
+def test_the_old_import_paths_give_the_same_objects():
+    from hf_language_ranker import baselines, evaluation, experiment
+    from hf_language_ranker.evaluation import experiment as protocol
+
+    assert baselines.RankerScorer is evaluation.RankerScorer and baselines.MAJORITY_VOTE == evaluation.MAJORITY_VOTE
+    assert experiment.run_experiment is protocol.run_experiment and experiment.PRESETS is protocol.PRESETS

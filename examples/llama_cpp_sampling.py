@@ -1,0 +1,119 @@
+"""Sample with llama.cpp, rank with the Hugging Face model: `rank_candidates` on candidates from another engine.
+
+    pip install "hf-language-ranker[llama-cpp]"     # builds llama-cpp-python from source (a few minutes)
+    python examples/llama_cpp_sampling.py [--num-candidates 8] [--prompts 3]
+
+llama.cpp samples N answers per prompt from the embedded SmolLM2-135M-Instruct GGUF (the same weights transformers
+de-quantizes), fed the very prompt token ids the ranker path uses. The answers come back as texts with a finish
+reason; `rank_candidates` re-tokenizes them (EOS appended to answers that stopped), reads the hidden states with one
+forward pass per chunk on the transformers model, and the shipped arithmetic ranker picks one per prompt. Each
+prompt prints its candidates by score, the pick, and the reference answer.
+
+The same input format serves every engine: prompts (texts or ids) and, per prompt, a list of answer texts or token
+ids (`examples/vllm_sampling.py` shows vLLM's). With llama.cpp's OpenAI-compatible server
+(`python -m llama_cpp.server --model <gguf>`), pass each choice's ``text`` and ``finish_reason == "stop"`` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder, load_model_and_tokenizer
+from hf_language_ranker.prompts import format_prompt
+from hf_language_ranker.tasks import load_task, task_verifier
+from hf_language_ranker.verifiers import as_verifier
+
+SHIPPED_RANKER = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-arithmetic"
+
+
+def llama_cpp_model(threads: int):
+    """The embedded GGUF in llama.cpp (a clear error when llama-cpp-python is not installed)."""
+    try:
+        from llama_cpp import Llama
+    except ModuleNotFoundError as error:
+        raise SystemExit(
+            'llama-cpp-python is not installed: pip install "hf-language-ranker[llama-cpp]" (builds from source).'
+        ) from error
+    return Llama(model_path=str(embedded_model_folder() / EMBEDDED_GGUF), n_ctx=1024, n_threads=threads, verbose=False)
+
+
+def sample_with_llama_cpp(
+    llm, prompt_ids: list[int], num_candidates: int, max_tokens: int, temperature: float, seed: int
+):
+    """N answers to one prompt: texts and whether each stopped on EOS (not on the token budget).
+
+    Sampling is set to what transformers does with ``temperature`` alone: no top-k, min-p or repetition penalty.
+    """
+    texts, finished = [], []
+    for index in range(num_candidates):
+        choice = llm.create_completion(
+            prompt=prompt_ids,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=1.0,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            seed=seed + index,
+        )["choices"][0]
+        texts.append(choice["text"])
+        finished.append(choice["finish_reason"] == "stop")
+    return texts, finished
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=3, help="arithmetic prompts to answer")
+    parser.add_argument("--num-candidates", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--ranker", default=str(SHIPPED_RANKER), help="a ranker trained for SmolLM2-135M-Instruct")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    model, tokenizer = load_model_and_tokenizer()
+    ranker = LanguageRanker.from_pretrained(args.ranker)
+    llm = llama_cpp_model(args.threads)
+    examples = load_task("arithmetic", size=args.prompts, seed=args.seed + 1)
+    verifier = as_verifier(task_verifier("arithmetic"))
+
+    prompt_ids = [
+        tokenizer(format_prompt(tokenizer, example["prompt"], True), add_special_tokens=False)["input_ids"]
+        for example in examples
+    ]
+    started = time.perf_counter()
+    sampled = [
+        sample_with_llama_cpp(llm, ids, args.num_candidates, args.max_new_tokens, args.temperature, args.seed)
+        for ids in prompt_ids
+    ]
+    sampling_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    result = rank_candidates(
+        model,
+        tokenizer,
+        prompt_ids,
+        [texts for texts, _ in sampled],
+        ranker,
+        append_eos=[finished for _, finished in sampled],
+    )
+    ranking_seconds = time.perf_counter() - started
+
+    correct = 0
+    for example, (texts, _), scores, best in zip(examples, sampled, result.scores, result.best_indices.tolist()):
+        print(f"\n### {example['prompt']}\n(reference answer: {example['answer']})")
+        for index in scores.argsort(descending=True).tolist():
+            marker = "->" if index == best else "  "
+            print(f"{marker} {scores[index].item():+.3f}  {' '.join(texts[index].split())[:100]}")
+        correct += verifier(example, texts[best]) >= 0.5
+    print(
+        f"\nllama.cpp sampled {len(examples)} x {args.num_candidates} answers in {sampling_seconds:.1f} s; "
+        f"rank_candidates scored them in {ranking_seconds:.1f} s; picks correct: {correct}/{len(examples)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
