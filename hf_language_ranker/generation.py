@@ -386,6 +386,66 @@ def answer_ids_per_ranker(
     return {name: by_extractor[extractor] for name, extractor in extractors.items()}
 
 
+@dataclass
+class RankerSet:
+    """The rankers of one call, checked and ready: each one's selection mode and, where it reads final answers,
+    its answer extractor. Shared by ranked `generate` and `rank_candidates`."""
+
+    rankers: dict[str, LanguageRanker]
+    selections: dict[str, str]
+    extractors: dict[str, Any]
+
+    @classmethod
+    def resolve(
+        cls,
+        model: PreTrainedModel,
+        rankers: RankersArgument,
+        selection: str | None,
+        answer_extractor: AnswerExtractorLike | None,
+        tokenizer: Any,
+    ) -> RankerSet:
+        """Load the rankers, check they fit ``model``, and settle selections and extractors (before any work)."""
+        resolved = resolve_rankers(rankers)
+        for ranker in resolved.values():
+            ranker.check_fits(model)
+        # the call's (or generation config's) selection, else each ranker's recommended one; unknown modes fail here
+        selections = {name: selection or ranker.config.selection for name, ranker in resolved.items()}
+        for mode in selections.values():
+            check_selection_mode(mode)
+        return cls(resolved, selections, answer_extractors(resolved, selections, answer_extractor, tokenizer))
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({ranker.config.feature_layer for ranker in self.rankers.values()})
+
+    @property
+    def reads_log_probs(self) -> bool:
+        return any(ranker.config.use_mean_log_prob for ranker in self.rankers.values())
+
+    def pick(
+        self,
+        prompt_features: Mapping[int, torch.Tensor],
+        candidate_features: Mapping[int, torch.Tensor],
+        texts: Sequence[Sequence[str]],
+        *,
+        mean_log_probs: torch.Tensor | None = None,
+        candidate_mask: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Each ranker's ``[B, N]`` scores and ``[B]`` chosen candidates (``texts`` are read only for answers)."""
+        device = next(iter(candidate_features.values())).device
+        ids = answer_ids_per_ranker(self.extractors, texts, device)
+        scores = score_candidates(
+            self.rankers,
+            prompt_features,
+            candidate_features,
+            mean_log_probs=mean_log_probs,
+            answer_ids=ids,
+            candidate_mask=candidate_mask,
+        )
+        best = {name: select(values, self.selections[name], ids.get(name)) for name, values in scores.items()}
+        return scores, best
+
+
 def ranked_generate(
     model: PreTrainedModel,
     rankers: RankersArgument,
@@ -415,39 +475,24 @@ def ranked_generate(
     if input_ids is None:
         raise ValueError("Ranked generation needs prompt token ids: pass input_ids (e.g. **tokenizer(...)).")
     attention_mask = kwargs.pop("attention_mask", None)
-    resolved = resolve_rankers(rankers)
-    for ranker in resolved.values():
-        ranker.check_fits(model)
-    # the call's (or generation config's) selection, else each ranker's recommended one; unknown modes fail here
-    selections = {name: selection or ranker.config.selection for name, ranker in resolved.items()}
-    for mode in selections.values():
-        check_selection_mode(mode)
-    extractors = answer_extractors(resolved, selections, answer_extractor, kwargs.get("tokenizer"))
-    layers = sorted({ranker.config.feature_layer for ranker in resolved.values()})
-
+    ranking = RankerSet.resolve(model, rankers, selection, answer_extractor, kwargs.get("tokenizer"))
     candidates = sample_candidates(
         model,
         input_ids,
         attention_mask,
         num_candidates=num_candidates,
-        layers=layers,
-        track_token_statistics=any(ranker.config.use_mean_log_prob for ranker in resolved.values()),
+        layers=ranking.layers,
+        track_token_statistics=ranking.reads_log_probs,
         **kwargs,
     )
-    texts = candidates.decode(kwargs["tokenizer"]) if extractors else []
-    ids = answer_ids_per_ranker(extractors, texts, candidates.sequences.device)
-    all_scores = score_candidates(
-        resolved,
-        candidates.prompt_features,
-        candidates.candidate_features,
-        mean_log_probs=candidates.mean_log_probs,
-        answer_ids=ids,
+    texts = candidates.decode(kwargs["tokenizer"]) if ranking.extractors else []
+    all_scores, best = ranking.pick(
+        candidates.prompt_features, candidates.candidate_features, texts, mean_log_probs=candidates.mean_log_probs
     )
-    best = {name: select(scores, selections[name], ids.get(name)) for name, scores in all_scores.items()}
     batch_index = torch.arange(candidates.sequences.shape[0], device=candidates.sequences.device)
     best_sequences = {name: candidates.sequences[batch_index, index] for name, index in best.items()}
-    first = next(iter(resolved))
-    several = len(resolved) > 1
+    first = next(iter(ranking.rankers))
+    several = len(ranking.rankers) > 1
     if not return_dict:
         return best_sequences if several else best_sequences[first]
     return RankedGenerateOutput(

@@ -32,16 +32,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from .agreement import AnswerExtractorLike, select
-from .configuration import check_selection_mode
+from .agreement import AnswerExtractorLike
 from .features import HiddenStateTap, forward_accepts, position_ids_from_attention_mask, text_config
-from .generation import (
-    RankersArgument,
-    answer_extractors,
-    answer_ids_per_ranker,
-    resolve_rankers,
-    score_candidates,
-)
+from .generation import RankersArgument, RankerSet
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 
 CandidateLike = Union[str, Sequence[int], torch.Tensor]
@@ -367,14 +360,7 @@ def rank_candidates(
         )
     if not prompts:
         raise ValueError("No prompts were given: there is nothing to rank.")
-    rankers = resolve_rankers(ranker)
-    for each in rankers.values():
-        each.check_fits(model)
-    selections = {name: ranker_selection or each.config.selection for name, each in rankers.items()}
-    for mode in selections.values():
-        check_selection_mode(mode)
-    extractors = answer_extractors(rankers, selections, answer_extractor, tokenizer)
-
+    ranking = RankerSet.resolve(model, ranker, ranker_selection, answer_extractor, tokenizer)
     vocab_size = int(text_config(model).vocab_size)
     use_chat_template = resolve_chat_template(tokenizer, chat_template)
     prompt_ids = prompt_token_ids(tokenizer, prompts, use_chat_template, vocab_size)
@@ -383,8 +369,8 @@ def rank_candidates(
         model,
         prompt_ids,
         ids,
-        sorted({each.config.feature_layer for each in rankers.values()}),
-        token_statistics=any(each.config.use_mean_log_prob for each in rankers.values()),
+        ranking.layers,
+        token_statistics=ranking.reads_log_probs,
         candidate_batch_size=candidate_batch_size,
         pad_token_id=padding_tokenizer(tokenizer).pad_token_id,
     )
@@ -395,21 +381,18 @@ def rank_candidates(
         ]
         for group, id_group in zip(candidates, ids)
     ]
-    answer_id_tensors = answer_ids_per_ranker(extractors, texts, features.candidate_mask.device)
-    all_scores = score_candidates(
-        rankers,
+    all_scores, best = ranking.pick(
         features.prompt_features,
         features.candidate_features,
+        texts,
         mean_log_probs=features.mean_log_probs,
-        answer_ids=answer_id_tensors,
         candidate_mask=features.candidate_mask,
     )
-    best = {name: select(scores, selections[name], answer_id_tensors.get(name)) for name, scores in all_scores.items()}
     per_prompt = {
         name: [scores[b, : len(group)] for b, group in enumerate(candidates)] for name, scores in all_scores.items()
     }
-    first = next(iter(rankers))
-    several = len(rankers) > 1
+    first = next(iter(ranking.rankers))
+    several = len(ranking.rankers) > 1
     chosen = best[first].tolist()
     return RankedCandidatesOutput(
         scores=per_prompt[first],
