@@ -268,17 +268,21 @@ def test_external_candidates_give_the_rows_of_a_self_sampled_collection(tmp_path
     prompts = worker.make_prompts(3)
     sampled = worker.collect(tmp_path / "sampled", 3, batch_size=3)
     ids = _sampled_token_ids(prompts)
-    external = collect_candidates(
-        build_model("llama"),
-        build_tokenizer(),
-        prompts,
-        worker.contains_a,
-        output_dir=tmp_path / "external",
-        layers=worker.SETTINGS["layers"],
-        batch_size=2,
-        shard_size=2,
-        candidates=ids,
-    )
+
+    def collect_external(candidates):
+        return collect_candidates(
+            build_model("llama"),
+            build_tokenizer(),
+            prompts,
+            worker.contains_a,
+            output_dir=tmp_path / "external",
+            layers=worker.SETTINGS["layers"],
+            batch_size=2,
+            shard_size=2,
+            candidates=candidates,
+        )
+
+    external = collect_external(ids)
     for column in ("prompt_id", "prompt", "prompt_text", "candidates", "lengths", "labels", "answers"):
         assert external[column][:] == sampled[column][:], column
     for column in ("mean_log_probs", "self_certainty"):
@@ -294,32 +298,9 @@ def test_external_candidates_give_the_rows_of_a_self_sampled_collection(tmp_path
     info = CollectionInfo.from_dataset(external)
     assert info.num_candidates == N and info.generation["sampler"] == "external"
     # the same call resumes (returns the finished collection); other candidates are refused
-    assert (
-        collect_candidates(
-            build_model("llama"),
-            build_tokenizer(),
-            prompts,
-            worker.contains_a,
-            output_dir=tmp_path / "external",
-            layers=worker.SETTINGS["layers"],
-            batch_size=2,
-            shard_size=2,
-            candidates=ids,
-        )["lengths"][:]
-        == external["lengths"][:]
-    )
+    assert collect_external(ids)["lengths"][:] == external["lengths"][:]
     with pytest.raises(ValueError, match="other settings"):
-        collect_candidates(
-            build_model("llama"),
-            build_tokenizer(),
-            prompts,
-            worker.contains_a,
-            output_dir=tmp_path / "external",
-            layers=worker.SETTINGS["layers"],
-            batch_size=2,
-            shard_size=2,
-            candidates=[group[::-1] for group in ids],
-        )
+        collect_external([group[::-1] for group in ids])
 
 
 @pytest.mark.parametrize(
