@@ -123,6 +123,7 @@ class RankerTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.loss not in LOSS_TYPES:
             raise ValueError(f"Unknown ranking loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
+        self._check_ranker_fields()
         if self.group_size is not None and self.group_size < 0:
             raise ValueError(
                 f"group_size must be a positive number of candidates or None/0 for all, got {self.group_size}."
@@ -137,6 +138,29 @@ class RankerTrainingArguments(TrainingArguments):
                 "RankerTrainingArguments needs remove_unused_columns=False: the feature columns are not arguments of "
                 "LanguageRanker.forward, and the trainer picks the columns it needs itself."
             )
+
+    def _check_ranker_fields(self) -> None:
+        """Types and ranges of the ranker's own fields (transformers checks the Trainer's)."""
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        checks = {
+            "group_size": (self.group_size is None or is_int(self.group_size), "an integer or None"),
+            "feature_layer": (self.feature_layer is None or is_int(self.feature_layer), "an integer or None"),
+            "head": (self.head in ("listwise", "pointwise"), "'listwise' or 'pointwise'"),
+            "projection_dim": (is_int(self.projection_dim) and self.projection_dim >= 1, "an integer >= 1"),
+            "num_ranker_layers": (is_int(self.num_ranker_layers) and self.num_ranker_layers >= 1, "an integer >= 1"),
+            "dropout": (
+                isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1,
+                "a number in [0, 1)",
+            ),
+        }
+        for flag in ("use_prompt_feature", "use_mean_log_prob", "use_vote_share", "use_centrality"):
+            checks[flag] = (isinstance(getattr(self, flag), bool), "True or False")
+        for name, (valid, expected) in checks.items():
+            if not valid:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}.")
 
     def ranker_options(self) -> dict[str, Any]:
         """The `RankerConfig` head options these arguments describe."""

@@ -321,3 +321,24 @@ def test_invalid_arguments_are_refused(tmp_path):
         arguments(tmp_path, loss="hinge")
     with pytest.raises(ValueError, match="group_size=1 leaves nothing to rank"):
         arguments(tmp_path, group_size=1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("group_size", 2.5, r"group_size must be an integer or None, got 2\.5"),
+        ("group_size", "4", "group_size must be an integer or None, got '4'"),
+        ("group_size", -2, "group_size must be a positive number"),
+        ("feature_layer", "3", "feature_layer must be an integer or None, got '3'"),
+        ("head", "grid", "head must be 'listwise' or 'pointwise', got 'grid'"),
+        ("projection_dim", 0, "projection_dim must be an integer >= 1, got 0"),
+        ("num_ranker_layers", 1.5, r"num_ranker_layers must be an integer >= 1, got 1\.5"),
+        ("dropout", 1.0, r"dropout must be a number in \[0, 1\), got 1\.0"),
+        ("dropout", "0.1", "dropout must be a number"),
+        ("use_mean_log_prob", "yes", "use_mean_log_prob must be True or False, got 'yes'"),
+        ("loss", "hinge", "Unknown ranking loss 'hinge'"),
+    ],
+)
+def test_bad_values_name_the_argument(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        arguments(tmp_path, **{field: value})
