@@ -1,6 +1,7 @@
 """Cost of ranked generation against plain best-of-N sampling, on the CPU, in one run.
 
     python benchmarks/bench_generate.py [--prompt-length 512] [--new-tokens 256] [--num-candidates 16]
+    python benchmarks/bench_generate.py --model embedded     # the real-model table (SmolLM2-135M-Instruct)
 
 A tiny random Llama (4M parameters) samples N candidates of exactly `--new-tokens` tokens
 (`min_new_tokens` holds EOS back in both runs) for one prompt of `--prompt-length` tokens:
@@ -12,19 +13,32 @@ A tiny random Llama (4M parameters) samples N candidates of exactly `--new-token
 Each is timed `--repeats` times, alternating, with the same seed; the minimum is kept. The last line is a JSON
 object: `time_ratio` (ranked / plain), `feature_memory_ratio` (bytes the ranked path keeps for features /
 bytes of `output_hidden_states` for the same sampling), `prefill_speedup` (N-fold prefill / shared prefill).
+
+With ``--model embedded`` it measures the embedded SmolLM2-135M-Instruct (float32) on one chat-formatted
+arithmetic prompt, N=16, for 64 and 256 new tokens: plain sampling, ranked `generate` with the shipped ranker, and
+the two-pass design (plain sampling, then `featurize_candidates` with ``output_hidden_states``), each as a ratio
+to plain sampling in the same run; then, each in a fresh process, peak RSS with N=64 (64 new tokens). Results go
+to ``benchmarks/results/generate_cost/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hf_language_ranker import LanguageRanker, attach_ranker, sample_candidates
+from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, sample_candidates
 from hf_language_ranker.generation import prefill_shared_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_RANKER = ROOT / "model_cards" / "smollm2-135m-instruct-arithmetic"
+EMBEDDED_METHODS = ("plain", "ranked", "two-pass")
 
 
 def tiny_llama() -> LlamaForCausalLM:
@@ -59,6 +73,92 @@ def storage_bytes(tensors) -> int:
     return sum(storages.values())
 
 
+def embedded_setup(num_candidates: int, new_tokens: int):
+    """The embedded model, the shipped ranker, one chat prompt and a call per method (fixed answer lengths)."""
+    from hf_language_ranker.embedded import load_model_and_tokenizer
+    from hf_language_ranker.prompts import format_prompt
+
+    model, tokenizer = load_model_and_tokenizer()
+    ranker = LanguageRanker.from_pretrained(SHIPPED_RANKER)
+    text = format_prompt(tokenizer, "Calculate 47 + 38 * 2.\nGive the final answer as 'The answer is N'.", True)
+    inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+    sampling = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, temperature=0.8)
+    n, layer = num_candidates, ranker.config.feature_layer
+
+    def plain():
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return model.generate(**inputs, num_return_sequences=n, **sampling)
+
+    def ranked():
+        torch.manual_seed(0)
+        return model.generate(**inputs, ranker=ranker, num_candidates=n, tokenizer=tokenizer, **sampling)
+
+    def two_pass():
+        sequences = plain()
+        prompt_length = inputs["input_ids"].shape[1]
+        generated = sequences[:, prompt_length:].reshape(1, n, -1)
+        lengths = torch.full((1, n), generated.shape[-1])
+        return featurize_candidates(model, inputs["input_ids"], inputs["attention_mask"], generated, lengths, [layer])
+
+    return {"plain": plain, "ranked": ranked, "two-pass": two_pass}
+
+
+def embedded_peak_rss(method: str, num_candidates: int, new_tokens: int) -> float:
+    """Peak RSS (MB) of a fresh process that loads the model and runs one method once."""
+    code = (
+        "import resource, sys; sys.path.insert(0, {root!r}); import bench_generate as b; "
+        "b.embedded_setup({n}, {t})[{method!r}](); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    ).format(root=str(ROOT / "benchmarks"), n=num_candidates, t=new_tokens, method=method)
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(completed.stdout.strip().splitlines()[-1])
+
+
+def embedded_table(args: argparse.Namespace) -> None:
+    rows, result = [], {"threads": args.threads, "repeats": args.repeats, "times": {}, "peak_rss_mb_n64": {}}
+    for new_tokens in (64, 256):
+        calls = embedded_setup(16, new_tokens)
+        seconds = {method: [] for method in EMBEDDED_METHODS}
+        for _ in range(args.repeats):  # alternate so that machine noise hits every method alike
+            for method in EMBEDDED_METHODS:
+                seconds[method].append(best_time(calls[method], 1))
+        best = {method: min(values) for method, values in seconds.items()}
+        result["times"][new_tokens] = best
+        ratios = " | ".join(f"{best[method] / best['plain']:.2f}" for method in EMBEDDED_METHODS[1:])
+        rows.append(f"| {new_tokens} | {best['plain']:.1f} | {ratios} |")
+    for method in EMBEDDED_METHODS:
+        result["peak_rss_mb_n64"][method] = embedded_peak_rss(method, 64, 64)
+    memory = " | ".join(f"{result['peak_rss_mb_n64'][method]:.0f}" for method in EMBEDDED_METHODS)
+    command = "python benchmarks/bench_generate.py " + " ".join(sys.argv[1:])
+    markdown = "\n".join(
+        [
+            "# Cost of ranked generate on SmolLM2-135M-Instruct (float32, CPU)",
+            "",
+            f"One chat prompt, N=16, fixed answer lengths, best of {args.repeats} alternating runs, "
+            f"{args.threads} threads.",
+            "",
+            "| new tokens | plain sampling (s) | ranked generate / plain | "
+            "two-pass (plain + featurize_candidates) / plain |",
+            "|---:|---:|---:|---:|",
+            *rows,
+            "",
+            "Peak RSS (MB) of a fresh process, N=64, 64 new tokens: "
+            + " | ".join(f"{method}" for method in EMBEDDED_METHODS)
+            + f" = {memory}.",
+            "",
+            f"`{command}`",
+            "",
+        ]
+    )
+    target = ROOT / "benchmarks" / "results" / "generate_cost"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "results.md").write_text(markdown)
+    (target / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown)
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt-length", type=int, default=512)
@@ -66,8 +166,12 @@ def main() -> None:
     parser.add_argument("--num-candidates", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", choices=("tiny", "embedded"), default="tiny")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model == "embedded":
+        embedded_table(args)
+        return
 
     model = tiny_llama()
     ranker = LanguageRanker.for_model(model)
