@@ -143,6 +143,15 @@ class HiddenStateTap:
         return hook
 
 
+def token_statistics(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's log-probability under ``logits`` (the raw model distribution that produced it) and the
+    distribution's self-certainty (KL divergence from uniform); ``logits`` ``[..., V]``, ``tokens`` ``[...]``."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    token_log_probs = log_probs.gather(-1, tokens[..., None].to(log_probs.device)).squeeze(-1)
+    self_certainty = -log_probs.mean(-1) - torch.log(torch.tensor(float(log_probs.shape[-1])))
+    return token_log_probs, self_certainty
+
+
 class _RecordingStoppingCriteria(StoppingCriteriaList):
     """The stopping criteria `generate` built, reporting each step's decision to the recorder."""
 
@@ -234,10 +243,7 @@ class CandidateFeatureRecorder:
         self.live = self.unfinished.clone()
         self.lengths += self.live.long()
         if self.track_token_statistics and self._last_logits is not None:
-            log_probs = torch.log_softmax(self._last_logits.float(), dim=-1)
-            token_log_probs = log_probs.gather(-1, tokens[:, None].to(log_probs.device)).squeeze(-1)
-            vocab_size = log_probs.shape[-1]
-            self_certainty = -log_probs.mean(-1) - torch.log(torch.tensor(float(vocab_size)))
+            token_log_probs, self_certainty = token_statistics(self._last_logits, tokens)
             self.sum_log_probs += torch.where(self.live, token_log_probs, 0.0)
             self.sum_self_certainty += torch.where(self.live, self_certainty, 0.0)
         self.unfinished &= ~is_done.to(self.unfinished.device)

@@ -23,7 +23,6 @@ reads mean log-probabilities.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -33,7 +32,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
 from .agreement import AnswerExtractorLike
-from .features import HiddenStateTap, forward_accepts, position_ids_from_attention_mask, text_config
+from .features import (
+    HiddenStateTap,
+    forward_accepts,
+    position_ids_from_attention_mask,
+    text_config,
+    token_statistics,
+)
 from .generation import RankersArgument, RankerSet
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 
@@ -309,9 +314,7 @@ def _token_statistic_sums(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the sums over real answer tokens of their log-probability and of the self-certainty."""
     real = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    token_log_probs = log_probs.gather(-1, tokens[..., None]).squeeze(-1)
-    self_certainty = -log_probs.mean(-1) - math.log(log_probs.shape[-1])
+    token_log_probs, self_certainty = token_statistics(logits, tokens)
     return (token_log_probs * real).sum(-1), (self_certainty * real).sum(-1)
 
 
