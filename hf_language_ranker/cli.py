@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .configuration import HEAD_TYPES, LOSS_TYPES
+
 EPILOG = """typical flow:
   hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
   hf-language-ranker collect --task arithmetic --split train --output-dir runs/math/train
@@ -130,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-dataset", default=None, help="held-out candidates for the eval metrics")
     train.add_argument("--output-dir", required=True)
     train.add_argument("--feature-layer", type=int, default=None, help="default: the paper's ~60%% layer if collected")
-    train.add_argument("--head", choices=("listwise", "pointwise"), default="listwise")
-    train.add_argument("--loss", choices=("listwise", "pairwise", "pointwise"), default="listwise")
+    train.add_argument("--head", choices=HEAD_TYPES, default="listwise")
+    train.add_argument("--loss", choices=LOSS_TYPES, default="listwise")
     train.add_argument(
         "--use-mean-log-prob", action="store_true", help="also feed each candidate's mean token log-prob to the head"
     )

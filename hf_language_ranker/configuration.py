@@ -17,7 +17,7 @@ DEFAULT_LAYER_FRACTION = 0.6
 HEAD_TYPES = ("listwise", "pointwise")
 #: values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
 SELECTION_MODES = ("argmax", "weighted_vote")
-LOSS_TYPES = ("listwise", "pairwise", "pointwise")
+LOSS_TYPES = ("listwise", "marginal", "pairwise", "pointwise")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Ranking losses over groups of candidates: listwise (the paper's default), pairwise and pointwise.
+"""Ranking losses over groups of candidates: listwise (the paper's default), marginal, pairwise and pointwise.
 
 All take ``scores`` ``[B, N]`` (masked slots may hold ``-inf``), ``labels`` ``[B, N]`` in ``[0, 1]`` and a
 boolean ``mask`` ``[B, N]`` of real candidates. Groups that carry no ranking signal (no correct candidate for
@@ -30,6 +30,22 @@ def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     return -(target * log_probs).sum(-1)[keep].mean()
 
 
+def marginal_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Minus the log of the softmax mass on a group's correct candidates (label-weighted), together.
+
+    Unlike `listwise_loss`, which pulls every correct candidate up equally, it only asks that the correct ones
+    hold the mass between them: the quantity the weighted vote sums when all correct candidates share one answer.
+    """
+    labels = labels.float() * mask
+    keep = labels.sum(-1) > 0
+    if not keep.any():
+        return _zero(scores)
+    scores, labels, mask = scores[keep], labels[keep], mask[keep]  # skipped rows would give NaN gradients
+    log_probs = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    log_weights = torch.log(labels.clamp_min(1e-12)).masked_fill(labels <= 0, float("-inf"))
+    return -torch.logsumexp(log_probs + log_weights, dim=-1).mean()
+
+
 def pairwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Logistic loss on every (better, worse) pair of real candidates within a group."""
     labels = labels.float()
@@ -50,6 +66,7 @@ def pointwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "listwise": listwise_loss,
+    "marginal": marginal_loss,
     "pairwise": pairwise_loss,
     "pointwise": pointwise_loss,
 }

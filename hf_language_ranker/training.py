@@ -63,7 +63,10 @@ class RankerTrainingArguments(TrainingArguments):
 
     loss: str = field(
         default="listwise",
-        metadata={"help": "Ranking loss: listwise (paper default), pairwise or pointwise.", "choices": LOSS_TYPES},
+        metadata={
+            "help": "Ranking loss: listwise (paper default), marginal, pairwise or pointwise.",
+            "choices": LOSS_TYPES,
+        },
     )
     group_size: int | None = field(
         default=8,

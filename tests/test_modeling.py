@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard
 from transformers import LlamaConfig
 
 from hf_language_ranker import LanguageRanker, RankerConfig
+from hf_language_ranker.losses import listwise_loss, marginal_loss
 
 
 def features(batch=3, candidates=5, hidden=32, seed=0):
@@ -74,7 +75,7 @@ def test_listwise_candidates_see_each_other_pointwise_do_not():
     assert torch.allclose(pointwise(prompt, candidates).scores[:, 0], pointwise(prompt, changed).scores[:, 0])
 
 
-@pytest.mark.parametrize("loss", ["listwise", "pairwise", "pointwise"])
+@pytest.mark.parametrize("loss", ["listwise", "marginal", "pairwise", "pointwise"])
 def test_loss_is_finite_and_trains_on_all_correct_and_all_wrong_groups(loss):
     ranker = LanguageRanker.for_model(build_model("llama"), loss=loss).train()
     prompt, candidates = features()
@@ -85,6 +86,22 @@ def test_loss_is_finite_and_trains_on_all_correct_and_all_wrong_groups(loss):
     assert all(torch.isfinite(p.grad).all() for p in ranker.parameters() if p.grad is not None)
     no_signal = ranker(prompt[:2], candidates[:2], labels=labels[:2]).loss
     assert torch.isfinite(no_signal)
+
+
+def test_marginal_loss_is_minus_log_mass_on_the_correct_candidates():
+    scores = torch.tensor([[2.0, 0.5, -1.0, float("-inf")], [0.0, 1.0, 0.0, 3.0]])
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    probs = torch.softmax(scores[0, :3], dim=-1)
+    expected = -torch.log(probs[0] + probs[1])
+    assert torch.allclose(marginal_loss(scores, labels, mask), expected)  # the all-wrong group is skipped
+    # how the mass is shared between correct candidates does not matter, unlike for the listwise loss
+    shifted = torch.tensor([[1.0, 1.5, -1.0, float("-inf")]])
+    shifted[0, :2] = torch.log(probs[:2].sum() / 2) - torch.log(probs[2]) - 1.0
+    assert torch.allclose(marginal_loss(shifted, labels[:1], mask[:1]), expected, atol=1e-6)
+    assert not torch.allclose(
+        listwise_loss(shifted, labels[:1], mask[:1]), listwise_loss(scores[:1], labels[:1], mask[:1])
+    )
 
 
 def test_wrong_feature_shapes_are_refused():
