@@ -141,19 +141,25 @@ def test_trainer_save_model_writes_the_card(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("chat_template", "use_mean_log_prob"),
-    [(None, False), ("{% for m in messages %}{{ m['content'] }} {% endfor %}", True)],
+    ("chat_template", "use_mean_log_prob", "agreement"),
+    [
+        (None, False, False),
+        ("{% for m in messages %}{{ m['content'] }} {% endfor %}", True, False),
+        (None, True, True),
+    ],
 )
-def test_usage_snippet_runs(tmp_path, chat_template, use_mean_log_prob):
+def test_usage_snippet_runs(tmp_path, chat_template, use_mean_log_prob, agreement):
     model_dir, ranker_dir = tmp_path / "model", tmp_path / "ranker"
     build_model("llama").save_pretrained(model_dir)
     tokenizer = build_tokenizer()
     tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(model_dir)
-    ranker = tiny_ranker(use_mean_log_prob=use_mean_log_prob)
+    options = {"use_vote_share": True, "use_centrality": True, "answer_extractor": "math", "selection": "weighted_vote"}
+    ranker = tiny_ranker(use_mean_log_prob=use_mean_log_prob, **(options if agreement else {}))
     ranker.save_pretrained(ranker_dir, model_card_kwargs={"ranker_id": RANKER_ID})
     card = ModelCard.load(ranker_dir / "README.md")
     assert ("mean token log-probability" in card.text) is use_mean_log_prob
+    assert ("share of the N answers" in card.text) is agreement and ("ranker-weighted vote" in card.text) is agreement
     snippet = re.search(r"```python\n(.*?)```", card.text, re.DOTALL).group(1)
     assert f'"{BASE_MODEL}"' in snippet and f'"{RANKER_ID}"' in snippet
     snippet = snippet.replace(f'"{BASE_MODEL}"', repr(str(model_dir))).replace(f'"{RANKER_ID}"', repr(str(ranker_dir)))
