@@ -122,7 +122,7 @@ PRESETS: dict[str, Preset] = {
     # 400 test prompts for +-0.03 paired intervals, 150 validation prompts for the choices, 400 training prompts
     # (where the cross-validated learning curve flattens, benchmarks/results/arithmetic/learning_curve.md), each
     # with 16 candidates as at test time (training still draws groups of 8 per step; all 16 at once did no better
-    # on validation in a seed-averaged exploration)
+    # on validation: benchmarks/results/arithmetic/ablation.md)
     "arithmetic": Preset(
         train_prompts=400,
         validation_prompts=150,
