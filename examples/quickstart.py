@@ -32,9 +32,10 @@ def main() -> None:
         help="Hub id or folder of a trained ranker (default: the shipped one on the embedded "
         "model, else an untrained one)",
     )
-    parser.add_argument("--prompt", default="What is 17 + 25? Answer with a number.")
-    parser.add_argument("--num-candidates", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    # the shipped ranker was trained on prompts of this form (reasoning-gym arithmetic), 16 candidates, 64 tokens
+    parser.add_argument("--prompt", default="Calculate 17 + 25.\nGive the final answer as 'The answer is N'.")
+    parser.add_argument("--num-candidates", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
