@@ -72,6 +72,11 @@ class RankerConfig:
                 f"num_attention_heads={self.num_attention_heads}."
             )
 
+    def reads_answers(self, selection: str | None = None) -> bool:
+        """Whether ranking reads each candidate's final answer: a vote-share input, or a weighted vote (the
+        ``selection`` given, else the config's own), so `generate` needs an answer extractor and ``tokenizer=``."""
+        return self.use_vote_share or (selection or self.selection) == "weighted_vote"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

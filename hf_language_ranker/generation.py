@@ -354,9 +354,7 @@ def answer_extractors(
 ) -> dict[str, AnswerExtractorLike]:
     """The answer extractor of every ranker that reads final answers (vote-share input or weighted vote): the
     call's ``answer_extractor``, else the built-in one the ranker's config records. Checked before sampling."""
-    needs_answers = [
-        name for name, ranker in rankers.items() if ranker.config.use_vote_share or selections[name] == "weighted_vote"
-    ]
+    needs_answers = [name for name, ranker in rankers.items() if ranker.config.reads_answers(selections[name])]
     extractors = {name: answer_extractor or rankers[name].config.answer_extractor for name in needs_answers}
     missing = [name for name, extractor in extractors.items() if extractor is None]
     if missing:

@@ -128,5 +128,6 @@ def ranker_model_card(
         num_parameters=f"{num_parameters:,}" if num_parameters is not None else None,
         training_summary=training_summary,
         evaluation_summary=evaluation_summary,
+        reads_answers=config.reads_answers(),
         **config.to_dict(),
     )
