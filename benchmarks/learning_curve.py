@@ -31,6 +31,7 @@ from hf_language_ranker.evaluation.selection import (
     BASELINES,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
+    ORACLE,
     choices_from_scores,
     correct_candidates,
     num_candidates,
@@ -92,11 +93,11 @@ def main() -> None:
     sizes = sorted({size if 0 < size <= pool_size else pool_size for size in args.sizes})
     settings = [(size, n) for size in sizes] + [(pool_size, k) for k in sorted(set(args.fewer_candidates)) if k < n]
 
-    fixed: dict[str, np.ndarray] = {name: np.zeros(len(train), bool) for name in [*BASELINES, "oracle (pass@N)"]}
+    fixed: dict[str, np.ndarray] = {name: np.zeros(len(train), bool) for name in [*BASELINES, ORACLE]}
     learned: dict[str, dict[tuple[int, int], np.ndarray]] = {}
     for fold in folds:
         held_out = train.select(fold)
-        for name, rule in [*BASELINES.items(), ("oracle (pass@N)", oracle_choices)]:
+        for name, rule in [*BASELINES.items(), (ORACLE, oracle_choices)]:
             fixed[name][fold] = hits(held_out, rule(held_out, n), n)
         rest = np.concatenate([other for other in folds if other is not fold])  # shuffled; sizes are nested
         for size, k in settings:

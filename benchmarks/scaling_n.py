@@ -6,8 +6,8 @@ Samples ``--num-candidates`` answers for each of the arithmetic preset's 400 tes
 run never used (so N <= 16 here is a replication on new samples, not the quality table again), keeping only the
 ranker's feature layer, and scores them with the released ranker in ``model_cards/`` as it is: nothing is trained
 or chosen here. Reports selection accuracy at N = 1 ... 32 against majority vote, mean log-prob and the oracle,
-with paired bootstrap intervals of ranker - majority at every N. Collection is resumable (about 80 minutes on
-2 CPU cores in bfloat16); writes ``benchmarks/results/arithmetic/scaling_n.md`` and ``scaling_n.json``.
+with paired bootstrap intervals of ranker - majority at every N. Collection is resumable (66 minutes on 2 CPU
+cores in bfloat16, measured); writes ``benchmarks/results/arithmetic/scaling_n.md`` and ``scaling_n.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.evaluation import evaluate
 from hf_language_ranker.evaluation.experiment import PRESETS, task_splits
 from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import MAJORITY_VOTE, MEAN_LOG_PROB
+from hf_language_ranker.evaluation.selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
 from hf_language_ranker.tasks import task_verifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def main() -> None:
         task=preset.task,
         selections={RANKER: ranker.config.selection},
     )
-    methods = (MAJORITY_VOTE, MEAN_LOG_PROB, RANKER, "oracle (pass@N)")
+    methods = (MAJORITY_VOTE, MEAN_LOG_PROB, RANKER, ORACLE)
     paired = {n: result.paired(RANKER, MAJORITY_VOTE, n) for n in ns}
     rows = [f"| {n} | " + " | ".join(f"{result.accuracy[m][n]:.3f}" for m in methods) + f" | {paired[n]} |" for n in ns]
     command = " ".join(["python benchmarks/scaling_n.py", *sys.argv[1:]])

@@ -22,7 +22,7 @@ import datasets
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.evaluation import evaluate
 from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import MAJORITY_VOTE, MEAN_LOG_PROB
+from hf_language_ranker.evaluation.selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "transfer"
@@ -70,7 +70,7 @@ def main() -> None:
         report["tests"][test_task] = entry
         accuracy, paired = entry["accuracy"], list(entry["paired"].values())
         numbers = [accuracy[method] for method in (MAJORITY_VOTE, MEAN_LOG_PROB, in_domain, transferred)]
-        cells = [f"{value:.3f}" for value in numbers] + paired[2:] + paired[:2] + [f"{accuracy['oracle (pass@N)']:.3f}"]
+        cells = [f"{value:.3f}" for value in numbers] + paired[2:] + paired[:2] + [f"{accuracy[ORACLE]:.3f}"]
         rows.append(f"| {test_task} ({result.num_prompts}) | " + " | ".join(cells) + " |")
     choices = {
         task: f"{ranker.config.head} head, layer {ranker.config.feature_layer}, "
