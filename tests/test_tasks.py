@@ -13,8 +13,22 @@ import pytest
 from hf_language_ranker.tasks import DEFAULT_GENERATED_SIZE, TASKS, load_task, split_task, task_verifier
 from hf_language_ranker.verifiers import CodeVerifier, MathVerifier, ToolCallVerifier, run_in_sandbox
 
-GENERATED = ["arithmetic", "chain_sum", "products", "gsm_symbolic"]
-EXPRESSION = ["arithmetic", "chain_sum", "products"]
+#: short-answer generators sized for a small model (benchmarks/mixture_collect.py screens them)
+SMALL_MODEL = [
+    "addition",
+    "decimal_addition",
+    "gcd",
+    "lcm",
+    "linear_equations",
+    "count_bits",
+    "number_sequence",
+    "letter_counting",
+    "leg_counting",
+    "count_primes",
+    "family_counting",
+]
+GENERATED = ["arithmetic", "chain_sum", "products", "gsm_symbolic", *SMALL_MODEL]
+EXPRESSION = ["arithmetic", "chain_sum", "products", "addition"]
 FIXED_SIZES = {
     "humaneval": 164,
     "bfcl_simple": 400,
@@ -84,6 +98,15 @@ def test_fields_and_sizes(name: str) -> None:
         assert FIELDS[task_verifier(name)] <= set(ex)
         assert ex["task"] == name
         assert isinstance(ex["prompt"], str) and ex["prompt"].strip()
+
+
+@pytest.mark.parametrize("name", SMALL_MODEL)
+def test_references_of_small_model_tasks_are_checkable(name: str) -> None:
+    """The math verifier accepts each reference in the instructed form and refuses a wrong number."""
+    verifier = MathVerifier()
+    for example in load_task(name, size=20, seed=5):
+        assert verifier(example, f"Let me think. The answer is {example['answer']}.") == 1.0, example
+        assert verifier(example, "The answer is 123456789.") == 0.0, example
 
 
 @pytest.mark.parametrize("name", sorted(FIXED_SIZES))
