@@ -19,7 +19,8 @@ in bfloat16 (on a GPU when there is one; worker processes each load the model on
    until ``--deadline-minutes``.
 
 Writes ``screening.json`` (the per-task screening table) and ``plan.json`` (the rule's outcome, timings) beside
-the collections ``<task>/<split>/``. `benchmarks/mixture.py` trains and evaluates on them.
+the collections ``<task>/<split>/``. `benchmarks/mixture.py` trains and evaluates on them. ``pack`` copies them
+with only the layers the analysis uses (``benchmarks/data/mixture`` is such a copy, layer 18).
 """
 
 from __future__ import annotations
@@ -259,6 +260,30 @@ def run(args: argparse.Namespace) -> None:
     print(f"done in {plan['wall_seconds']} s", flush=True)
 
 
+def pack(source: Path, target: Path, layers: list[int]) -> None:
+    """Copy the merged collections keeping only ``layers`` (for committing under benchmarks/data, ~60 MB at most)."""
+    import datasets
+
+    from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
+
+    plan = json.loads((source / "plan.json").read_text())
+    for folder in sorted(source.glob("*/*/dataset")):
+        dataset = datasets.load_from_disk(str(folder))
+        info = CollectionInfo.from_dataset(dataset)
+        dropped = [layer for layer in info.layers if layer not in layers]
+        dataset = dataset.remove_columns(
+            [column(layer) for layer in dropped for column in (prompt_feature_column, candidate_feature_column)]
+        )
+        info.layers = [layer for layer in info.layers if layer in layers]
+        dataset.info.description = info.to_json()
+        destination = target / folder.relative_to(source)
+        dataset.save_to_disk(str(destination))
+        print(f"{destination}: {len(dataset)} prompts, layers {info.layers}")
+    plan["settings"]["layers"] = layers
+    (target / "plan.json").write_text(json.dumps(plan, indent=2))
+    (target / "screening.json").write_text((source / "screening.json").read_text())
+
+
 def _cuda() -> bool:
     import torch
 
@@ -279,9 +304,15 @@ def main() -> None:
     go.add_argument("--tasks", nargs="*", help="screen only these tasks (default: all candidates)")
     go.add_argument("--dtype", default="bfloat16", help="bfloat16 on a GPU or an AMX CPU, else float32")
     go.add_argument("--limit", type=int, default=None, help="at most this many prompts per split (a smoke test)")
+    keep = commands.add_parser("pack", help="copy the collections with only some layers, for committing")
+    keep.add_argument("--source", type=Path, default=Path("runs/mixture"))
+    keep.add_argument("--target", type=Path, default=Path("benchmarks/data/mixture"))
+    keep.add_argument("--layers", type=int, nargs="+", default=[18])
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.output)
+    elif args.command == "pack":
+        pack(args.source, args.target, args.layers)
     else:
         run(args)
 

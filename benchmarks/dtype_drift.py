@@ -1,0 +1,114 @@
+"""Serving in another dtype than a ranker was trained on: how much do its picks and accuracy move?
+
+    python benchmarks/dtype_drift.py [--data benchmarks/data/mixture] [--dtype float32] [--prompts 100]
+
+The collections under ``--data`` were sampled in bfloat16 (on a GPU), and the shipped rankers were trained on such
+features. This re-reads the features of the same candidates with `rank_candidates` on this machine, in ``--dtype``,
+and compares them with the collected ones: the cosine of the two feature vectors, the share of prompts where the
+ranker picks the same candidate, and the accuracy of both picks. Candidates are re-tokenized from their text (the
+collection kept texts, not ids); the share whose token count matches the collected one is printed, since a text
+that re-tokenizes differently is read at another token. Writes ``benchmarks/results/dtype/<dtype>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker.candidates import candidate_feature_column
+from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker.evaluation.scorers import RankerScorer
+from hf_language_ranker.evaluation.selection import SELECTION_RULES, chosen_correct
+
+ROOT = Path(__file__).resolve().parents[1]
+RANKERS = {
+    "smollm2-135m-instruct-arithmetic": ["arithmetic"],
+    "smollm2-135m-instruct-mixture": ["arithmetic", "gcd", "letter_counting", "family_counting"],
+}
+N = 16
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT / "benchmarks" / "data" / "mixture"))
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--prompts", type=int, default=100, help="test prompts per task")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(dtype=getattr(torch, args.dtype))
+    max_new_tokens = json.loads((Path(args.data) / "plan.json").read_text())["settings"]["sampling"]["max_new_tokens"]
+    rows, report = [], {}
+    for name, tasks in RANKERS.items():
+        ranker = LanguageRanker.from_pretrained(ROOT / "model_cards" / name)
+        layer, rule = ranker.config.feature_layer, ranker.config.selection
+        for task in tasks:
+            test = datasets.load_from_disk(str(Path(args.data) / task / "test" / "dataset"))
+            test = test.select(range(min(args.prompts, len(test))))
+            lengths = np.asarray(test["lengths"])
+            served = rank_candidates(
+                model,
+                tokenizer,
+                test["prompt"],
+                test["candidates"],
+                ranker,
+                append_eos=(lengths < max_new_tokens).tolist(),
+                candidate_batch_size=32,
+                return_features=True,
+            )
+            collected_choice = SELECTION_RULES[rule](test, RankerScorer.from_trained(ranker).score(test, N))
+            served_choice = served.best_indices.numpy()
+            stored = np.asarray(test.with_format("numpy")[candidate_feature_column(layer)], dtype=np.float32)
+            read = served.features.candidate_features[layer].float().numpy()
+            cosine = (stored * read).sum(-1) / (np.linalg.norm(stored, axis=-1) * np.linalg.norm(read, axis=-1))
+            same_tokens = served.features.lengths.numpy() == lengths
+            entry = {
+                "prompts": len(test),
+                "same_token_count": float(same_tokens.mean()),
+                "feature_cosine_mean": float(cosine.mean()),
+                "feature_cosine_min": float(cosine.min()),
+                "feature_cosine_same_tokens": float(cosine[same_tokens].mean()),
+                "same_pick": float((served_choice == collected_choice).mean()),
+                "accuracy_collected_bf16": float(chosen_correct(test, collected_choice).mean()),
+                f"accuracy_served_{args.dtype}": float(chosen_correct(test, served_choice).mean()),
+            }
+            report[f"{name} on {task}"] = entry
+            rows.append(
+                f"| {name} | {task} ({len(test)}) | {entry['same_token_count']:.3f} | "
+                f"{entry['feature_cosine_same_tokens']:.4f} | {entry['same_pick']:.3f} | "
+                f"{entry['accuracy_collected_bf16']:.3f} | {entry[f'accuracy_served_{args.dtype}']:.3f} |"
+            )
+            print(rows[-1], flush=True)
+    markdown = "\n".join(
+        [
+            f"# Serving in {args.dtype} a ranker trained on bfloat16 features",
+            "",
+            f"Candidates collected in bfloat16 (H200), re-read with `rank_candidates` here in {args.dtype}; N={N}.",
+            "",
+            "| ranker | test task (prompts) | same token count | feature cosine (same tokens) | same pick | "
+            f"accuracy, bf16 features | accuracy, {args.dtype} features |",
+            "|---|---|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"`python benchmarks/dtype_drift.py {' '.join(sys.argv[1:])}` ({time.perf_counter() - started:.0f} s)",
+            "",
+        ]
+    )
+    target = ROOT / "benchmarks" / "results" / "dtype"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / f"{args.dtype}.md").write_text(markdown)
+    (target / f"{args.dtype}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
