@@ -171,9 +171,10 @@ def _load_dataset(path: str) -> Any:
 
 
 def run_collect(args: argparse.Namespace) -> None:
-    from .collection import collect_candidates, read_candidates_jsonl
+    from .collection import collect_candidates
     from .embedded import load_model_and_tokenizer
     from .evaluation.experiment import preset_from, task_splits
+    from .sample_files import read_candidates_jsonl
     from .tasks import task_verifier
     from .verifiers import as_verifier
 
