@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--no-chat-template", action="store_true", help="the prompts are raw model input")
     rank.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
     rank.set_defaults(run=run_rank)
+
+    # listed here for --help; `main` hands every argument after `lm-eval` to lm-evaluation-harness unparsed
+    commands.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with the ranked model registered (--model hf-language-ranker); see its --help",
+        add_help=False,
+    )
     return parser
 
 
@@ -360,6 +367,14 @@ def run_rank(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # lm-eval parses its own arguments
+        try:
+            from .lm_eval import run_lm_eval_cli
+        except ModuleNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return run_lm_eval_cli(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
