@@ -1,4 +1,7 @@
-"""lm-evaluation-harness with ranked decoding, offline: a local JSON-lines task, a tiny model and ranker."""
+"""lm-evaluation-harness with ranked decoding, offline: a local JSON-lines task, a tiny model and ranker.
+
+Needs the ``lm-eval`` extra, which ``[test]`` includes (imported plainly, so a broken install fails instead of
+skipping)."""
 
 from __future__ import annotations
 
@@ -6,17 +9,15 @@ import json
 import re
 import textwrap
 
+import lm_eval
 import pytest
 import torch
 from conftest import build_model, build_tokenizer
+from lm_eval.tasks import TaskManager
 
-lm_eval = pytest.importorskip("lm_eval", reason="the lm-eval extra is part of [test]")
-
-from lm_eval.tasks import TaskManager  # noqa: E402
-
-from hf_language_ranker import LanguageRanker, attach_ranker, sample_candidates  # noqa: E402
-from hf_language_ranker.cli import main  # noqa: E402
-from hf_language_ranker.lm_eval import MODEL_NAME, RankedHFLM, _StopPerCandidate, request_seed  # noqa: E402
+from hf_language_ranker import LanguageRanker, attach_ranker, sample_candidates
+from hf_language_ranker.cli import main
+from hf_language_ranker.lm_eval import MODEL_NAME, RankedHFLM, _StopPerCandidate, request_seed
 
 QUESTIONS = ["ab 1", "c2 d", "ee 3 f", "g4", "hi 56", "j 7 8"]
 N, MAX_TOKENS, SEED, TEMPERATURE = 4, 6, 11, 0.9
