@@ -24,6 +24,7 @@ _LAZY = {
     "rank_candidates": "ranking",
     "RankedCandidatesOutput": "ranking",
     "featurize_token_candidates": "ranking",
+    "rank_candidates_file": "file_ranking",
     "RankerTrainer": "training",
     "RankerTrainingArguments": "training",
     "train_ranker": "training",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .configuration import HEAD_TYPES, LOSS_TYPES
+from .configuration import HEAD_TYPES, LOSS_TYPES, SELECTION_MODES
 
 EPILOG = """typical flow:
   hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
@@ -156,6 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--repo-id", required=True, help="Hub repo, e.g. you/smollm2-math-ranker")
     push.add_argument("--private", action="store_true")
     push.set_defaults(run=run_push)
+
+    rank = commands.add_parser(
+        "rank",
+        help="rank a JSON-lines file of candidates sampled elsewhere (resumable, split across processes)",
+        description="Score each prompt's candidates in --candidates (the format of `collect --candidates`: "
+        '"prompt", "candidates" as texts or token ids, optional "finished") with a ranker, reading the model\'s own '
+        "hidden states, and write per prompt the scores, the best index and the best text to --output-dir "
+        "(ranked.jsonl and a datasets folder). Kill it at any time and run the same command again to resume; start "
+        "it with `accelerate launch` to split the prompts across processes.",
+    )
+    _add_model(rank)
+    rank.add_argument("--candidates", required=True, help="JSON-lines file of sampled answers")
+    rank.add_argument("--ranker", required=True, help="Hub id or folder of a trained ranker")
+    rank.add_argument("--output-dir", required=True)
+    rank.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype the model is loaded in")
+    rank.add_argument("--candidate-batch-size", type=positive_int, default=8, help="(prompt, answer) pairs per pass")
+    rank.add_argument("--batch-size", type=positive_int, default=8, help="prompts per ranking call")
+    rank.add_argument("--shard-size", type=positive_int, default=256, help="prompts per shard (unit of resumption)")
+    rank.add_argument("--ranker-selection", choices=SELECTION_MODES, default=None, help="default: the ranker's")
+    rank.add_argument("--answer-extractor", default=None, help="built-in parser (math, code, tools); default: ranker's")
+    rank.add_argument("--no-chat-template", action="store_true", help="the prompts are raw model input")
+    rank.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
+    rank.set_defaults(run=run_rank)
+
+    # listed here for --help; `main` hands every argument after `lm-eval` to lm-evaluation-harness unparsed
+    commands.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with the ranked model registered (--model hf-language-ranker); see its --help",
+        add_help=False,
+    )
     return parser
 
 
@@ -171,9 +201,10 @@ def _load_dataset(path: str) -> Any:
 
 
 def run_collect(args: argparse.Namespace) -> None:
-    from .collection import collect_candidates, read_candidates_jsonl
+    from .collection import collect_candidates
     from .embedded import load_model_and_tokenizer
     from .evaluation.experiment import preset_from, task_splits
+    from .sample_files import read_candidates_jsonl
     from .tasks import task_verifier
     from .verifiers import as_verifier
 
@@ -299,7 +330,51 @@ def run_push(args: argparse.Namespace) -> None:
     print(f"Pushed {args.ranker} to {url}")
 
 
+#: ``--dtype`` values (``auto``: the checkpoint's own dtype)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _dtype(name: str) -> Any:
+    """A ``--dtype`` value as `from_pretrained` takes it."""
+    import torch
+
+    return name if name == "auto" else getattr(torch, name)
+
+
+def run_rank(args: argparse.Namespace) -> None:
+    from .embedded import load_model_and_tokenizer
+    from .file_ranking import RANKED_JSONL, rank_candidates_file
+    from .modeling import LanguageRanker
+
+    ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=_dtype(args.dtype))
+    dataset = rank_candidates_file(
+        model,
+        tokenizer,
+        args.candidates,
+        ranker,
+        output_dir=args.output_dir,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        candidate_batch_size=args.candidate_batch_size,
+        chat_template=False if args.no_chat_template else None,
+        ranker_selection=args.ranker_selection,
+        answer_extractor=args.answer_extractor,
+        overwrite=args.overwrite,
+    )
+    output_dir = Path(args.output_dir)
+    print_outputs({"ranked": output_dir / RANKED_JSONL, "dataset": output_dir / "dataset", "prompts": len(dataset)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # lm-eval parses its own arguments
+        try:
+            from .lm_eval import run_lm_eval_cli
+        except ModuleNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return run_lm_eval_cli(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

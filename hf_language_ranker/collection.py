@@ -4,26 +4,18 @@
 trained on exactly the features it sees when serving. It writes one row per prompt in the layout of
 `hf_language_ranker.candidates`.
 
-Output folder::
-
-    output_dir/manifest.json        the settings of the collection (a rerun with other settings is refused)
-    output_dir/shards/shard-<id>/   finished shards (``save_to_disk``), <id> = first prompt id; removed once merged
-    output_dir/dataset/             the merged dataset (``load_from_disk``)
-
-Every shard and the merged dataset are written under a temporary name, fsynced and moved into place with
-`os.replace`, so a run killed at any moment loses at most the shards in progress, and running the same
-call again finishes the rest. Started with ``accelerate launch``, processes split the shards round-robin
-and the main process merges them.
+The output folder (``manifest.json``, ``shards/``, ``dataset/``) is a resumable sharded job of
+`hf_language_ranker.shards`: every shard is written atomically, so a run killed at any moment loses at most
+the shards in progress and running the same call again finishes the rest. Started with ``accelerate launch``,
+processes split the shards round-robin and the main process merges them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -50,6 +42,19 @@ from .ranking import (
     featurize_token_candidates,
     prompt_token_ids,
 )
+from .shards import (
+    DATASET_DIR,
+    MANIFEST_NAME,
+    SHARDS_DIR,
+    check_counts,
+    check_manifest,
+    json_digest,
+    merge_shards,
+    pending_shards,
+    prepare_output_dir,
+    save_atomically,
+    shard_path,
+)
 from .verifiers import Verifier, as_verifier
 
 logger = get_logger(__name__)
@@ -58,10 +63,6 @@ __all__ = ["collect_candidates"]
 
 DEFAULT_COLLECTED_CANDIDATES = 8
 DEFAULT_MAX_NEW_TOKENS = 512
-MANIFEST_NAME = "manifest.json"
-SHARDS_DIR = "shards"
-DATASET_DIR = "dataset"
-_TEMP_MARK = ".tmp-"
 
 PromptsLike = Union[Sequence[str], Sequence[Mapping[str, Any]], Dataset]
 VerifierLike = Union[Verifier, Callable[[str, str], Union[bool, float]], str]
@@ -151,7 +152,7 @@ def collect_candidates(
         num_candidates = _check_external(examples, candidates, num_candidates, max_new_tokens, sampling)
     num_candidates = DEFAULT_COLLECTED_CANDIDATES if num_candidates is None else num_candidates
     max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
-    _check_positive(
+    check_counts(
         num_candidates=num_candidates, batch_size=batch_size, shard_size=shard_size, max_new_tokens=max_new_tokens
     )
     if sampling.pop("do_sample", True) is not True:
@@ -167,7 +168,7 @@ def collect_candidates(
         vocab_size = int(text_config(model).vocab_size)
         eos_ids = eos_token_ids(model, tokenizer)
         external_ids = candidate_token_ids(tokenizer, candidates, eos_ids, vocab_size, append_eos)
-        generation = {"sampler": "external", "candidates_sha256": _json_digest([candidates, append_eos])}
+        generation = {"sampler": "external", "candidates_sha256": json_digest([candidates, append_eos])}
     else:
         if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:
             sampling["pad_token_id"] = tokenizer.pad_token_id
@@ -194,9 +195,9 @@ def collect_candidates(
 
     output_dir = Path(output_dir)
     shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
-    _check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite)
+    check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite, "collection")
     if state.is_main_process:
-        _prepare_output_dir(output_dir, manifest, overwrite)
+        prepare_output_dir(output_dir, manifest, overwrite)
     state.wait_for_everyone()
     if dataset_dir.exists():
         return datasets.load_from_disk(str(dataset_dir))
@@ -220,69 +221,32 @@ def collect_candidates(
         external=candidates,
         external_ids=external_ids,
     )
-    starts = range(0, len(examples), shard_size)
-    mine = starts[state.process_index :: state.num_processes]  # round-robin, whatever is finished already
-    pending = [start for start in mine if not _shard_path(shards_dir, start).exists()]
-    stops = {start: min(start + shard_size, len(examples)) for start in pending}
+    pending = pending_shards(len(examples), shard_size, shards_dir, state)
     with tqdm(
-        total=sum(stops[start] - start for start in pending),
+        total=sum(stop - start for start, stop in pending.items()),
         desc="Collecting candidates",
         unit="prompt",
         disable=not (state.is_main_process and is_progress_bar_enabled()),
     ) as progress:
         started, tokens = time.perf_counter(), 0
-        for start in pending:
+        for start, stop in pending.items():
             rows: list[dict[str, Any]] = []
-            for batch_rows in _sample_shard(plan, start, stops[start]):
+            for batch_rows in _sample_shard(plan, start, stop):
                 rows.extend(batch_rows)
                 tokens += sum(sum(row["lengths"]) for row in batch_rows)
                 progress.update(len(batch_rows))
                 progress.set_postfix(tokens_per_s=f"{tokens / (time.perf_counter() - started):.1f}")
             shard = Dataset.from_list(rows, info=DatasetInfo(description=info.to_json(), features=plan.features))
-            _save_atomically(shard, _shard_path(shards_dir, start))
+            save_atomically(shard, shard_path(shards_dir, start))
 
     state.wait_for_everyone()
     if state.is_main_process:
-        _merge_shards(shards_dir, dataset_dir, [_shard_path(shards_dir, start) for start in starts], len(examples))
+        merge_shards(shards_dir, dataset_dir, len(examples), shard_size)
     state.wait_for_everyone()
     return datasets.load_from_disk(str(dataset_dir))
 
 
 # --------------------------------------------------------------------------------------------- inputs
-def read_candidates_jsonl(
-    path: str | os.PathLike,
-) -> tuple[list[dict[str, Any]], list[list[CandidateLike]], bool | list[list[bool]]]:
-    """Externally sampled candidates from a JSON-lines file: ``(examples, candidates, append_eos)``.
-
-    Each line is one prompt: ``{"prompt": ..., "candidates": [texts or token id lists], "finished": [bools,
-    optional: whether each text ended with EOS, default all], ...}`` plus the fields the verifier reads (e.g.
-    ``"answer"``), which stay in the examples.
-    """
-    examples, candidates, finished = [], [], []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}).") from error
-        if not isinstance(record, dict) or "prompt" not in record or "candidates" not in record:
-            raise ValueError(f'{path}, line {number}: each line needs a "prompt" and a "candidates" list.')
-        group = record.pop("candidates")
-        if not isinstance(group, list):
-            raise ValueError(f'{path}, line {number}: "candidates" must be a list, got {type(group).__name__}.')
-        ended = record.pop("finished", [True] * len(group))
-        if not isinstance(ended, list) or len(ended) != len(group) or not all(isinstance(v, bool) for v in ended):
-            raise ValueError(f'{path}, line {number}: "finished" must be a list of {len(group)} booleans.')
-        examples.append(record)
-        candidates.append(group)
-        finished.append(ended)
-    if not examples:
-        raise ValueError(f"{path} holds no prompts.")
-    return examples, candidates, True if all(all(row) for row in finished) else finished
-
-
 def _as_examples(prompts: PromptsLike) -> Sequence[Mapping[str, Any]]:
     """Prompts as indexable examples with a ``"prompt"`` string (a Dataset is used as is)."""
     if isinstance(prompts, Dataset):
@@ -361,20 +325,6 @@ def _check_external(
                 f"from {source}). Pad or subsample the lists to one size, or rank ragged lists with rank_candidates."
             )
     return expected
-
-
-def _json_digest(value: Any) -> str:
-    """A hash of a JSON-serialisable value (token id tensors as lists), so a rerun on other data is refused."""
-    text = json.dumps(
-        value, sort_keys=True, default=lambda item: item.tolist() if hasattr(item, "tolist") else str(item)
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
 def _resolve_layers(model: PreTrainedModel, layers: int | Sequence[int] | None) -> list[int]:
@@ -519,105 +469,3 @@ def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]
 
 def _to_float16(tensor: torch.Tensor) -> Any:
     return tensor.detach().to("cpu", torch.float16).numpy()
-
-
-# ------------------------------------------------------------------------------------------- storage
-def _shard_path(shards_dir: Path, start: int) -> Path:
-    return shards_dir / f"shard-{start:09d}"
-
-
-def _read_manifest(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _check_manifest(path: Path, manifest: Mapping[str, Any], overwrite: bool) -> None:
-    """Refuse to resume a collection made with other settings (every process checks, none waits)."""
-    existing = _read_manifest(path)
-    if overwrite or existing is None or existing == manifest:
-        return
-    changed = sorted(
-        {
-            key
-            for key in manifest["collection"]
-            if existing.get("collection", {}).get(key) != manifest["collection"][key]
-        }
-        | {key for key in manifest if key != "collection" and existing.get(key) != manifest[key]}
-    )
-    raise ValueError(
-        f"{path.parent} holds a collection made with other settings (differing: {', '.join(changed)}). "
-        "Use another output_dir, pass the same settings to resume, or pass overwrite=True to start over."
-    )
-
-
-def _prepare_output_dir(output_dir: Path, manifest: Mapping[str, Any], overwrite: bool) -> None:
-    """Main process: start over if asked, drop leftovers of killed writes, record the manifest."""
-    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
-    if overwrite:
-        for path in (shards_dir, dataset_dir):
-            shutil.rmtree(path, ignore_errors=True)
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (output_dir, shards_dir):
-        for leftover in folder.glob(f".*{_TEMP_MARK}*"):
-            if leftover.is_dir():
-                shutil.rmtree(leftover)
-            else:
-                leftover.unlink()
-    if dataset_dir.exists():  # merged before a kill interrupted the clean-up
-        shutil.rmtree(shards_dir)
-    manifest_path = output_dir / MANIFEST_NAME
-    if _read_manifest(manifest_path) != manifest:
-        temporary = _temporary_path(manifest_path)
-        temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        _replace_durably(temporary, manifest_path)
-
-
-def _temporary_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}{_TEMP_MARK}{os.getpid()}")
-
-
-def _replace_durably(temporary: Path, target: Path) -> None:
-    """Fsync ``temporary`` (a file or a folder tree), then atomically move it to ``target``."""
-    paths = [temporary] if temporary.is_file() else [*sorted(temporary.rglob("*")), temporary]
-    for path in paths:
-        _fsync(path)
-    os.replace(temporary, target)
-    _fsync(target.parent)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """Hide datasets' own "Saving the dataset" bars (they would break the collection bar)."""
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
-
-
-def _save_atomically(dataset: Dataset, target: Path) -> None:
-    temporary = _temporary_path(target)
-    with _quiet_datasets():
-        dataset.save_to_disk(str(temporary))
-    _replace_durably(temporary, target)
-
-
-def _merge_shards(shards_dir: Path, dataset_dir: Path, shard_paths: Sequence[Path], num_prompts: int) -> None:
-    """Concatenate all shards into ``dataset_dir`` (atomically), check every prompt is there once, drop shards."""
-    missing = [path.name for path in shard_paths if not path.exists()]
-    if missing:
-        raise RuntimeError(f"Shards {missing} are missing after every process finished; run the collection again.")
-    merged = datasets.concatenate_datasets([datasets.load_from_disk(str(path)) for path in shard_paths])
-    if list(merged["prompt_id"]) != list(range(num_prompts)):
-        raise RuntimeError(f"The shards in {shards_dir} do not hold prompts 0..{num_prompts - 1} once each.")
-    _save_atomically(merged, dataset_dir)
-    shutil.rmtree(shards_dir)

@@ -34,7 +34,7 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for command in ("demo", "evaluate", "collect", "train", "generate", "push"):
+    for command in ("demo", "evaluate", "collect", "train", "generate", "push", "rank", "lm-eval"):
         assert command in text
 
 
@@ -150,6 +150,7 @@ def _cli_bad_inputs(tmp_path):
         (["collect", "--candidates", str(tmp_path / "missing.jsonl"), "--verifier", "math", *out], "missing.jsonl"),
         (["generate", "--ranker", str(broken), "--prompt", "x"], "broken-ranker: config.json is not valid JSON"),
         (["generate", "--ranker", str(tmp_path / "nothing"), "--prompt", "x"], "No ranker folder at"),
+        (["rank", "--candidates", str(prompts), "--ranker", str(tmp_path / "nothing"), *out], "No ranker folder at"),
         (["train", "--dataset", str(tmp_path / "missing"), *out], "No candidate dataset"),
         (["evaluate", "--preset", "nosuch", *out], "Unknown preset 'nosuch'"),
         (["evaluate", "--task", "nosuchtask", *out], "Unknown task 'nosuchtask'"),

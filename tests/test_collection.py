@@ -210,14 +210,14 @@ def test_kill_and_resume_loses_nothing_and_matches_an_uninterrupted_run(tmp_path
     (output_dir / "shards" / ".shard-000000036.tmp-1").mkdir()
     (output_dir / "shards" / ".shard-000000036.tmp-1" / "data-00000-of-00001.arrow").write_bytes(b"partial")
 
-    merge = collection._merge_shards
+    merge = collection.merge_shards
 
     def check_then_merge(*args, **kwargs):
         assert {path: path.read_bytes() for path in snapshot} == snapshot, "a finished shard was rewritten"
         assert not list((output_dir / "shards").glob(".*")), "temporary leftovers were not removed"
         merge(*args, **kwargs)
 
-    monkeypatch.setattr(collection, "_merge_shards", check_then_merge)
+    monkeypatch.setattr(collection, "merge_shards", check_then_merge)
     calls = worker.verifier_calls
     resumed = worker.collect(output_dir, NUM_PROMPTS)
     assert worker.verifier_calls - calls == (NUM_PROMPTS - 4 * len(finished)) * N, "finished shards were sampled again"

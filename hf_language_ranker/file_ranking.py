@@ -1,0 +1,231 @@
+"""Rank a JSON-lines file of candidates sampled elsewhere, at scale: resumable, sharded, split across processes.
+
+`rank_candidates_file` reads the format of ``collect --candidates`` (`hf_language_ranker.sample_files`), scores
+each prompt's candidates with `rank_candidates` and writes per prompt its scores, the best index and the best
+text::
+
+    output_dir/manifest.json    the job's settings (a rerun with another file, model, ranker or rule is refused)
+    output_dir/shards/          finished shards while the job runs (see `hf_language_ranker.shards`)
+    output_dir/dataset/         the result as a `datasets` folder (``load_from_disk``), one row per prompt
+    output_dir/ranked.jsonl     the same rows as JSON lines
+
+Kill it at any moment and run it again: finished shards are kept, every prompt ends up exactly once. Under
+``accelerate launch`` processes rank their share of the shards on their own device and the main process
+merges them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from datasets import Dataset, Features, List, Value
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils.logging import is_progress_bar_enabled
+
+from .agreement import AnswerExtractorLike
+from .features import ModelFingerprint, text_config
+from .generation import RankerLike, RankerSet, load_ranker
+from .modeling import LanguageRanker
+from .prompts import resolve_chat_template
+from .ranking import rank_candidates
+from .sample_files import SampleFile
+from .shards import (
+    DATASET_DIR,
+    MANIFEST_NAME,
+    SHARDS_DIR,
+    check_counts,
+    check_manifest,
+    merge_shards,
+    pending_shards,
+    prepare_output_dir,
+    quiet_datasets,
+    replace_durably,
+    save_atomically,
+    shard_path,
+    temporary_path,
+)
+
+__all__ = ["rank_candidates_file", "RANKED_JSONL"]
+
+RANKED_JSONL = "ranked.jsonl"
+
+FEATURES = Features(
+    {
+        "prompt_id": Value("int64"),  # 0-based among the file's non-blank lines
+        "line": Value("int64"),  # 1-based line number in the file
+        "prompt": Value("string"),
+        "scores": List(Value("float32")),
+        "best_index": Value("int64"),
+        "best_text": Value("string"),
+    }
+)
+
+
+def rank_candidates_file(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    candidates: str | os.PathLike,
+    ranker: RankerLike,
+    *,
+    output_dir: str | os.PathLike,
+    shard_size: int = 256,
+    batch_size: int = 8,
+    candidate_batch_size: int = 8,
+    chat_template: bool | None = None,
+    ranker_selection: str | None = None,
+    answer_extractor: AnswerExtractorLike | None = None,
+    overwrite: bool = False,
+) -> Dataset:
+    """Rank every prompt's candidates of a JSON-lines file into ``output_dir`` (resumable; see the module docs).
+
+    Args:
+        model, tokenizer: the causal LM the ranker was trained on and its tokenizer.
+        candidates: the JSON-lines file (``"prompt"``, ``"candidates"`` as texts or token ids, optional
+            ``"finished"``), as for ``collect --candidates``. Every line is checked before any work.
+        ranker: a `LanguageRanker`, Hub id or folder.
+        output_dir: folder for the manifest, the shards, ``dataset/`` and ``ranked.jsonl``.
+        shard_size: prompts per shard, the unit of resumption and of the split across processes.
+        batch_size: prompts per `rank_candidates` call (may change between runs).
+        candidate_batch_size: (prompt, candidate) pairs per forward pass; bounds memory (may change between runs).
+        chat_template, ranker_selection, answer_extractor: as in `rank_candidates`.
+        overwrite: discard whatever ``output_dir`` holds and start over.
+
+    Returns:
+        The merged dataset, one row per prompt in file order: ``prompt_id``, ``line``, ``prompt``, ``scores``,
+        ``best_index``, ``best_text``.
+    """
+    check_counts(shard_size=shard_size, batch_size=batch_size, candidate_batch_size=candidate_batch_size)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    ranker = load_ranker(ranker)
+    # fit, selection and extractor checks before the file is read
+    RankerSet.resolve(model, ranker, ranker_selection, answer_extractor, tokenizer)
+    use_chat_template = resolve_chat_template(tokenizer, chat_template)
+    samples = SampleFile.open(candidates, vocab_size=int(text_config(model).vocab_size))
+    manifest = {
+        "ranking": {
+            "candidates_sha256": samples.sha256,
+            "num_prompts": len(samples),
+            "model": asdict(ModelFingerprint.of(model)),
+            "dtype": str(model.dtype),
+            "ranker_sha256": _ranker_digest(ranker),
+            "ranker_selection": ranker_selection,
+            "answer_extractor": _describe_extractor(answer_extractor),
+            "chat_template": use_chat_template,
+        },
+        "shard_size": shard_size,
+    }
+
+    output_dir = Path(output_dir)
+    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
+    check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite, "ranking")
+    if state.is_main_process:
+        prepare_output_dir(output_dir, manifest, overwrite, other_outputs=[RANKED_JSONL])
+    state.wait_for_everyone()
+
+    if not dataset_dir.exists():
+        if getattr(model, "hf_device_map", None) is None:
+            model.to(state.device)
+        ranker.to(model.device)
+        pending = pending_shards(len(samples), shard_size, shards_dir, state)
+        with tqdm(
+            total=sum(stop - start for start, stop in pending.items()),
+            desc="Ranking candidates",
+            unit="prompt",
+            disable=not (state.is_main_process and is_progress_bar_enabled()),
+        ) as progress:
+            started, ranked = time.perf_counter(), 0
+            for start, stop in pending.items():
+                rows = []
+                for batch_start in range(start, stop, batch_size):
+                    ids = range(batch_start, min(batch_start + batch_size, stop))
+                    batch = _rank_batch(
+                        model,
+                        tokenizer,
+                        samples,
+                        ids,
+                        ranker,
+                        chat_template=use_chat_template,
+                        candidate_batch_size=candidate_batch_size,
+                        ranker_selection=ranker_selection,
+                        answer_extractor=answer_extractor,
+                    )
+                    rows.extend(batch)
+                    ranked += sum(len(row["scores"]) for row in batch)
+                    progress.update(len(batch))
+                    progress.set_postfix(candidates_per_s=f"{ranked / (time.perf_counter() - started):.1f}")
+                save_atomically(Dataset.from_list(rows, features=FEATURES), shard_path(shards_dir, start))
+        state.wait_for_everyone()
+        if state.is_main_process:
+            merge_shards(shards_dir, dataset_dir, len(samples), shard_size)
+    if state.is_main_process and not (output_dir / RANKED_JSONL).exists():
+        _write_jsonl(datasets.load_from_disk(str(dataset_dir)), output_dir / RANKED_JSONL)
+    state.wait_for_everyone()
+    return datasets.load_from_disk(str(dataset_dir))
+
+
+def _rank_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    samples: SampleFile,
+    prompt_ids: range,
+    ranker: LanguageRanker,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Rows of the prompts ``prompt_ids``: one `rank_candidates` call."""
+    lines = samples.read(prompt_ids)
+    result = rank_candidates(
+        model,
+        tokenizer,
+        [line.example["prompt"] for line in lines],
+        [line.candidates for line in lines],
+        ranker,
+        append_eos=[line.finished for line in lines],
+        **options,
+    )
+    return [
+        {
+            "prompt_id": prompt_id,
+            "line": line.number,
+            "prompt": line.example["prompt"],
+            "scores": scores.tolist(),
+            "best_index": int(best),
+            "best_text": text,
+        }
+        for prompt_id, line, scores, best, text in zip(
+            prompt_ids, lines, result.scores, result.best_indices, result.best_texts
+        )
+    ]
+
+
+def _ranker_digest(ranker: LanguageRanker) -> str:
+    """A hash of the ranker's config and weights, so a resumed job refuses another ranker."""
+    digest = hashlib.sha256(json.dumps(ranker.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(ranker.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _describe_extractor(extractor: AnswerExtractorLike | None) -> str | None:
+    """The answer extractor as JSON: a built-in name as is, a callable by its qualified name."""
+    if extractor is None or isinstance(extractor, str):
+        return extractor
+    return f"{getattr(extractor, '__module__', '?')}.{getattr(extractor, '__qualname__', type(extractor).__name__)}"
+
+
+def _write_jsonl(dataset: Dataset, target: Path) -> None:
+    temporary = temporary_path(target)
+    with quiet_datasets():
+        dataset.to_json(str(temporary), lines=True, force_ascii=False)
+    replace_durably(temporary, target)

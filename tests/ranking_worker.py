@@ -1,0 +1,34 @@
+"""``hf-language-ranker rank`` in a subprocess, slowed down on request so a test can kill it mid-run.
+
+The tests run it plain or under ``accelerate launch``::
+
+    python tests/ranking_worker.py [--delay SECONDS] rank --model ... --candidates ... --output-dir ...
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from hf_language_ranker import file_ranking
+from hf_language_ranker.cli import main
+
+
+def slowed(delay: float) -> None:
+    """Make every `rank_candidates` call of the job take at least ``delay`` more seconds."""
+    rank = file_ranking.rank_candidates
+
+    def rank_slowly(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(delay)
+        return rank(*args, **kwargs)
+
+    file_ranking.rank_candidates = rank_slowly
+
+
+if __name__ == "__main__":
+    arguments = sys.argv[1:]
+    if arguments[0] == "--delay":
+        slowed(float(arguments[1]))
+        arguments = arguments[2:]
+    raise SystemExit(main(arguments))

@@ -1,0 +1,200 @@
+"""``hf-language-ranker rank``: equal to `rank_candidates`, bad lines named, kill-and-resume, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import EOS, TOKENIZER_CHARACTERS, build_tokenizer
+from datasets import load_from_disk
+from transformers import AutoModelForCausalLM
+
+from hf_language_ranker import LanguageRanker, file_ranking, rank_candidates
+from hf_language_ranker.cli import main
+from hf_language_ranker.sample_files import read_candidates_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "ranking_worker.py"
+CPU_CONFIG = REPO / "examples" / "accelerate_collect" / "cpu_2_processes.yaml"
+NUM_PROMPTS = 24
+SHARD_SIZE = 4
+
+
+def _samples(count: int) -> list[dict]:
+    """Prompts with 2..5 candidates each: texts (finished or cut) and token id lists."""
+    letters = TOKENIZER_CHARACTERS.strip()
+    records = []
+    for index in range(count):
+        prompt = "".join(letters[(5 * index + 3 * position) % len(letters)] for position in range(2 + index % 4))
+        candidates = [letters[(index + k) % len(letters)] * (1 + (index + k) % 3) for k in range(1 + index % 3)]
+        candidates.append([3 + (index * 7 + k) % 20 for k in range(1 + index % 5)] + [EOS])
+        records.append({"prompt": prompt, "candidates": candidates, "id": f"q{index}"})
+        if index % 4 == 1:
+            records[-1]["finished"] = [k % 2 == 0 for k in range(len(candidates))]
+    return records
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model_dir):
+    """The samples file (a blank line inside), a tiny ranker that reads log-probs, and the reference ranking."""
+    folder = tmp_path_factory.mktemp("rank")
+    samples = folder / "samples.jsonl"
+    lines = [json.dumps(record) for record in _samples(NUM_PROMPTS)]
+    samples.write_text("\n".join(lines[:5] + [""] + lines[5:]) + "\n")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    torch.manual_seed(0)
+    ranker = LanguageRanker.for_model(model, use_mean_log_prob=True)
+    ranker.save_pretrained(folder / "ranker")
+    examples, candidates, append_eos = read_candidates_jsonl(samples)
+    reference = rank_candidates(
+        model, build_tokenizer(), [e["prompt"] for e in examples], candidates, ranker, append_eos=append_eos
+    )
+    return {"samples": samples, "ranker": folder / "ranker", "model": tiny_model_dir, "reference": reference}
+
+
+def _arguments(setup, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "rank",
+        "--model",
+        str(setup["model"]),
+        "--candidates",
+        str(setup["samples"]),
+        "--ranker",
+        str(setup["ranker"]),
+        "--output-dir",
+        str(output_dir),
+        "--shard-size",
+        str(SHARD_SIZE),
+        "--batch-size",
+        "2",
+        *extra,
+    ]
+
+
+def _assert_reference_picks(output_dir: Path, reference) -> None:
+    """Every prompt exactly once, in file order, with `rank_candidates`'s scores and picks."""
+    dataset = load_from_disk(str(output_dir / "dataset"))
+    assert dataset["prompt_id"][:] == list(range(NUM_PROMPTS))
+    assert dataset["best_index"][:] == reference.best_indices.tolist()
+    assert dataset["best_text"][:] == reference.best_texts
+    for scores, expected in zip(dataset["scores"][:], reference.scores):
+        torch.testing.assert_close(torch.tensor(scores), expected.float(), atol=1e-5, rtol=1e-5)
+    rows = [json.loads(line) for line in (output_dir / file_ranking.RANKED_JSONL).read_text().splitlines()]
+    assert [row["prompt_id"] for row in rows] == dataset["prompt_id"][:]
+    assert [row["best_index"] for row in rows] == dataset["best_index"][:]
+    assert [row["best_text"] for row in rows] == dataset["best_text"][:]
+
+
+def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatch):
+    output_dir = tmp_path / "ranked"
+    assert main(_arguments(setup, output_dir, "--candidate-batch-size", "5")) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["prompts"] == str(NUM_PROMPTS) and printed["ranked"].endswith("ranked.jsonl")
+    _assert_reference_picks(output_dir, setup["reference"])
+    dataset = load_from_disk(str(output_dir / "dataset"))
+    assert dataset["line"][:5] == [1, 2, 3, 4, 5] and dataset["line"][5] == 7  # line 6 is blank
+    assert dataset["prompt"][:] == [record["prompt"] for record in _samples(NUM_PROMPTS)]
+    assert sorted(path.name for path in output_dir.iterdir()) == ["dataset", "manifest.json", "ranked.jsonl"]
+
+    # a finished job is returned as it is; another ranker is refused
+    monkeypatch.setattr(file_ranking, "rank_candidates", lambda *a, **k: pytest.fail("ranked again"))
+    assert main(_arguments(setup, output_dir)) == 0
+    other = tmp_path / "other-ranker"
+    changed = LanguageRanker.from_pretrained(setup["ranker"])
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    changed.save_pretrained(other)
+    arguments = _arguments(setup, output_dir)
+    arguments[arguments.index("--ranker") + 1] = str(other)
+    capsys.readouterr()
+    assert main(arguments) == 2
+    assert "differing: ranker_sha256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "line 2: not valid JSON"),
+        ('{"prompt": "ab"}', 'line 2: each line needs a "prompt" and a "candidates" list'),
+        ('{"prompt": 3, "candidates": ["a"]}', 'line 2: "prompt" must be a string'),
+        ('{"prompt": "ab", "candidates": []}', 'line 2: "candidates" must be a non-empty list'),
+        ('{"prompt": "ab", "candidates": ["a", {"text": "b"}]}', 'line 2: "candidates"[1] must be a text or'),
+        ('{"prompt": "ab", "candidates": ["a", [3, true]]}', 'line 2: "candidates"[1] must be a text or'),
+        ('{"prompt": "ab", "candidates": ["a", [3, 99]]}', 'line 2: "candidates"[1] holds token ids outside'),
+        (
+            '{"prompt": "ab", "candidates": ["a", ""], "finished": [true, false]}',
+            'line 2: "candidates"[1] is an empty text',
+        ),
+        ('{"prompt": "ab", "candidates": ["a"], "finished": [1]}', 'line 2: "finished" must be a list of 1 booleans'),
+    ],
+)
+def test_bad_lines_are_named_before_any_work(setup, tmp_path, capsys, line, message):
+    samples = tmp_path / "bad.jsonl"
+    samples.write_text('{"prompt": "ab", "candidates": ["a"]}\n' + line + "\n")
+    arguments = _arguments(setup, tmp_path / "out")
+    arguments[arguments.index("--candidates") + 1] = str(samples)
+    assert main(arguments) == 2
+    err = capsys.readouterr().err
+    assert f"{samples}, {message}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def _subprocess_env() -> dict[str, str]:
+    paths = [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)), "HF_HUB_OFFLINE": "1"}
+
+
+def _finished_shards(shards_dir: Path) -> list[Path]:
+    return sorted(shards_dir.glob("shard-*")) if shards_dir.exists() else []
+
+
+def test_sigkill_then_rerun_ranks_every_prompt_once_with_the_same_picks(setup, tmp_path, monkeypatch):
+    output_dir = tmp_path / "killed"
+    command = [sys.executable, str(WORKER), "--delay", "0.4", *_arguments(setup, output_dir)]
+    process = subprocess.Popen(command, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(_finished_shards(output_dir / "shards")) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=30)
+    finished = _finished_shards(output_dir / "shards")
+    assert 2 <= len(finished) < NUM_PROMPTS // SHARD_SIZE, stderr.decode()[-2000:]
+    assert not (output_dir / "dataset").exists()
+
+    ranked_prompts = []
+    rank = file_ranking.rank_candidates
+
+    def counting(model, tokenizer, prompts, *args, **kwargs):
+        ranked_prompts.extend(prompts)
+        return rank(model, tokenizer, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(file_ranking, "rank_candidates", counting)
+    assert main(_arguments(setup, output_dir)) == 0
+    assert len(ranked_prompts) == NUM_PROMPTS - SHARD_SIZE * len(finished), "finished shards were ranked again"
+    _assert_reference_picks(output_dir, setup["reference"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_with_accelerate_launch_give_the_picks_of_one(setup, tmp_path):
+    output_dir = tmp_path / "two"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG)]
+    launch += ["--main_process_port", str(_free_port()), str(WORKER), *_arguments(setup, output_dir)]
+    result = subprocess.run(
+        launch, env={**_subprocess_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('"prompts": "24"') == 2  # both processes return the merged result
+    _assert_reference_picks(output_dir, setup["reference"])
