@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .configuration import HEAD_TYPES, LOSS_TYPES
+from .configuration import HEAD_TYPES, LOSS_TYPES, MODEL_DTYPES
 
 EPILOG = """typical flow:
   hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
@@ -36,8 +36,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _add_model(parser: argparse.ArgumentParser) -> None:
+def _add_model(parser: argparse.ArgumentParser, dtype: str | None = "auto") -> None:
+    """``--model`` and ``--dtype`` of a command that loads a model (``dtype=None``: the preset's)."""
     parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM (default: embedded SmolLM2)")
+    parser.add_argument(
+        "--dtype",
+        choices=MODEL_DTYPES,
+        default=dtype,
+        help="dtype the model computes in; auto: bfloat16 where the hardware computes it natively (AMX or "
+        "AVX512-BF16 CPUs, recent GPUs), else float32. Serve a ranker in the dtype it was trained in "
+        f"(default: {dtype or 'the preset dtype'})",
+    )
 
 
 def _add_sampling(parser: argparse.ArgumentParser, num_candidates: int) -> None:
@@ -71,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rankers, evaluate them against every baseline, show one ranked answer next to the greedy one, and write "
         "the table, JSON, plot and ranker to --output-dir. This is the real pipeline on a small preset.",
     )
-    _add_model(demo)
+    _add_model(demo, dtype=None)
     demo.add_argument("--output-dir", default="runs/demo", help="where everything is written (resumable)")
     demo.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
     demo.set_defaults(run=run_demo, preset="demo")
@@ -84,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validation only), and report accuracy against N for them, first sample, greedy, majority vote, mean "
         "log-probability, self-certainty and the oracle.",
     )
-    _add_model(evaluate)
+    _add_model(evaluate, dtype=None)
     evaluate.add_argument("--preset", default="arithmetic", help="named preset of sizes and sampling settings")
     evaluate.add_argument("--task", default=None, help="built-in task (default: the preset's)")
     evaluate.add_argument("--train-prompts", type=positive_int, default=None)
@@ -193,7 +202,7 @@ def run_collect(args: argparse.Namespace) -> None:
             prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
             external = {"candidates": candidates, "append_eos": append_eos}
     verifier = as_verifier(verifier)  # checked before the model loads
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     dataset = collect_candidates(
         model,
         tokenizer,
@@ -234,13 +243,12 @@ def run_demo(args: argparse.Namespace) -> None:
     from .tasks import task_verifier
 
     overrides = {
-        key: getattr(args, key, None) for key in ("task", "train_prompts", "validation_prompts", "test_prompts")
+        key: getattr(args, key, None)
+        for key in ("task", "train_prompts", "validation_prompts", "test_prompts", "dtype")
     }
     preset = preset_from(args.preset, **overrides)
     task_verifier(preset.task)  # an unknown task fails before the model loads
-    import torch
-
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=getattr(torch, preset.dtype))
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=preset.dtype)
     outputs = run_experiment(model, tokenizer, preset, args.output_dir, text_reward_model=not args.no_reward_model)
     example = outputs.example
     print(f"\n{outputs.result.to_markdown()}\n")
@@ -262,7 +270,7 @@ def run_generate(args: argparse.Namespace) -> None:
     from .prompts import format_prompt, resolve_chat_template, tokenize_prompts
 
     ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     use_template = resolve_chat_template(tokenizer, False if args.no_chat_template else None)
     texts = [format_prompt(tokenizer, prompt, use_template) for prompt in args.prompt]
     inputs = tokenize_prompts(tokenizer, texts, use_template)
