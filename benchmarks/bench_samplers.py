@@ -1,22 +1,29 @@
-"""Which path to take on a CPU: ranked `generate` against sampling elsewhere + `rank_candidates`.
+"""Which path to take on a CPU: ranked `generate` against sampling elsewhere + `rank_candidates`, in each dtype.
 
     python benchmarks/bench_samplers.py [--prompts 8] [--num-candidates 16] [--max-new-tokens 64]
+                                        [--dtypes float32 bfloat16] [--no-memory-check]
 
 On the embedded SmolLM2-135M-Instruct with the shipped arithmetic ranker, the same arithmetic prompts, N answers
-each, three paths, each in its own process (so peak RSS is the path's own):
+each, four paths, each in its own process (so peak RSS is the path's own) and run once per transformers dtype:
 
 * ``generate``: ranked `generate` (one pass: features captured while sampling);
 * ``hf+rank``: plain transformers sampling (``num_return_sequences=N``), then `rank_candidates` on the ids (two
   passes, the paper's official code's design with HF sampling);
-* ``llama.cpp+rank``: llama.cpp samples the texts from the GGUF, then `rank_candidates` on the texts (two passes;
-  skipped with a note when llama-cpp-python is not installed).
+* ``llama.cpp+rank``: llama.cpp samples the texts from the GGUF one sequence at a time (``create_completion``),
+  then `rank_candidates` on the texts;
+* ``llama.cpp-batched+rank``: llama.cpp samples the N answers of a prompt together, as its server's parallel slots
+  do: one context with N sequence ids, the prompt decoded once and its KV cells shared (``llama_memory_seq_cp``),
+  then one ``llama_decode`` per step for every unfinished sequence (low-level batch API), then `rank_candidates`.
 
-It prints wall seconds per prompt (sampling and ranking apart), peak RSS, the picks' accuracy and, for
-``hf+rank``, on how many prompts it sampled the same candidates and picked the same one as ``generate``
-(same seed; llama.cpp draws other samples, so its picks are not comparable). A last process checks the memory
-bound: `rank_candidates` on 64 candidates of 1,024 random tokens for one prompt (``candidate_batch_size=8``, the
-shipped ranker reads log-probs, so logits over the answer positions are computed). Writes
-``benchmarks/results/samplers/results.md`` and ``results.json``; the last line printed is the JSON.
+The llama.cpp paths are skipped with a note when llama-cpp-python is not installed; their sampling runs on the
+GGUF's own weights whatever the dtype, which only sets the transformers model that ranks. Times are wall seconds per
+prompt; every total is also given as a ratio to ranked `generate` of the same run (same dtype, and float32), and
+each two-pass path's ranking time as a ratio to its own sampling time. For ``hf+rank`` it reports on how many
+prompts it sampled the same candidates and picked the same one as ``generate`` (same seed; llama.cpp draws other
+samples, so its picks are not comparable). A last process per dtype checks the memory bound: `rank_candidates` on
+64 candidates of 1,024 random tokens for one prompt (``candidate_batch_size=8``; the shipped ranker reads log-probs,
+so logits over the answer positions are computed). Writes ``benchmarks/results/samplers/results.md`` and
+``results.json``; the last line printed is the JSON.
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from hf_language_ranker import LanguageRanker, rank_candidates
-from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder, load_model_and_tokenizer
 from hf_language_ranker.prompts import format_prompt
 from hf_language_ranker.tasks import load_task, task_verifier
 from hf_language_ranker.verifiers import as_verifier
@@ -41,8 +50,11 @@ from hf_language_ranker.verifiers import as_verifier
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "samplers"
 SHIPPED_RANKER = ROOT / "model_cards" / "smollm2-135m-instruct-arithmetic"
-PATHS = ("generate", "hf+rank", "llama.cpp+rank")
+GENERATE = "generate"
+LLAMA_CPP_PATHS = ("llama.cpp+rank", "llama.cpp-batched+rank")
+PATHS = (GENERATE, "hf+rank", *LLAMA_CPP_PATHS)
 MEMORY_CHECK = "rank-64x1024"
+DTYPES = ("float32", "bfloat16")
 
 
 def peak_rss_mb() -> float:
@@ -52,7 +64,7 @@ def peak_rss_mb() -> float:
 def memory_check(args: argparse.Namespace) -> dict:
     """Peak RSS and time of ranking 64 candidates x 1,024 tokens in this process."""
     torch.set_num_threads(args.threads)
-    model, tokenizer = load_model_and_tokenizer()
+    model, tokenizer = load_model_and_tokenizer(dtype=args.dtype)
     ranker = LanguageRanker.from_pretrained(SHIPPED_RANKER)
     generator = torch.Generator().manual_seed(0)
     special = set(tokenizer.all_special_ids)
@@ -61,13 +73,129 @@ def memory_check(args: argparse.Namespace) -> dict:
     prompt = tokenizer(format_prompt(tokenizer, "Calculate 2 + 2.", True), add_special_tokens=False)["input_ids"]
     started = time.perf_counter()
     rank_candidates(model, tokenizer, [prompt], [candidates], ranker, candidate_batch_size=8, answer_extractor="math")
-    return {"path": MEMORY_CHECK, "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
 
 
+# ---------------------------------------------------------------------------------------------- llama.cpp
+def llama_cpp_model(args: argparse.Namespace, n_ctx: int = 1024) -> Any:
+    from llama_cpp import Llama
+
+    path = str(embedded_model_folder() / EMBEDDED_GGUF)
+    return Llama(model_path=path, n_ctx=n_ctx, n_threads=args.threads, verbose=False)
+
+
+def sample_one_at_a_time(llm: Any, ids: list[int], args: argparse.Namespace, seed: int) -> tuple[list[str], list[bool]]:
+    """N answers, one ``create_completion`` each (temperature only: no top-k, min-p or repetition penalty)."""
+    texts, finished = [], []
+    for draw in range(args.num_candidates):
+        choice = llm.create_completion(
+            prompt=ids,
+            max_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=1.0,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            seed=seed + draw,
+        )["choices"][0]
+        texts.append(choice["text"])
+        finished.append(choice["finish_reason"] == "stop")
+    return texts, finished
+
+
+class BatchedLlamaCpp:
+    """llama.cpp sampling N sequences of one prompt in one batch (the low-level API, as its parallel slots do).
+
+    One context holds ``num_candidates`` sequence ids over a unified KV cache: the prompt is decoded once on
+    sequence 0 and its cells are shared with the others (``llama_memory_seq_cp``); each step samples every unfinished
+    sequence from its own logits (temperature, then a seeded draw) and decodes their new tokens in one
+    ``llama_decode``. A sequence ends at an end-of-generation token (finished) or at the token budget.
+    """
+
+    def __init__(self, llm: Any, num_candidates: int, max_prompt_tokens: int, args: argparse.Namespace) -> None:
+        import llama_cpp
+
+        self.lib, self.llm, self.args = llama_cpp, llm, args
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = max_prompt_tokens + num_candidates * args.max_new_tokens + 8
+        params.n_batch = params.n_ubatch = max(max_prompt_tokens, num_candidates)
+        params.n_seq_max = num_candidates
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = args.threads
+        self.ctx = llama_cpp.llama_init_from_model(llm.model, params)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context with several sequences.")
+        self.batch = llama_cpp.llama_batch_init(params.n_batch, 0, num_candidates)
+        self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    def close(self) -> None:
+        self.lib.llama_batch_free(self.batch)
+        self.lib.llama_free(self.ctx)
+
+    def _add(self, token: int, position: int, sequences: Sequence[int], logits: bool) -> int:
+        """Append one token to the batch; returns its index (where its logits are read)."""
+        index = self.batch.n_tokens
+        self.batch.token[index] = token
+        self.batch.pos[index] = position
+        self.batch.n_seq_id[index] = len(sequences)
+        for slot, sequence in enumerate(sequences):
+            self.batch.seq_id[index][slot] = sequence
+        self.batch.logits[index] = logits
+        self.batch.n_tokens += 1
+        return index
+
+    def _decode(self) -> None:
+        if self.lib.llama_decode(self.ctx, self.batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def sample(self, ids: list[int], seed: int) -> tuple[list[str], list[bool]]:
+        """N answers to the prompt ``ids``: texts and whether each ended with an end-of-generation token."""
+        lib, n = self.lib, self.args.num_candidates
+        memory = lib.llama_get_memory(self.ctx)
+        lib.llama_memory_clear(memory, True)
+        self.batch.n_tokens = 0
+        for position, token in enumerate(ids):
+            last = self._add(token, position, [0], position == len(ids) - 1)
+        self._decode()
+        for sequence in range(1, n):
+            lib.llama_memory_seq_cp(memory, 0, sequence, -1, -1)
+        samplers = []
+        for sequence in range(n):
+            chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(self.args.temperature))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed + sequence))
+            samplers.append(chain)
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        finished = [False] * n
+        logits_index = dict.fromkeys(range(n), last)  # every sequence samples its first token from the prompt's
+        try:
+            while logits_index:
+                self.batch.n_tokens = 0
+                indices = {}
+                for sequence, index in logits_index.items():
+                    token = lib.llama_sampler_sample(samplers[sequence], self.ctx, index)
+                    if lib.llama_vocab_is_eog(self.vocab, token):
+                        finished[sequence] = True
+                        continue
+                    tokens[sequence].append(token)
+                    if len(tokens[sequence]) < self.args.max_new_tokens:
+                        position = len(ids) + len(tokens[sequence]) - 1
+                        indices[sequence] = self._add(token, position, [sequence], True)
+                logits_index = indices
+                if logits_index:
+                    self._decode()
+        finally:
+            for chain in samplers:
+                lib.llama_sampler_free(chain)
+        texts = [self.llm.detokenize(row).decode("utf-8", errors="ignore") for row in tokens]
+        return texts, finished
+
+
+# ------------------------------------------------------------------------------------------------- paths
 def run_path(path: str, args: argparse.Namespace) -> dict:
     """One path in this process: picks, timings and peak RSS."""
     torch.set_num_threads(args.threads)
-    model, tokenizer = load_model_and_tokenizer()
+    model, tokenizer = load_model_and_tokenizer(dtype=args.dtype)
     ranker = LanguageRanker.from_pretrained(SHIPPED_RANKER)
     examples = load_task("arithmetic", size=args.prompts, seed=args.seed + 7)
     verifier = as_verifier(task_verifier("arithmetic"))
@@ -78,20 +206,16 @@ def run_path(path: str, args: argparse.Namespace) -> dict:
     sampling = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": 1.0}
     n = args.num_candidates
     picks, candidates, sample_seconds, rank_seconds = [], [], 0.0, 0.0
-    llm = None
-    if path == "llama.cpp+rank":
-        from llama_cpp import Llama
-
-        from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder
-
-        llm = Llama(
-            model_path=str(embedded_model_folder() / EMBEDDED_GGUF), n_ctx=1024, n_threads=args.threads, verbose=False
-        )
+    llm = batched = None
+    if path in LLAMA_CPP_PATHS:
+        llm = llama_cpp_model(args)
+        if path == "llama.cpp-batched+rank":
+            batched = BatchedLlamaCpp(llm, n, max(map(len, prompt_ids)), args)
     for index, ids in enumerate(prompt_ids):
         inputs = torch.tensor([ids])
         torch.manual_seed(args.seed + index)
         started = time.perf_counter()
-        if path == "generate":
+        if path == GENERATE:
             output = model.generate(
                 input_ids=inputs,
                 ranker=ranker,
@@ -103,42 +227,33 @@ def run_path(path: str, args: argparse.Namespace) -> dict:
             texts = tokenizer.batch_decode(output.candidate_sequences[0, :, len(ids) :], skip_special_tokens=True)
             best = int(output.best_indices[0])
             sample_seconds += time.perf_counter() - started
-        elif path == "hf+rank":
-            sequences = model.generate(input_ids=inputs, do_sample=True, num_return_sequences=n, **sampling)
-            answers = [row[len(ids) :].tolist() for row in sequences]
-            sample_seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            result = rank_candidates(model, tokenizer, [ids], [answers], ranker, candidate_batch_size=n)
-            rank_seconds += time.perf_counter() - started
-            texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
-            best = int(result.best_indices[0])
         else:
-            texts, finished = [], []
-            for draw in range(n):
-                choice = llm.create_completion(
-                    prompt=ids,
-                    max_tokens=args.max_new_tokens,
-                    temperature=args.temperature,
-                    top_p=1.0,
-                    top_k=0,
-                    min_p=0.0,
-                    repeat_penalty=1.0,
-                    seed=args.seed + 1000 * index + draw,
-                )["choices"][0]
-                texts.append(choice["text"])
-                finished.append(choice["finish_reason"] == "stop")
+            if path == "hf+rank":  # token ids: rank_candidates cuts them after their first EOS
+                sequences = model.generate(input_ids=inputs, do_sample=True, num_return_sequences=n, **sampling)
+                answers: list[Any] = [row[len(ids) :].tolist() for row in sequences]
+                texts, append_eos = tokenizer.batch_decode(answers, skip_special_tokens=True), True
+            else:  # texts, with EOS appended to those that ended on one
+                seed = args.seed + 1000 * index
+                if batched is not None:
+                    texts, finished = batched.sample(ids, seed)
+                else:
+                    texts, finished = sample_one_at_a_time(llm, ids, args, seed)
+                answers, append_eos = texts, [finished]
             sample_seconds += time.perf_counter() - started
             started = time.perf_counter()
             result = rank_candidates(
-                model, tokenizer, [ids], [texts], ranker, append_eos=[finished], candidate_batch_size=n
+                model, tokenizer, [ids], [answers], ranker, append_eos=append_eos, candidate_batch_size=n
             )
             rank_seconds += time.perf_counter() - started
             best = int(result.best_indices[0])
         candidates.append(texts)
         picks.append(best)
+    if batched is not None:
+        batched.close()
     correct = [verifier(example, texts[best]) >= 0.5 for example, texts, best in zip(examples, candidates, picks)]
     return {
         "path": path,
+        "dtype": args.dtype,
         "prompts": len(examples),
         "sample_seconds_per_prompt": sample_seconds / len(examples),
         "rank_seconds_per_prompt": rank_seconds / len(examples),
@@ -149,6 +264,76 @@ def run_path(path: str, args: argparse.Namespace) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------------------ report
+def _ratio(numerator: float, denominator: float | None) -> str:
+    return f"{numerator / denominator:.2f}" if denominator else "—"
+
+
+def report(
+    runs: dict[tuple[str, str], dict], memory: dict[str, dict], notes: list[str], args: argparse.Namespace
+) -> str:
+    """The markdown table of every (path, dtype) run, the target ratios and the memory checks."""
+    totals = {key: run["sample_seconds_per_prompt"] + run["rank_seconds_per_prompt"] for key, run in runs.items()}
+    rows = []
+    for (path, dtype), run in runs.items():
+        reference = runs.get((GENERATE, dtype))
+        if path == "hf+rank" and reference is not None:
+            same = [a == b for a, b in zip(run["candidates"], reference["candidates"])]
+            agree = [same_texts and pa == pb for same_texts, pa, pb in zip(same, run["picks"], reference["picks"])]
+            agreement = f"same candidates {sum(same)}/{len(same)}, same pick {sum(agree)}/{len(agree)}"
+        else:
+            agreement = "—" if path == GENERATE else "other samples"
+        sample, rank = run["sample_seconds_per_prompt"], run["rank_seconds_per_prompt"]
+        cells = [
+            f"{sample:.2f}",
+            f"{rank:.2f}" if path != GENERATE else "—",
+            f"{totals[path, dtype]:.2f}",
+            _ratio(totals[path, dtype], totals.get((GENERATE, dtype))),
+            _ratio(totals[path, dtype], totals.get((GENERATE, "float32"))),
+            _ratio(rank, sample) if path != GENERATE else "—",
+            f"{run['peak_rss_mb']:.0f}",
+            f"{run['accuracy']:.3f}",
+            agreement,
+        ]
+        rows.append(f"| {path} | {dtype} | " + " | ".join(cells) + " |")
+    targets = []
+    for dtype in args.dtypes:
+        generate = totals.get((GENERATE, dtype))
+        for path in LLAMA_CPP_PATHS:
+            if generate and (path, dtype) in runs:
+                sampling = runs[path, dtype]["sample_seconds_per_prompt"]
+                targets.append(
+                    f"ranked generate ({dtype}) / {path.removesuffix('+rank')} sampling: {generate / sampling:.2f}"
+                )
+    for dtype, check in memory.items():
+        notes.append(
+            f"Memory bound ({dtype}): rank_candidates on 64 candidates x 1,024 tokens (one prompt, "
+            f"candidate_batch_size=8) took {check['seconds']:.0f} s at {check['peak_rss_mb']:.0f} MB peak RSS."
+        )
+    command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
+    return "\n".join(
+        [
+            f"# Samplers: ranked generate vs sampling elsewhere + rank_candidates ({args.prompts} prompts, "
+            f"N={args.num_candidates}, up to {args.max_new_tokens} new tokens, {args.threads} CPU threads)",
+            "",
+            "| path | dtype | sampling s/prompt | ranking s/prompt | total s/prompt | vs generate (same dtype) | "
+            "vs generate (float32) | ranking / sampling | peak RSS (MB) | picks correct | agreement with generate |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            *rows,
+            "",
+            "Targets (issue 21): ranked generate in bfloat16 <= 1.0x llama.cpp one-sequence sampling; the second pass "
+            "<= 0.15x the sampling time it ranks (column ranking / sampling).",
+            "",
+            *[f"- {line}" for line in targets],
+            "",
+            *[line for note in notes for line in (note, "")],
+            f"`{command}` (SmolLM2-135M-Instruct, shipped arithmetic ranker; each path and dtype in its own process, "
+            "one run on a shared machine)",
+            "",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=8)
@@ -157,73 +342,51 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES), help="transformers dtypes to run")
     parser.add_argument(
-        "--path", choices=(*PATHS, MEMORY_CHECK), default=None, help="run one path in this process (internal)"
+        "--memory-check", action=argparse.BooleanOptionalAction, default=True, help="rank 64 x 1,024 tokens per dtype"
     )
+    parser.add_argument(
+        "--path", choices=(*PATHS, MEMORY_CHECK), default=None, help="one run in this process (internal)"
+    )
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the dtype of --path (internal)")
     args = parser.parse_args()
     if args.path:
         print(json.dumps(memory_check(args) if args.path == MEMORY_CHECK else run_path(args.path, args)))
         return
 
-    options = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items() if key != "path"]
-    runs, notes = {}, []
-    for path in (*PATHS, MEMORY_CHECK):
-        if path == "llama.cpp+rank" and importlib.util.find_spec("llama_cpp") is None:
-            notes.append('llama.cpp+rank skipped: llama-cpp-python is not installed (pip install ".[llama-cpp]").')
-            continue
-        completed = subprocess.run(
-            [sys.executable, __file__, "--path", path, *options], capture_output=True, text=True, check=True
-        )
-        runs[path] = json.loads(completed.stdout.strip().splitlines()[-1])
+    shared = ["prompts", "num_candidates", "max_new_tokens", "temperature", "threads", "seed"]
+    options = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in shared]
+    runs, memory, notes = {}, {}, []
+    if importlib.util.find_spec("llama_cpp") is None:
+        notes.append('llama.cpp paths skipped: llama-cpp-python is not installed (pip install ".[llama-cpp]").')
+    for dtype in args.dtypes:
+        for path in (*PATHS, MEMORY_CHECK) if args.memory_check else PATHS:
+            if path in LLAMA_CPP_PATHS and importlib.util.find_spec("llama_cpp") is None:
+                continue
+            completed = subprocess.run(
+                [sys.executable, __file__, "--path", path, "--dtype", dtype, *options],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(completed.stdout.strip().splitlines()[-1])
+            if path == MEMORY_CHECK:
+                memory[dtype] = result
+            else:
+                runs[path, dtype] = result
 
-    memory = runs.pop(MEMORY_CHECK)
-    notes.append(
-        f"Memory bound: rank_candidates on 64 candidates x 1,024 tokens (one prompt, candidate_batch_size=8) took "
-        f"{memory['seconds']:.0f} s at {memory['peak_rss_mb']:.0f} MB peak RSS."
-    )
-    reference = runs["generate"]
-    rows = []
-    for path, run in runs.items():
-        total = run["sample_seconds_per_prompt"] + run["rank_seconds_per_prompt"]
-        if path == "hf+rank":
-            same = [a == b for a, b in zip(run["candidates"], reference["candidates"])]
-            agree = [same_texts and pa == pb for same_texts, pa, pb in zip(same, run["picks"], reference["picks"])]
-            agreement = f"same candidates {sum(same)}/{len(same)}, same pick {sum(agree)}/{len(agree)}"
-        else:
-            agreement = "—" if path == "generate" else "other samples"
-        run["total_seconds_per_prompt"] = total
-        cells = [
-            f"{run['sample_seconds_per_prompt']:.2f}",
-            f"{run['rank_seconds_per_prompt']:.2f}",
-            f"{total:.2f}",
-            f"{total / reference['sample_seconds_per_prompt']:.2f}",
-            f"{run['peak_rss_mb']:.0f}",
-            f"{run['accuracy']:.3f}",
-            agreement,
-        ]
-        rows.append(f"| {path} | " + " | ".join(cells) + " |")
-    command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
-    markdown = "\n".join(
-        [
-            f"# Samplers: ranked generate vs sampling elsewhere + rank_candidates ({args.prompts} prompts, "
-            f"N={args.num_candidates}, up to {args.max_new_tokens} new tokens, {args.threads} CPU threads)",
-            "",
-            "| path | sampling s/prompt | ranking s/prompt | total s/prompt | time vs generate | peak RSS (MB) | "
-            "picks correct | agreement with generate |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
-            *rows,
-            "",
-            *[line for note in notes for line in (note, "")],
-            f"`{command}` (SmolLM2-135M-Instruct in float32, shipped arithmetic ranker; each path in its own "
-            "process, one run on a shared machine)",
-            "",
-        ]
-    )
+    markdown = report(runs, memory, notes, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.md").write_text(markdown)
-    summary = {path: {k: v for k, v in run.items() if k not in ("candidates", "picks")} for path, run in runs.items()}
-    report = {"command": command, "runs": summary, "memory_check": memory}
-    (RESULTS / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    summary = {
+        f"{path} [{dtype}]": {k: v for k, v in run.items() if k not in ("candidates", "picks")}
+        for (path, dtype), run in runs.items()
+    }
+    command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
+    (RESULTS / "results.json").write_text(
+        json.dumps({"command": command, "runs": summary, "memory_check": memory}, indent=2) + "\n"
+    )
     print(markdown)
     print(json.dumps(summary))
 

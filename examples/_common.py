@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from hf_language_ranker import LanguageRanker, RankedGenerateOutput
 from hf_language_ranker.candidates import CORRECT_THRESHOLD
 from hf_language_ranker.cli import print_outputs
-from hf_language_ranker.configuration import DEFAULT_LAYER_FRACTION
+from hf_language_ranker.configuration import DEFAULT_LAYER_FRACTION, MODEL_DTYPES
 from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.evaluation import EvaluationResult, evaluate
 from hf_language_ranker.evaluation.experiment import Preset, collect_splits, task_splits
@@ -55,6 +55,7 @@ def example_parser(description: str, preset: Preset, output_dir: str) -> argpars
     """Command-line options shared by the examples; the defaults come from the example's ``preset``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM; None = embedded SmolLM2")
+    parser.add_argument("--dtype", choices=MODEL_DTYPES, default="auto", help="auto: bfloat16 where native")
     parser.add_argument("--output-dir", default=output_dir, help="where candidates and rankers go (resumable)")
     parser.add_argument("--train-prompts", type=positive_int, default=preset.train_prompts, help="prompts to train on")
     parser.add_argument(
@@ -98,7 +99,7 @@ def collect(args: argparse.Namespace, preset: Preset) -> Collected:
         ns=tuple(sorted({n for n in (1, 2, 4, 8, 16, 32) if n < num_candidates} | {num_candidates})),
     )
     output_dir = Path(args.output_dir)
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     datasets = collect_splits(model, tokenizer, preset, output_dir / "candidates")
     return Collected(model, tokenizer, preset, output_dir, datasets, task_splits(preset)["test"])
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker.configuration import MODEL_DTYPES
 from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder, load_model_and_tokenizer
 from hf_language_ranker.prompts import format_prompt
 from hf_language_ranker.tasks import load_task, task_verifier
@@ -73,9 +74,12 @@ def main() -> None:
     parser.add_argument("--ranker", default=str(SHIPPED_RANKER), help="a ranker trained for SmolLM2-135M-Instruct")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=MODEL_DTYPES, default="auto", help="dtype of the model (auto: bfloat16 where native)"
+    )
     args = parser.parse_args()
 
-    model, tokenizer = load_model_and_tokenizer()
+    model, tokenizer = load_model_and_tokenizer(dtype=args.dtype)
     ranker = LanguageRanker.from_pretrained(args.ranker)
     llm = llama_cpp_model(args.threads)
     examples = load_task("arithmetic", size=args.prompts, seed=args.seed + 1)

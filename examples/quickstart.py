@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from hf_language_ranker import LanguageRanker
+from hf_language_ranker.configuration import MODEL_DTYPES
 from hf_language_ranker.embedded import load_model_and_tokenizer
 
 SHIPPED_RANKER = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-arithmetic"
@@ -37,9 +38,12 @@ def main() -> None:
     parser.add_argument("--num-candidates", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=MODEL_DTYPES, default="auto", help="dtype of the model (auto: bfloat16 where native)"
+    )
     args = parser.parse_args()
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     if args.ranker:
         ranker = LanguageRanker.from_pretrained(args.ranker)
     elif args.model is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker.configuration import MODEL_DTYPES
 from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.prompts import format_prompt
 from hf_language_ranker.ranking import eos_token_ids
@@ -43,10 +44,13 @@ def main() -> None:
     parser.add_argument("--num-candidates", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument(
+        "--dtype", choices=MODEL_DTYPES, default="auto", help="dtype of the model (auto: bfloat16 where native)"
+    )
     args = parser.parse_args()
     prompts = args.prompt or ["Calculate 53 + 27.\nGive the final answer as 'The answer is N'."]
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     model.to("cuda")
     ranker = LanguageRanker.from_pretrained(args.ranker)
     prompt_ids = [

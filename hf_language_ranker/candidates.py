@@ -92,6 +92,8 @@ class CollectionInfo:
     num_candidates: int
     verifier: str
     generation: dict[str, Any] = field(default_factory=dict)
+    #: the dtype the model computed the features in ("bfloat16"; they are stored as float16 either way)
+    model_dtype: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .configuration import HEAD_TYPES, LOSS_TYPES, SELECTION_MODES
+from .configuration import HEAD_TYPES, LOSS_TYPES, MODEL_DTYPES, SELECTION_MODES
 
 EPILOG = """typical flow:
   hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
@@ -36,8 +36,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _add_model(parser: argparse.ArgumentParser) -> None:
+def _add_model(parser: argparse.ArgumentParser, dtype: str | None = "auto") -> None:
+    """``--model`` and ``--dtype`` of a command that loads a model (``dtype=None``: the preset's)."""
     parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM (default: embedded SmolLM2)")
+    parser.add_argument(
+        "--dtype",
+        choices=MODEL_DTYPES,
+        default=dtype,
+        help="dtype the model computes in; auto: bfloat16 where the hardware computes it natively (AMX or "
+        "AVX512-BF16 CPUs, recent GPUs), else float32. Serve a ranker in the dtype it was trained in "
+        f"(default: {dtype or 'the preset dtype'})",
+    )
 
 
 def _add_sampling(parser: argparse.ArgumentParser, num_candidates: int) -> None:
@@ -71,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rankers, evaluate them against every baseline, show one ranked answer next to the greedy one, and write "
         "the table, JSON, plot and ranker to --output-dir. This is the real pipeline on a small preset.",
     )
-    _add_model(demo)
+    _add_model(demo, dtype=None)
     demo.add_argument("--output-dir", default="runs/demo", help="where everything is written (resumable)")
     demo.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
     demo.set_defaults(run=run_demo, preset="demo")
@@ -84,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validation only), and report accuracy against N for them, first sample, greedy, majority vote, mean "
         "log-probability, self-certainty and the oracle.",
     )
-    _add_model(evaluate)
+    _add_model(evaluate, dtype=None)
     evaluate.add_argument("--preset", default="arithmetic", help="named preset of sizes and sampling settings")
     evaluate.add_argument("--task", default=None, help="built-in task (default: the preset's)")
     evaluate.add_argument("--train-prompts", type=positive_int, default=None)
@@ -170,7 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--candidates", required=True, help="JSON-lines file of sampled answers")
     rank.add_argument("--ranker", required=True, help="Hub id or folder of a trained ranker")
     rank.add_argument("--output-dir", required=True)
-    rank.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype the model is loaded in")
     rank.add_argument("--candidate-batch-size", type=positive_int, default=8, help="(prompt, answer) pairs per pass")
     rank.add_argument("--batch-size", type=positive_int, default=8, help="prompts per ranking call")
     rank.add_argument("--shard-size", type=positive_int, default=256, help="prompts per shard (unit of resumption)")
@@ -224,7 +232,7 @@ def run_collect(args: argparse.Namespace) -> None:
             prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
             external = {"candidates": candidates, "append_eos": append_eos}
     verifier = as_verifier(verifier)  # checked before the model loads
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     dataset = collect_candidates(
         model,
         tokenizer,
@@ -265,13 +273,12 @@ def run_demo(args: argparse.Namespace) -> None:
     from .tasks import task_verifier
 
     overrides = {
-        key: getattr(args, key, None) for key in ("task", "train_prompts", "validation_prompts", "test_prompts")
+        key: getattr(args, key, None)
+        for key in ("task", "train_prompts", "validation_prompts", "test_prompts", "dtype")
     }
     preset = preset_from(args.preset, **overrides)
     task_verifier(preset.task)  # an unknown task fails before the model loads
-    import torch
-
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=getattr(torch, preset.dtype))
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=preset.dtype)
     outputs = run_experiment(model, tokenizer, preset, args.output_dir, text_reward_model=not args.no_reward_model)
     example = outputs.example
     print(f"\n{outputs.result.to_markdown()}\n")
@@ -293,7 +300,7 @@ def run_generate(args: argparse.Namespace) -> None:
     from .prompts import format_prompt, resolve_chat_template, tokenize_prompts
 
     ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     use_template = resolve_chat_template(tokenizer, False if args.no_chat_template else None)
     texts = [format_prompt(tokenizer, prompt, use_template) for prompt in args.prompt]
     inputs = tokenize_prompts(tokenizer, texts, use_template)
@@ -330,24 +337,13 @@ def run_push(args: argparse.Namespace) -> None:
     print(f"Pushed {args.ranker} to {url}")
 
 
-#: ``--dtype`` values (``auto``: the checkpoint's own dtype)
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def _dtype(name: str) -> Any:
-    """A ``--dtype`` value as `from_pretrained` takes it."""
-    import torch
-
-    return name if name == "auto" else getattr(torch, name)
-
-
 def run_rank(args: argparse.Namespace) -> None:
     from .embedded import load_model_and_tokenizer
     from .file_ranking import RANKED_JSONL, rank_candidates_file
     from .modeling import LanguageRanker
 
     ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=_dtype(args.dtype))
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     dataset = rank_candidates_file(
         model,
         tokenizer,

@@ -183,6 +183,7 @@ def collect_candidates(
         num_candidates=num_candidates,
         verifier=verifier.name,
         generation=generation,
+        model_dtype=fingerprint.dtype,
     )
     manifest = {
         "collection": asdict(info),

@@ -18,6 +18,9 @@ HEAD_TYPES = ("listwise", "pointwise")
 #: values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
 SELECTION_MODES = ("argmax", "weighted_vote")
 LOSS_TYPES = ("listwise", "marginal", "pairwise", "pointwise")
+#: dtypes a model can be loaded in (`hf_language_ranker.embedded.load_model_and_tokenizer`, the CLI's ``--dtype``);
+#: ``"auto"`` is bfloat16 where the hardware computes it natively, else float32 (`embedded.auto_dtype`)
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -33,6 +36,9 @@ class RankerConfig:
     feature_layer: int
     model_type: str | None = None
     base_model: str | None = None
+    #: the dtype the base model computed the training features in ("bfloat16"); serving in another one warns.
+    #: ``None``: not recorded (rankers from before this field, or trained on data that does not say)
+    model_dtype: str | None = None
 
     head: str = "listwise"
     projection_dim: int = 64

@@ -42,17 +42,26 @@ class ModelFingerprint:
     hidden_size: int
     num_hidden_layers: int
     name_or_path: str | None
+    #: the dtype the model computes in (``"bfloat16"``); ``None`` for a config, which does not run
+    dtype: str | None = None
 
     @classmethod
     def of(cls, model_or_config: PreTrainedModel | PretrainedConfig) -> ModelFingerprint:
-        config = model_or_config.config if isinstance(model_or_config, PreTrainedModel) else model_or_config
+        is_model = isinstance(model_or_config, PreTrainedModel)
+        config = model_or_config.config if is_model else model_or_config
         decoder = text_config(config)
         return cls(
             model_type=getattr(config, "model_type", None) or None,
             hidden_size=int(decoder.hidden_size),
             num_hidden_layers=int(decoder.num_hidden_layers),
             name_or_path=getattr(config, "_name_or_path", None) or None,
+            dtype=dtype_name(model_or_config.dtype) if is_model else None,
         )
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``, the name `RankerConfig` and `CollectionInfo` record."""
+    return str(dtype).removeprefix("torch.")
 
 
 def resolve_feature_layer(model_or_config: PreTrainedModel | PretrainedConfig, layer: int | None) -> int:

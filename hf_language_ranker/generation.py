@@ -99,7 +99,7 @@ class SampledCandidates:
         ]
 
 
-def _cache_argument(model: PreTrainedModel) -> str:
+def cache_argument(model: PreTrainedModel) -> str:
     """Name of the cache argument of the model's forward (`cache` in recent transformers)."""
     return "cache" if forward_accepts(model, "cache") else "past_key_values"
 
@@ -135,19 +135,27 @@ def _check_sampling_arguments(
             raise ValueError(f"`{name}` is not supported with a ranker: {why}.")
 
 
-def prefill_shared_prompt(
-    model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor, num_candidates: int
-) -> Any:
-    """Run the prompt (all but its last token) once and repeat its cache for the N candidates."""
+def prefill_cache(model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> Any:
+    """Run left-padded ``input_ids`` once and return the model's cache of them, or ``None`` when the model gives no
+    cache whose rows can be repeated and selected (``batch_repeat_interleave``, ``batch_select_indices``)."""
     inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": True}
     if forward_accepts(model, "position_ids"):
         inputs["position_ids"] = position_ids_from_attention_mask(attention_mask)
     if forward_accepts(model, "logits_to_keep"):
         inputs["logits_to_keep"] = 1
     cache = _output_cache(model(**inputs))
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+    if cache is None or not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
         return None
-    cache.batch_repeat_interleave(num_candidates)
+    return cache
+
+
+def prefill_shared_prompt(
+    model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor, num_candidates: int
+) -> Any:
+    """Run the prompt (all but its last token) once and repeat its cache for the N candidates."""
+    cache = prefill_cache(model, input_ids, attention_mask)
+    if cache is not None:
+        cache.batch_repeat_interleave(num_candidates)
     return cache
 
 
@@ -160,7 +168,7 @@ def _feed_last_tokens(
     start = cache.get_seq_length() if cache is not None else 0
     inputs: dict[str, Any] = {"input_ids": sequences[:, start:], "attention_mask": mask}
     if cache is not None:
-        inputs[_cache_argument(model)] = cache
+        inputs[cache_argument(model)] = cache
     inputs["use_cache"] = cache is not None
     if forward_accepts(model, "position_ids"):
         inputs["position_ids"] = position_ids_from_attention_mask(mask)[:, start:]
@@ -214,7 +222,7 @@ def sample_candidates(
     if use_cache and prompt_length > 1:
         cache = prefill_shared_prompt(model, input_ids[:, :-1], attention_mask[:, :-1], num_candidates)
         if cache is not None:
-            cache_kwargs[_cache_argument(model)] = cache
+            cache_kwargs[cache_argument(model)] = cache
 
     recorder = CandidateFeatureRecorder(model, layers, rows, input_ids.device, track_token_statistics)
     with recorder:

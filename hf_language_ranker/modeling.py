@@ -132,7 +132,8 @@ class LanguageRanker(
         return sum(parameter.numel() for parameter in self.parameters())
 
     def check_fits(self, model_or_config: PreTrainedModel | PretrainedConfig) -> None:
-        """Raise if this ranker cannot read the hidden states of ``model_or_config``; warn on another model id."""
+        """Raise if this ranker cannot read the hidden states of ``model_or_config``; warn (once) on another model id
+        or on a model computing in another dtype than the one the training features came from."""
         fingerprint = ModelFingerprint.of(model_or_config)
         expected = {
             "hidden_size": self.config.hidden_size,
@@ -160,6 +161,14 @@ class LanguageRanker(
                 f"This ranker was trained on {self.config.base_model!r} but is used with "
                 f"{fingerprint.name_or_path!r}; the shapes fit, but scores are only meaningful for the model "
                 "that produced the training features."
+            )
+        trained, served = self.config.model_dtype, fingerprint.dtype
+        if trained and served and trained != served:
+            logger.warning_once(
+                f"This ranker was trained on features computed in {trained} but the model runs in {served}: the "
+                "hidden states differ by rounding, so scores drift and near ties can flip. Load the model in "
+                f"{trained} to serve as trained (load_model_and_tokenizer(..., dtype={trained!r}), CLI --dtype "
+                f"{trained}, or model.to(torch.{trained}))."
             )
 
     # ------------------------------------------------------------------------------------------ scoring

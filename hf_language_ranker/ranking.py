@@ -2,9 +2,10 @@
 
 `rank_candidates` takes prompts and their candidates as texts or token ids, lays them out exactly as ranked
 `generate` does (the prompt formatted with the same chat template, the candidate's tokens after it, the
-feature at its last real token), reads the features with one forward pass per chunk of candidates and
-scores them with one or several rankers. `featurize_token_candidates` is that forward pass on its own, shared
-with the collection of externally sampled candidates.
+feature at its last real token), prefills each distinct prompt once, reads the features of its candidates with one
+forward pass per chunk on a copy of that cache (as ranked `generate` shares its prefill) and scores them with one or
+several rankers. `featurize_token_candidates` is that pass on its own, shared with the collection of externally
+sampled candidates.
 
 Texts and token ids:
 
@@ -16,14 +17,15 @@ Texts and token ids:
   them; it does not when a BPE merge spans the prompt/answer boundary, when the sampler stopped on another
   EOS id than the model's first one, or when decoding dropped special tokens inside the answer.
 
-Memory stays bounded by ``candidate_batch_size``: hooks keep only the layers the rankers read (no
-``output_hidden_states``), and logits are computed only over the answer positions, and only when a ranker
-reads mean log-probabilities.
+Memory stays bounded by ``candidate_batch_size``: a chunk holds that many rows of KV cache (prompt and candidate),
+hooks keep only the layers the rankers read (no ``output_hidden_states``), and logits are computed only over the
+answer positions, and only when a ranker reads mean log-probabilities.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -39,7 +41,7 @@ from .features import (
     text_config,
     token_statistics,
 )
-from .generation import RankersArgument, RankerSet
+from .generation import RankersArgument, RankerSet, cache_argument, prefill_cache
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 
 CandidateLike = Union[str, Sequence[int], torch.Tensor]
@@ -194,20 +196,31 @@ def candidate_token_ids(
 
 
 # ------------------------------------------------------------------------------------------- features
+def _left_padded(rows: Sequence[Sequence[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``rows`` left-padded to one width: ``(input_ids, attention_mask)``."""
+    width = max(map(len, rows))
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(rows):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
 def _chunk_inputs(
     rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Left-padded prompts followed by right-padded candidates, the layout of ranked `generate`'s sequences."""
-    prompt_width = max(len(prompt) for prompt, _ in rows)
+    prompt_ids, prompt_mask = _left_padded([prompt for prompt, _ in rows], pad_token_id, device)
     answer_width = max(len(answer) for _, answer in rows)
-    input_ids = torch.full((len(rows), prompt_width + answer_width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, (prompt, answer) in enumerate(rows):
-        start = prompt_width - len(prompt)
-        input_ids[row, start:prompt_width] = torch.tensor(prompt)
-        input_ids[row, prompt_width : prompt_width + len(answer)] = torch.tensor(answer)
-        attention_mask[row, start : prompt_width + len(answer)] = 1
-    return input_ids.to(device), attention_mask.to(device), prompt_width, answer_width
+    answer_ids = torch.full((len(rows), answer_width), pad_token_id, dtype=torch.long)
+    answer_mask = torch.zeros_like(answer_ids)
+    for row, (_, answer) in enumerate(rows):
+        answer_ids[row, : len(answer)] = torch.tensor(answer)
+        answer_mask[row, : len(answer)] = 1
+    input_ids = torch.cat([prompt_ids, answer_ids.to(device)], dim=1)
+    return input_ids, torch.cat([prompt_mask, answer_mask.to(device)], dim=1), prompt_ids.shape[1], answer_width
 
 
 @dataclass
@@ -225,10 +238,18 @@ def _read_chunk(
     layers: Sequence[int],
     token_statistics: bool,
     pad_token_id: int,
+    cache: Any,
+    cached_mask: torch.Tensor,
 ) -> _ChunkFeatures:
-    """One forward pass over (prompt, candidate) rows, keeping the feature positions of the hooked layers."""
+    """One forward pass over (prompt, candidate) rows, keeping the feature positions of the hooked layers.
+
+    ``cache`` holds each row's earlier prompt tokens (attention mask ``cached_mask``, ``[R, 0]`` without a cache) and
+    ``rows`` the prompt tokens after them (the last one) and the candidate, as ranked `generate` feeds them on its
+    shared prefill.
+    """
     device = model.device
     input_ids, attention_mask, prompt_width, answer_width = _chunk_inputs(rows, pad_token_id, device)
+    attention_mask = torch.cat([cached_mask, attention_mask], dim=1)
     lengths = torch.tensor([len(answer) for _, answer in rows], device=device)
     last = prompt_width - 1 + lengths
     row_index = torch.arange(len(rows), device=device)
@@ -239,9 +260,11 @@ def _read_chunk(
         prompt_states[layer] = states[:, prompt_width - 1].float()
         candidate_states[layer] = states[row_index, last].float()
 
-    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": cache is not None}
+    if cache is not None:
+        inputs[cache_argument(model)] = cache
     if forward_accepts(model, "position_ids"):
-        inputs["position_ids"] = position_ids_from_attention_mask(attention_mask)
+        inputs["position_ids"] = position_ids_from_attention_mask(attention_mask)[:, -input_ids.shape[1] :]
     keeps_logits = forward_accepts(model, "logits_to_keep")
     if keeps_logits:
         answer_positions = torch.arange(prompt_width - 1, prompt_width + answer_width - 1, device=device)
@@ -257,6 +280,36 @@ def _read_chunk(
     )
 
 
+def _prompt_groups(
+    prompt_ids: Sequence[Sequence[int]], candidate_ids: Sequence[Sequence[Sequence[int]]], candidate_batch_size: int
+) -> Iterator[tuple[list[list[int]], list[tuple[int, int, int]]]]:
+    """Distinct prompts in groups whose candidates fill at most one chunk (a prompt with more forms a group alone):
+    ``(prompts, rows)``, each row ``(index of its prompt in the group, b, n)``."""
+    pairs: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+    for b, group in enumerate(candidate_ids):
+        pairs.setdefault(tuple(prompt_ids[b]), []).extend((b, n) for n in range(len(group)))
+    prompts: list[list[int]] = []
+    rows: list[tuple[int, int, int]] = []
+    for prompt, prompt_pairs in pairs.items():
+        if prompts and len(rows) + len(prompt_pairs) > candidate_batch_size:
+            yield prompts, rows
+            prompts, rows = [], []
+        rows.extend((len(prompts), b, n) for b, n in prompt_pairs)
+        prompts.append(list(prompt))
+    yield prompts, rows
+
+
+def _prefill(model: PreTrainedModel, prompts: Sequence[list[int]], pad_token_id: int) -> tuple[Any, torch.Tensor]:
+    """The cache of all but the last token of each prompt (left-padded) and its attention mask; ``(None, [U, 0])``
+    when the prompts have one token each or the model's cache cannot be shared (its rows then carry whole prompts)."""
+    if max(map(len, prompts)) > 1:
+        input_ids, attention_mask = _left_padded([prompt[:-1] for prompt in prompts], pad_token_id, model.device)
+        cache = prefill_cache(model, input_ids, attention_mask)
+        if cache is not None:
+            return cache, attention_mask
+    return None, torch.zeros(len(prompts), 0, dtype=torch.long, device=model.device)
+
+
 @torch.no_grad()
 def featurize_token_candidates(
     model: PreTrainedModel,
@@ -270,16 +323,17 @@ def featurize_token_candidates(
 ) -> CandidateFeatures:
     """Features of every (prompt, candidate) pair, ``candidate_batch_size`` pairs per forward pass.
 
-    The pairs of all prompts are processed in order; each chunk is laid out like ranked `generate`'s sequences
-    (left-padded prompt, candidate tokens, right padding) and read with `HiddenStateTap` at the prompt's last
-    token and the candidate's last token. With ``token_statistics`` the logits over the answer positions give
-    each candidate's mean token log-probability and self-certainty, as `CandidateFeatureRecorder` sums them.
+    Each distinct prompt is prefilled once (all but its last token; prompts whose candidates fit in one chunk
+    together, left-padded) and its candidates run on a copy of that cache, chunk by chunk, as ranked `generate`
+    shares its prefill: each row feeds the prompt's last token and the candidate's tokens (right-padded), read with
+    `HiddenStateTap` at the prompt's last token and the candidate's last token. Memory is bounded by
+    ``candidate_batch_size`` rows. With ``token_statistics`` the logits over the answer positions give each
+    candidate's mean token log-probability and self-certainty, as `CandidateFeatureRecorder` sums them.
     """
     if not isinstance(candidate_batch_size, int) or isinstance(candidate_batch_size, bool) or candidate_batch_size < 1:
         raise ValueError(f"candidate_batch_size must be an integer >= 1, got {candidate_batch_size!r}.")
     layers = sorted(set(layers))
     device = model.device
-    pairs = [(b, n) for b, group in enumerate(candidate_ids) for n in range(len(group))]
     batch_size, width = len(candidate_ids), max(len(group) for group in candidate_ids)
     hidden_size = int(text_config(model).hidden_size)
     features = CandidateFeatures(
@@ -290,22 +344,32 @@ def featurize_token_candidates(
         mean_log_probs=torch.zeros(batch_size, width, device=device) if token_statistics else None,
         self_certainty=torch.zeros(batch_size, width, device=device) if token_statistics else None,
     )
-    for start in range(0, len(pairs), candidate_batch_size):
-        chunk = pairs[start : start + candidate_batch_size]
-        rows = [(list(prompt_ids[b]), list(candidate_ids[b][n])) for b, n in chunk]
-        read = _read_chunk(model, rows, layers, token_statistics, pad_token_id)
-        b_index = torch.tensor([b for b, _ in chunk], device=device)
-        n_index = torch.tensor([n for _, n in chunk], device=device)
-        for layer in layers:
-            features.candidate_features[layer][b_index, n_index] = read.candidate_states[layer]
-            # the prompt's first candidate gives its prompt feature (later chunks only differ by padding)
-            first = (n_index == 0).nonzero().squeeze(-1)
-            features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
-        features.candidate_mask[b_index, n_index] = True
-        features.lengths[b_index, n_index] = read.lengths
-        if token_statistics:
-            features.mean_log_probs[b_index, n_index] = read.mean_log_probs
-            features.self_certainty[b_index, n_index] = read.self_certainty
+    for prompts, group_rows in _prompt_groups(prompt_ids, candidate_ids, candidate_batch_size):
+        cache, cached_mask = _prefill(model, prompts, pad_token_id)
+        for start in range(0, len(group_rows), candidate_batch_size):
+            chunk = group_rows[start : start + candidate_batch_size]
+            prompt_index = torch.tensor([u for u, _, _ in chunk], device=device)
+            chunk_cache = None
+            if cache is not None:  # the last chunk may consume the prefill itself
+                chunk_cache = cache if start + candidate_batch_size >= len(group_rows) else copy.deepcopy(cache)
+                chunk_cache.batch_select_indices(prompt_index)
+            fed = [prompts[u][-1:] if cache is not None else prompts[u] for u, _, _ in chunk]
+            rows = [(prompt, list(candidate_ids[b][n])) for prompt, (_, b, n) in zip(fed, chunk)]
+            read = _read_chunk(
+                model, rows, layers, token_statistics, pad_token_id, chunk_cache, cached_mask[prompt_index]
+            )
+            b_index = torch.tensor([b for _, b, _ in chunk], device=device)
+            n_index = torch.tensor([n for _, _, n in chunk], device=device)
+            for layer in layers:
+                features.candidate_features[layer][b_index, n_index] = read.candidate_states[layer]
+                # the prompt's first candidate gives its prompt feature (other rows only differ by padding)
+                first = (n_index == 0).nonzero().squeeze(-1)
+                features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
+            features.candidate_mask[b_index, n_index] = True
+            features.lengths[b_index, n_index] = read.lengths
+            if token_statistics:
+                features.mean_log_probs[b_index, n_index] = read.mean_log_probs
+                features.self_certainty[b_index, n_index] = read.self_certainty
     return features
 
 

@@ -402,6 +402,9 @@ class RankerTrainer(Trainer):
         model.config.loss = args.loss
         if model.config.use_vote_share and model.config.answer_extractor is None:
             model.config.answer_extractor = _builtin_answer_parser(reference)
+        info = CollectionInfo.from_dataset(reference)
+        if info is not None and info.model_dtype is not None:  # the dtype of the features it now learns from
+            model.config.model_dtype = info.model_dtype
         self.ranker_config = model.config
         self.feature_layer = model.config.feature_layer
         self.eval_data_collator = CandidateGroupCollator(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from datasets import load_from_disk
+from transformers.utils.logging import warning_once
 
 from hf_language_ranker import LanguageRanker
+from hf_language_ranker.candidates import CollectionInfo
 from hf_language_ranker.cli import main
 from hf_language_ranker.evaluation import EvaluationResult
 from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, RANKER_VARIANTS, Preset
@@ -38,13 +41,17 @@ def test_help_lists_every_command(capsys):
         assert command in text
 
 
-def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys):
+def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys, caplog):
     model = ["--model", str(tiny_model_dir)]
     base = ["--task", "arithmetic", "--preset", "tiny", "--num-candidates", "4", "--max-new-tokens", "3"]
+    base += ["--dtype", "bfloat16"]
     assert main(["collect", *model, *base, "--split", "train", "--output-dir", str(tmp_path / "train")]) == 0
     assert main(["collect", *model, *base, "--split", "validation", "--output-dir", str(tmp_path / "val")]) == 0
     train = load_from_disk(str(tmp_path / "train" / "dataset"))
     assert len(train) == 12 and len(train[0]["candidates"]) == 4
+    assert CollectionInfo.from_dataset(train).model_dtype == "bfloat16"
+    manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
+    assert manifest["collection"]["model_dtype"] == "bfloat16"
     status = main(
         ["train", "--dataset", str(tmp_path / "train"), "--eval-dataset", str(tmp_path / "val"), "--epochs", "1"]
         + ["--use-mean-log-prob", "--output-dir", str(tmp_path / "ranker")]
@@ -52,11 +59,16 @@ def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys):
     assert status == 0
     ranker = LanguageRanker.from_pretrained(tmp_path / "ranker")
     assert ranker.config.hidden_size == 32 and ranker.config.use_mean_log_prob
+    assert ranker.config.model_dtype == "bfloat16"  # collect -> train -> save -> load
     capsys.readouterr()
-    status = main(
-        ["generate", *model, "--ranker", str(tmp_path / "ranker"), "--prompt", "ab 1", "--num-candidates", "3"]
-    )
+    warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="hf_language_ranker"):
+        status = main(
+            ["generate", *model, "--ranker", str(tmp_path / "ranker"), "--prompt", "ab 1", "--num-candidates", "3"]
+            + ["--dtype", "float32"]
+        )
     assert status == 0
+    assert "computed in bfloat16 but the model runs in float32" in caplog.text
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:2] in ("->", "+0", "-0")]
     assert len(lines) == 3 and sum(line.startswith("->") for line in lines) == 1
 

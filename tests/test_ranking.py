@@ -9,6 +9,7 @@ from test_feature_parity import TOLERANCE, expected_lengths, ranked_generate_out
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, rank_candidates
+from hf_language_ranker.generation import cache_argument
 
 
 class ForbidSpecialTokens(LogitsProcessor):
@@ -73,7 +74,8 @@ def test_pad_equal_to_eos(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_ragged_candidates_equal_the_plain_forward_of_each_prompt_alone(family):
+@pytest.mark.parametrize("candidate_batch_size", [2, 8])  # 2: a prompt per prefill; 8: all three prefilled together
+def test_ragged_candidates_equal_the_plain_forward_of_each_prompt_alone(family, candidate_batch_size):
     model = build_model(family, seed=3)
     tokenizer = build_tokenizer()
     ranker = LanguageRanker.for_model(model, feature_layer=2, head="listwise", use_mean_log_prob=True)
@@ -84,7 +86,7 @@ def test_ragged_candidates_equal_the_plain_forward_of_each_prompt_alone(family):
         [[EOS], [9, 9], [20, 21, EOS]],
     ]
     result = rank_candidates(
-        model, tokenizer, prompts, candidates, ranker, candidate_batch_size=2, return_features=True
+        model, tokenizer, prompts, candidates, ranker, candidate_batch_size=candidate_batch_size, return_features=True
     )
     assert [len(scores) for scores in result.scores] == [1, 3, 3]
     assert result.features.candidate_mask.tolist() == [[True, False, False], [True] * 3, [True] * 3]
@@ -114,21 +116,28 @@ def test_ids_after_the_first_eos_are_ignored():
     assert cut.features.lengths.tolist() == [[2, 1]]
 
 
-def test_reads_only_the_ranker_layers_and_answer_logits_in_chunks():
+def test_prefills_each_prompt_once_and_reads_only_the_ranker_layers_and_answer_logits_in_chunks():
     model = build_model("llama")
     tokenizer = build_tokenizer()
     calls = []
     model.register_forward_hook(lambda module, args, kwargs, out: calls.append((kwargs, out)), with_kwargs=True)
     candidates = [[[3 + n] * (n + 1) for n in range(5)]]
     plain = LanguageRanker.for_model(model, feature_layer=2)
-    rank_candidates(model, tokenizer, [[5, 6, 7]], candidates, plain, candidate_batch_size=2)
-    assert len(calls) == 3  # 5 candidates, 2 per forward pass
+    twice = rank_candidates(model, tokenizer, [[5, 6, 7]] * 2, candidates * 2, plain, candidate_batch_size=2)
+    assert torch.allclose(twice.scores[0], twice.scores[1], atol=TOLERANCE)
+    prefill, *chunks = calls
+    assert prefill[0]["input_ids"].tolist() == [[5, 6]]  # the shared prompt, all but its last token, once
+    assert len(chunks) == 5  # 10 candidates, 2 per forward pass, each on its copy of the prompt's cache
+    for kwargs, _ in chunks:
+        assert kwargs["input_ids"][:, 0].tolist() == [7] * 2  # the prompt's last token, then the candidate
+        cache = kwargs[cache_argument(model)]  # grown by the chunk's columns in the forward pass
+        assert cache.get_seq_length() == 2 + kwargs["input_ids"].shape[1] and cache.layers[0].keys.shape[0] == 2
     assert all(not kwargs.get("output_hidden_states") and out.hidden_states is None for kwargs, out in calls)
-    assert [tuple(out.logits.shape) for _, out in calls] == [(2, 1, VOCAB_SIZE)] * 2 + [(1, 1, VOCAB_SIZE)]
+    assert [tuple(out.logits.shape) for _, out in chunks] == [(2, 1, VOCAB_SIZE)] * 5
     calls.clear()
     with_log_prob = LanguageRanker.for_model(model, feature_layer=2, use_mean_log_prob=True)
     rank_candidates(model, tokenizer, [[5, 6, 7]], candidates, with_log_prob, candidate_batch_size=5)
-    assert [tuple(out.logits.shape) for _, out in calls] == [(5, 5, VOCAB_SIZE)]  # answer positions only
+    assert [tuple(out.logits.shape) for _, out in calls[1:]] == [(5, 5, VOCAB_SIZE)]  # answer positions only
 
 
 def test_several_rankers_share_one_read_and_text_prompts_use_the_chat_template():

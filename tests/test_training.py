@@ -76,6 +76,7 @@ def candidate_dataset(
             layers=list(layers),
             num_candidates=max(counts),
             verifier="synthetic",
+            model_dtype="bfloat16",
         )
         info = DatasetInfo(description=collection.to_json())
     return Dataset.from_dict(columns, info=info)
@@ -130,6 +131,14 @@ def test_ranker_built_from_dataset_records_collection(trained):
     config = trained[0].ranker.config
     assert (config.hidden_size, config.feature_layer) == (HIDDEN, LAYER)
     assert (config.base_model, config.model_type, config.num_hidden_layers) == ("tiny/llama", "llama", 4)
+    assert config.model_dtype == "bfloat16"
+
+
+def test_a_given_ranker_records_the_dtype_of_the_features_it_trains_on(tmp_path):
+    ranker = ranker_for_dataset(candidate_dataset(num_prompts=4, num_hidden_layers=None))
+    assert ranker.config.model_dtype is None  # a dataset made elsewhere does not say
+    RankerTrainer(model=ranker, args=arguments(tmp_path), train_dataset=candidate_dataset(num_prompts=4))
+    assert ranker.config.model_dtype == "bfloat16"
 
 
 @pytest.mark.parametrize("loss", ["listwise", "pairwise", "pointwise"])
