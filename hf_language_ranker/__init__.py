@@ -25,7 +25,7 @@ _LAZY = {
     "RankedCandidatesOutput": "ranking",
     "featurize_token_candidates": "ranking",
     "RankerTrainer": "training",
-    "RankerTrainingArguments": "training",
+    "RankerTrainingArguments": "training_args",
     "train_ranker": "training",
     "evaluate": "evaluation",
     "EvaluationResult": "evaluation",

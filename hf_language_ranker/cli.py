@@ -10,10 +10,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .configuration import HEAD_TYPES, LOSS_TYPES
+from transformers import HfArgumentParser
+
+from .training_args import RankerTrainingArguments
 
 EPILOG = """typical flow:
   hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
@@ -61,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    parser.add_argument("--debug", action="store_true", dest="traceback", help="show the full traceback of an error")
+    # HfArgumentParser subcommands: `train` takes its options from RankerTrainingArguments (`dataclass_types=`);
+    # the others are plain argparse parsers that show their defaults in --help
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=HfArgumentParser)
 
     demo = commands.add_parser(
         "demo",
@@ -126,21 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a ranker on a collected candidate dataset",
         description="Train a Language Ranker with RankerTrainer (transformers.Trainer) on a dataset written by "
         "`collect`, evaluate top-1 accuracy on --eval-dataset, and save config.json + model.safetensors + a model "
-        "card to --output-dir. Runs on several devices under `accelerate launch`.",
+        "card to --output-dir. Runs on several devices under `accelerate launch`. Every other option is a field "
+        "of RankerTrainingArguments (a transformers.TrainingArguments), with the same name and default.",
+        dataclass_types=[RankerTrainingArguments],
     )
     train.add_argument("--dataset", required=True, help="folder written by `collect` (or its dataset/ subfolder)")
     train.add_argument("--eval-dataset", default=None, help="held-out candidates for the eval metrics")
-    train.add_argument("--output-dir", required=True)
-    train.add_argument("--feature-layer", type=int, default=None, help="default: the paper's ~60%% layer if collected")
-    train.add_argument("--head", choices=HEAD_TYPES, default="listwise")
-    train.add_argument("--loss", choices=LOSS_TYPES, default="listwise")
-    train.add_argument(
-        "--use-mean-log-prob", action="store_true", help="also feed each candidate's mean token log-prob to the head"
-    )
-    train.add_argument("--group-size", type=positive_int, default=8, help="candidates per training group")
-    train.add_argument("--epochs", type=float, default=8)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=run_train)
 
     generate = commands.add_parser("generate", help="sample N answers to a prompt and print them ranked")
@@ -209,23 +205,22 @@ def run_collect(args: argparse.Namespace) -> None:
     print_outputs({"dataset": Path(args.output_dir) / "dataset", "prompts": len(dataset)})
 
 
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `RankerTrainingArguments` fields of a parsed `train` command line (each field is one of its options)."""
+    return {field.name: getattr(args, field.name) for field in fields(RankerTrainingArguments) if field.init}
+
+
 def run_train(args: argparse.Namespace) -> None:
     from .training import train_ranker
 
-    ranker = train_ranker(
-        _load_dataset(args.dataset),
-        _load_dataset(args.eval_dataset) if args.eval_dataset else None,
-        output_dir=args.output_dir,
-        feature_layer=args.feature_layer,
-        head=args.head,
-        loss=args.loss,
-        use_mean_log_prob=args.use_mean_log_prob,
-        group_size=args.group_size,
-        num_train_epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
-    print_outputs({"ranker": args.output_dir, "parameters": ranker.num_parameters})
+    train = _load_dataset(args.dataset)  # both datasets are checked before training starts
+    validation = _load_dataset(args.eval_dataset) if args.eval_dataset else None
+    options = training_options(args)
+    output_dir = options.pop("output_dir")
+    if output_dir is None:
+        raise ValueError("train needs --output-dir: the folder the ranker is saved to.")
+    ranker = train_ranker(train, validation, output_dir=output_dir, **options)
+    print_outputs({"ranker": output_dir, "parameters": ranker.num_parameters})
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -305,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except (ValueError, TypeError, KeyError, OSError, ModuleNotFoundError) as error:
-        if args.debug:
+        if args.traceback:
             raise
         # a KeyError's message is its argument (str() would quote it)
         print(f"error: {error.args[0] if isinstance(error, KeyError) and error.args else error}", file=sys.stderr)

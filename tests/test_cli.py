@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import MISSING, fields
 
 import pytest
 from datasets import load_from_disk
 
 from hf_language_ranker import LanguageRanker
-from hf_language_ranker.cli import main
+from hf_language_ranker.cli import build_parser, main, training_options
 from hf_language_ranker.evaluation import EvaluationResult
 from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, RANKER_VARIANTS, Preset
+from hf_language_ranker.training_args import RankerTrainingArguments
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def test_help_lists_every_command(capsys):
         assert command in text
 
 
-def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys):
+def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys, monkeypatch):
     model = ["--model", str(tiny_model_dir)]
     base = ["--task", "arithmetic", "--preset", "tiny", "--num-candidates", "4", "--max-new-tokens", "3"]
     assert main(["collect", *model, *base, "--split", "train", "--output-dir", str(tmp_path / "train")]) == 0
@@ -46,19 +48,45 @@ def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys):
     train = load_from_disk(str(tmp_path / "train" / "dataset"))
     assert len(train) == 12 and len(train[0]["candidates"]) == 4
     status = main(
-        ["train", "--dataset", str(tmp_path / "train"), "--eval-dataset", str(tmp_path / "val"), "--epochs", "1"]
-        + ["--use-mean-log-prob", "--output-dir", str(tmp_path / "ranker")]
+        ["train", "--dataset", str(tmp_path / "train"), "--eval-dataset", str(tmp_path / "val")]
+        + ["--num-train-epochs", "1", "--use-mean-log-prob", "--use-vote-share", "--use-centrality"]
+        + ["--selection", "weighted_vote", "--output-dir", str(tmp_path / "ranker")]
     )
     assert status == 0
-    ranker = LanguageRanker.from_pretrained(tmp_path / "ranker")
-    assert ranker.config.hidden_size == 32 and ranker.config.use_mean_log_prob
+    config = LanguageRanker.from_pretrained(tmp_path / "ranker").config
+    assert config.hidden_size == 32 and config.use_mean_log_prob and config.use_vote_share and config.use_centrality
+    assert (config.selection, config.answer_extractor) == ("weighted_vote", "math")
+    import hf_language_ranker.generation as generation  # the rule `generate` picks with, spied on
+
+    modes = []
+    monkeypatch.setattr(generation, "select", lambda values, mode, ids: modes.append(mode) or values.argmax(-1))
     capsys.readouterr()
     status = main(
         ["generate", *model, "--ranker", str(tmp_path / "ranker"), "--prompt", "ab 1", "--num-candidates", "3"]
     )
-    assert status == 0
+    assert status == 0 and modes == ["weighted_vote"]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:2] in ("->", "+0", "-0")]
     assert len(lines) == 3 and sum(line.startswith("->") for line in lines) == 1
+
+
+def test_train_options_are_the_training_arguments_with_their_defaults(capsys):
+    """`train` is generated from RankerTrainingArguments: every field is a flag, with the dataclass's default."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    options = training_options(build_parser().parse_args(["train", "--dataset", "somewhere", "--output-dir", "o"]))
+    for field in fields(RankerTrainingArguments):
+        if field.init:
+            assert f"--{field.name.replace('_', '-')}" in help_text or f"--{field.name}" in help_text, field.name
+    # the fields this package declares or re-tunes keep their exact defaults ...
+    for name in RankerTrainingArguments.__annotations__:
+        field = RankerTrainingArguments.__dataclass_fields__[name]
+        default = field.default_factory() if field.default is MISSING else field.default
+        assert options[name] == default or name == "output_dir", name
+    # ... and all of them together (argparse passes a few of transformers' string defaults through their type, e.g.
+    # include_num_input_tokens_seen "no" -> False, which TrainingArguments reads back as "no") give equal arguments
+    assert RankerTrainingArguments(**options) == RankerTrainingArguments(output_dir="o")
+    assert "--selection {argmax,weighted_vote}" in help_text and "Written to config.json" in help_text
 
 
 def test_demo_pipeline_writes_results_and_a_ranker(tiny_model_dir, tiny_preset, tmp_path, capsys, monkeypatch):
