@@ -29,6 +29,7 @@ _LAZY = {
     "train_ranker": "training",
     "evaluate": "evaluation",
     "EvaluationResult": "evaluation",
+    "select_ranker": "evaluation",
     "load_model_and_tokenizer": "embedded",
 }
 

@@ -42,6 +42,7 @@ from transformers.utils.logging import get_logger, is_progress_bar_enabled
 from .candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 from .features import ModelFingerprint, resolve_feature_layer, text_config
 from .generation import sample_candidates
+from .jsonl import read_jsonl
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .ranking import (
     CandidateLike,
@@ -259,28 +260,28 @@ def read_candidates_jsonl(
     ``"answer"``), which stay in the examples.
     """
     examples, candidates, finished = [], [], []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}).") from error
-        if not isinstance(record, dict) or "prompt" not in record or "candidates" not in record:
-            raise ValueError(f'{path}, line {number}: each line needs a "prompt" and a "candidates" list.')
+    for record in read_jsonl(path, required=("prompt", "candidates"), check=_check_candidates_record):
         group = record.pop("candidates")
-        if not isinstance(group, list):
-            raise ValueError(f'{path}, line {number}: "candidates" must be a list, got {type(group).__name__}.')
-        ended = record.pop("finished", [True] * len(group))
-        if not isinstance(ended, list) or len(ended) != len(group) or not all(isinstance(v, bool) for v in ended):
-            raise ValueError(f'{path}, line {number}: "finished" must be a list of {len(group)} booleans.')
         examples.append(record)
         candidates.append(group)
-        finished.append(ended)
-    if not examples:
-        raise ValueError(f"{path} holds no prompts.")
+        finished.append(record.pop("finished", [True] * len(group)))
     return examples, candidates, True if all(all(row) for row in finished) else finished
+
+
+def read_prompts_jsonl(path: str | os.PathLike, verifier: Verifier) -> list[dict[str, Any]]:
+    """Prompts from a JSON-lines file: each line a ``"prompt"`` plus the keys ``verifier`` reads (e.g. ``"answer"``);
+    a missing key is an error naming the file, the line and the key."""
+    return read_jsonl(path, required=("prompt", *verifier.required_keys))
+
+
+def _check_candidates_record(record: Mapping[str, Any]) -> None:
+    """One line of a `read_candidates_jsonl` file: a list of candidates and, optionally, as many booleans."""
+    group = record["candidates"]
+    if not isinstance(group, list):
+        raise ValueError(f'"candidates" must be a list, got {type(group).__name__}.')
+    ended = record.get("finished", [True] * len(group))
+    if not isinstance(ended, list) or len(ended) != len(group) or not all(isinstance(v, bool) for v in ended):
+        raise ValueError(f'"finished" must be a list of {len(group)} booleans.')
 
 
 def _as_examples(prompts: PromptsLike) -> Sequence[Mapping[str, Any]]:

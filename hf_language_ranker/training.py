@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from datasets import Dataset
-from transformers import EvalPrediction, Trainer, set_seed
+from transformers import EvalPrediction, PrinterCallback, Trainer, set_seed
 from transformers.utils import logging
 
 from .candidates import (
@@ -286,6 +286,8 @@ class RankerTrainer(Trainer):
             eval_dataset=self._features(eval_dataset),
             **trainer_kwargs,
         )
+        if args.logging_strategy == "no":  # no logs asked for: Trainer would still print its closing summary
+            self.remove_callback(PrinterCallback)
 
     def _features(self, dataset: Dataset | dict[str, Dataset] | str | None) -> Any:
         """Candidate datasets viewed as the columns of the ranker's layer; anything else passes through."""

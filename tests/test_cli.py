@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from dataclasses import MISSING, fields
 
 import pytest
+import torch
 from datasets import load_from_disk
 
 from hf_language_ranker import LanguageRanker
@@ -13,6 +16,15 @@ from hf_language_ranker.cli import build_parser, main, training_options
 from hf_language_ranker.evaluation import EvaluationResult
 from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, RANKER_VARIANTS, Preset
 from hf_language_ranker.training_args import RankerTrainingArguments
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models and rankers: one thread is fastest and immune to other processes competing for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -27,6 +39,8 @@ def tiny_preset(monkeypatch):
         layer_fractions=(0.5, 1.0),
         ns=(1, 2, 4),
         reward_model_max_pairs=8,
+        folds=2,
+        training={"num_train_epochs": 1},
     )
     monkeypatch.setitem(PRESETS, "tiny", preset)
     return preset
@@ -89,47 +103,84 @@ def test_train_options_are_the_training_arguments_with_their_defaults(capsys):
     assert "--selection {argmax,weighted_vote}" in help_text and "Written to config.json" in help_text
 
 
+def check_report(output_dir, printed):
+    """What every `evaluate` run writes: summary first, per-prompt results, the choice, a plot, a ranker with a card."""
+    assert printed.lstrip().startswith("Best-of-") and f"{CHOSEN} − majority vote" in printed
+    assert printed.index("Best-of-") < printed.index("results.md")
+    results = json.loads((output_dir / "results.json").read_text())
+    assert EvaluationResult.from_json(output_dir / "results.json").accuracy == {
+        method: {int(n): value for n, value in by_n.items()} for method, by_n in results["accuracy"].items()
+    }
+    methods = set(results["accuracy"])
+    assert {"first sample", "majority vote", "oracle (pass@N)", "linear probe", "MiniLM reward model"} <= methods
+    assert set(RANKER_VARIANTS) <= methods and {f"{name} + weighted vote" for name in RANKER_VARIANTS} <= methods
+    assert all(len(values) == results["num_prompts"] for values in results["per_prompt"][CHOSEN].values())
+    # the saved ranker is the cross-validated choice (train + validation prompts only), refit on all of them
+    chosen = results["chosen"]
+    assert chosen["method"] == CHOSEN and chosen["folds"] == 2
+    assert chosen["prompts"] == results["split_sizes"]["train"] + results["split_sizes"]["validation"]
+    row = chosen["chosen"]["method"]
+    options = RANKER_VARIANTS[row.removesuffix(" + weighted vote")]
+    saved = LanguageRanker.from_pretrained(output_dir / "ranker").config
+    assert saved.feature_layer == chosen["chosen"]["feature_layer"]
+    assert (saved.head, saved.use_mean_log_prob) == (options["head"], options.get("use_mean_log_prob", False))
+    assert saved.use_vote_share == options.get("use_vote_share", False)
+    assert saved.selection == ("weighted_vote" if row.endswith("weighted vote") else "argmax")
+    markdown = (output_dir / "results.md").read_text()
+    assert "Paired differences" in markdown and "Cross-validated accuracy" in markdown and "| method" in markdown
+    assert (output_dir / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (output_dir / "ranker" / "README.md").read_text()
+    assert "model-index" in card and "accuracy" in card and "split sizes (prompts)" in card
+    assert "cross-validation" in card and "test vs majority vote" in card
+    return results
+
+
 def test_demo_pipeline_writes_results_and_a_ranker(tiny_model_dir, tiny_preset, tmp_path, capsys, monkeypatch):
     output_dir = tmp_path / "demo"
     status = main(["evaluate", "--model", str(tiny_model_dir), "--preset", "tiny", "--output-dir", str(output_dir)])
     assert status == 0
     printed = capsys.readouterr().out
     assert "greedy" in printed and "ranked" in printed
-    results = json.loads((output_dir / "results.json").read_text())
-    assert EvaluationResult.from_json(output_dir / "results.json").accuracy == {
-        method: {int(n): value for n, value in by_n.items()} for method, by_n in results["accuracy"].items()
-    }
-    assert results["chosen_on_validation"] and results["example"]["prompt"]
-    methods = set(results["accuracy"])
-    assert {"first sample", "majority vote", "oracle (pass@N)", "linear probe", "MiniLM reward model"} <= methods
-    assert set(RANKER_VARIANTS) <= methods
-    # the saved ranker is the ranker row (variant x selection rule) best on validation, never chosen on test
-    chosen = results["chosen_on_validation"]
-    rows = [name for name in methods if name.startswith("Language Ranker")]
-    assert {f"{name} + weighted vote" for name in RANKER_VARIANTS} <= set(rows)
-    by_row = {name: max(chosen[name]["validation_accuracy_by_layer"].values()) for name in rows}
-    assert chosen[CHOSEN]["validation_accuracy"] == max(by_row.values())
-    best = chosen[CHOSEN]["method"]
-    assert by_row[best] == max(by_row.values())
-    assert results["accuracy"][CHOSEN] == results["accuracy"][best]
-    assert all(len(values) == results["num_prompts"] for values in results["per_prompt"][CHOSEN].values())
-    options = RANKER_VARIANTS[best.removesuffix(" + weighted vote")]
-    saved = LanguageRanker.from_pretrained(output_dir / "ranker").config
-    assert (saved.head, saved.use_mean_log_prob) == (options["head"], options.get("use_mean_log_prob", False))
-    assert saved.use_vote_share == options.get("use_vote_share", False)
-    assert saved.selection == ("weighted_vote" if best.endswith("weighted vote") else "argmax")
-    assert "Paired differences" in (output_dir / "results.md").read_text()
-    assert (output_dir / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (
-        "| method" in (output_dir / "results.md").read_text().lower() or "|" in (output_dir / "results.md").read_text()
-    )
-    card = (output_dir / "ranker" / "README.md").read_text()
-    assert "model-index" in card and "accuracy" in card
+    results = check_report(output_dir, printed)
+    assert results["example"]["prompt"] and results["missing"] == []
+    assert "built-in task 'arithmetic'" in results["data"]["description"]
     # a second run resumes: the collected candidates are reused, not sampled again
     import hf_language_ranker.collection as collection
 
     monkeypatch.setattr(collection, "sample_candidates", lambda *args, **kwargs: pytest.fail("sampled again"))
     assert main(["evaluate", "--model", str(tiny_model_dir), "--preset", "tiny", "--output-dir", str(output_dir)]) == 0
+
+
+def test_evaluate_on_your_prompts_then_on_the_collected_folders(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """A user's JSON-lines task end to end, then the same splits' folders again with no LLM at all."""
+    import hf_language_ranker.evaluation.experiment as experiment
+
+    monkeypatch.setattr(experiment, "Preset", functools.partial(Preset, training={"num_train_epochs": 1}))
+    prompts = tmp_path / "my_task.jsonl"
+    lines = [json.dumps({"prompt": f"{a} {b}", "answer": str(a + b)}) for a in range(6) for b in range(5)]
+    prompts.write_text("\n".join(lines) + "\n")
+    output_dir = tmp_path / "mine"
+    sampling = ["--num-candidates", "4", "--max-new-tokens", "3", "--folds", "2"]
+    splits = ["--train-prompts", "12", "--validation-prompts", "6", "--test-prompts", "6"]
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--verifier", "math"]
+    assert main([*argv, *sampling, *splits, "--output-dir", str(output_dir)]) == 0
+    results = check_report(output_dir, capsys.readouterr().out)
+    assert results["split_sizes"] == {"train": 12, "validation": 6, "test": 6}
+    assert results["greedy_accuracy"] is not None and results["missing"] == []
+    digest = hashlib.sha256(prompts.read_bytes()).hexdigest()
+    assert results["data"]["files"] == {"my_task.jsonl": digest}
+    assert f"my_task.jsonl (sha256 {digest})" in (output_dir / "ranker" / "README.md").read_text()
+
+    import hf_language_ranker.embedded as embedded
+
+    monkeypatch.setattr(embedded, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("loaded the model"))
+    folders = [f"--{split}-dataset={output_dir / 'candidates' / split}" for split in ("train", "validation", "test")]
+    assert main(["evaluate", *folders, "--folds", "2", "--output-dir", str(tmp_path / "folders")]) == 0
+    printed = capsys.readouterr().out
+    results = check_report(tmp_path / "folders", printed)
+    assert results["greedy_accuracy"] is None and "greedy decoding" in results["missing"][0]
+    assert "Not measured: greedy decoding" in printed
+    assert "candidate folders" in (tmp_path / "folders" / "ranker" / "README.md").read_text()
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
