@@ -190,7 +190,9 @@ class EvaluationResult:
             ns = sorted(by_n)
             style = "--" if method == ORACLE else "-"
             width = 2.4 if index == 0 else 1.4
-            label = textwrap.fill(method, LEGEND_WIDTH)  # long variant names wrap instead of widening the canvas
+            label = textwrap.fill(
+                method, LEGEND_WIDTH, break_on_hyphens=False
+            )  # long variant names wrap instead of widening the canvas
             color = colors[index % len(colors)]
             axes.plot(ns, [by_n[n] for n in ns], style, marker="o", color=color, lw=width, label=label)
         if interval is not None:
@@ -204,7 +206,7 @@ class EvaluationResult:
                 [b + d.high for b, d in zip(base, bounds)],
                 color=colors[0],
                 alpha=0.15,
-                label=textwrap.fill(f"95% paired interval vs {baseline}", LEGEND_WIDTH),
+                label=textwrap.fill(f"95% paired interval vs {baseline}", LEGEND_WIDTH, break_on_hyphens=False),
             )
         if self.greedy_accuracy is not None:
             axes.axhline(self.greedy_accuracy, color="gray", linestyle=":", label=GREEDY)
