@@ -212,7 +212,7 @@ def test_collect_external_candidates_from_jsonl(tiny_model_dir, tmp_path, capsys
     assert "--candidates needs --verifier" in capsys.readouterr().err
     samples.write_text('{"prompt": "ab"}\n')
     assert main([*arguments, "--verifier", "math", "--output-dir", str(tmp_path / "bad")]) == 2
-    assert 'line 1: each line needs a "prompt" and a "candidates" list' in capsys.readouterr().err
+    assert 'samples.jsonl, line 1: missing "candidates"' in capsys.readouterr().err
 
 
 def _cli_bad_inputs(tmp_path):
@@ -222,7 +222,28 @@ def _cli_bad_inputs(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "ab", "answer": "3"}\n')
     out = ["--output-dir", str(tmp_path / "out")]
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text('{"prompt": "ab", "answer": "3"}\n\n{"prompt": "cd", "answer": }\n')
+    no_answer = tmp_path / "no_answer.jsonl"
+    no_answer.write_text('{"prompt": "ab", "answer": "3"}\n{"prompt": "cd"}\n')
+    no_prompt = tmp_path / "no_prompt.jsonl"
+    no_prompt.write_text('{"question": "ab", "answer": "3"}\n')
+    not_collected = tmp_path / "not-collected"
+    not_collected.mkdir()
+    folders = [f"--{split}-dataset={not_collected}" for split in ("train", "validation", "test")]
+    evaluate = ["evaluate", "--verifier", "math", "--prompts"]
     return [
+        ([*evaluate, str(malformed), *out], "malformed.jsonl, line 3: not valid JSON (Expecting value, column 28)"),
+        ([*evaluate, str(no_answer), *out], 'no_answer.jsonl, line 2: missing "answer"'),
+        ([*evaluate, str(no_prompt), *out], 'no_prompt.jsonl, line 1: missing "prompt"'),
+        ([*evaluate, str(tmp_path / "absent.jsonl"), *out], "No JSON-lines file at"),
+        (["evaluate", "--prompts", str(no_answer), *out], "--prompts needs --verifier"),
+        (["collect", "--prompts", str(malformed), "--verifier", "math", *out], "malformed.jsonl, line 3: not valid"),
+        (["collect", "--prompts", str(no_answer), "--verifier", "math", *out], 'line 2: missing "answer"'),
+        (["evaluate", folders[0], *out], "add --validation-dataset and --test-dataset"),
+        (["evaluate", *folders, "--prompts", str(no_answer), *out], "either --prompts or --train-dataset"),
+        (["evaluate", *folders, *out], "not-collected is not a dataset folder"),
+        (["train", "--dataset", str(not_collected), *out], "not-collected is not a dataset folder"),
         (["collect", "--task", "nosuchtask", *out], "Unknown task 'nosuchtask'; known tasks: arithmetic"),
         (["collect", "--prompts", str(prompts), *out], "--prompts needs --verifier"),
         (["collect", "--prompts", str(prompts), "--verifier", "nosuch", *out], "Unknown verifier name 'nosuch'"),
