@@ -26,10 +26,11 @@ _LAZY = {
     "featurize_token_candidates": "ranking",
     "rank_candidates_file": "file_ranking",
     "RankerTrainer": "training",
-    "RankerTrainingArguments": "training",
+    "RankerTrainingArguments": "training_args",
     "train_ranker": "training",
     "evaluate": "evaluation",
     "EvaluationResult": "evaluation",
+    "select_ranker": "evaluation",
     "load_model_and_tokenizer": "embedded",
 }
 

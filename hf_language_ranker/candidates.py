@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Array2D, Dataset, List, concatenate_datasets
 
 from .agreement import answer_id_rows, answer_ids
 
@@ -78,6 +78,44 @@ def dataset_answer_ids(dataset: Dataset, n: int) -> torch.Tensor:
 def dataset_answer_id_rows(dataset: Dataset) -> list[list[int]]:
     """Answer ids of all candidates of each prompt (prompts may hold different numbers of candidates)."""
     return answer_id_rows(parsed_answers(dataset))
+
+
+def fixed_candidate_count(dataset: Dataset) -> int | None:
+    """The number of candidates every prompt holds when the schema fixes it (a collection does), else ``None``."""
+    feature = dataset.features.get("labels")
+    return feature.length if isinstance(feature, List) and feature.length > 0 else None
+
+
+def first_candidates(dataset: Dataset, n: int) -> Dataset:
+    """``dataset`` with only the first ``n`` candidates of each prompt in every per-candidate column."""
+    count = fixed_candidate_count(dataset)
+    if count is None or n == count:
+        return dataset
+    if not 1 <= n <= count:
+        raise ValueError(f"Cannot keep the first {n} candidates: the dataset holds {count} per prompt.")
+    features, sliced = dataset.features.copy(), []
+    for name, feature in dataset.features.items():
+        if isinstance(feature, List) and feature.length == count:
+            features[name] = List(feature.feature, length=n)
+        elif isinstance(feature, Array2D) and feature.shape[0] == count:
+            features[name] = Array2D((n, *feature.shape[1:]), feature.dtype)
+        else:
+            continue
+        sliced.append(name)
+    return dataset.map(
+        lambda batch: {name: [row[:n] for row in batch[name]] for name in sliced}, batched=True, features=features
+    )
+
+
+def pool_datasets(datasets: list[Dataset]) -> Dataset:
+    """Candidate datasets concatenated by prompt, each cut to the smallest fixed candidate count among them; the
+    result keeps the first dataset's `CollectionInfo` (model fingerprint, verifier)."""
+    counts = [fixed_candidate_count(dataset) for dataset in datasets]
+    if None not in counts and len(set(counts)) > 1:
+        datasets = [first_candidates(dataset, min(counts)) for dataset in datasets]
+    pooled = concatenate_datasets(datasets)
+    pooled.info.description = datasets[0].info.description
+    return pooled
 
 
 @dataclass

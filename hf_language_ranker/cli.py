@@ -10,10 +10,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from .configuration import HEAD_TYPES, LOSS_TYPES, MODEL_DTYPES, SELECTION_MODES
+from transformers import HfArgumentParser
+
+from .configuration import MODEL_DTYPES, SELECTION_MODES
+from .evaluation.experiment import SPLIT_SHARES, SPLITS
+from .training_args import RankerTrainingArguments
 
 EPILOG = """typical flow:
   hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
@@ -70,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    parser.add_argument("--debug", action="store_true", dest="traceback", help="show the full traceback of an error")
+    # HfArgumentParser subcommands: `train` takes its options from RankerTrainingArguments (`dataclass_types=`);
+    # the others are plain argparse parsers that show their defaults in --help
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=HfArgumentParser)
 
     demo = commands.add_parser(
         "demo",
@@ -87,21 +94,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="the full evaluation protocol for a task: collect, train, compare with every baseline",
-        description="Collect train/validation/test candidates for a built-in task (resumable), train listwise and "
-        "pointwise rankers, a linear probe and a MiniLM reward model (layers and hyper-parameters chosen on "
-        "validation only), and report accuracy against N for them, first sample, greedy, majority vote, mean "
-        "log-probability, self-certainty and the oracle.",
+        help="the full evaluation protocol on a built-in task, your prompts, or collected folders",
+        description="Collect train/validation/test candidates (resumable), choose a ranker by k-fold "
+        "cross-validation over train + validation (variant x layer x selection rule, near-ties to the default "
+        "recipe), refit it on all of them, train a linear probe and a MiniLM reward model, and report test accuracy "
+        "against N for them, first sample, greedy, majority vote, mean log-probability, self-certainty and the "
+        "oracle. Writes results.md, results.json (per-prompt outcomes), accuracy_vs_n.png and the chosen ranker "
+        "with its card to --output-dir. Data: a built-in task (--preset/--task), your JSON-lines prompts "
+        "(--prompts with --verifier), or folders `collect` wrote (--train-dataset, --validation-dataset, "
+        "--test-dataset: no sampling, and no LLM is loaded).",
     )
     _add_model(evaluate, dtype=None)
     evaluate.add_argument("--preset", default="arithmetic", help="named preset of sizes and sampling settings")
     evaluate.add_argument("--task", default=None, help="built-in task (default: the preset's)")
-    evaluate.add_argument("--train-prompts", type=positive_int, default=None)
-    evaluate.add_argument("--validation-prompts", type=positive_int, default=None)
-    evaluate.add_argument("--test-prompts", type=positive_int, default=None)
+    evaluate.add_argument(
+        "--prompts", default=None, help='your JSON-lines file: a "prompt" per line plus what --verifier reads'
+    )
+    evaluate.add_argument("--verifier", default=None, help="math, code or tools: labels the candidates of --prompts")
+    for split in SPLITS:
+        evaluate.add_argument(
+            f"--{split}-dataset", default=None, help=f"folder `collect` wrote for the {split} split (no sampling)"
+        )
+        evaluate.add_argument(
+            f"--{split}-prompts",
+            type=positive_int,
+            default=None,
+            help="prompts in this split (default: the preset's; for --prompts "
+            + ("the rest" if split == "train" else f"{SPLIT_SHARES[split]:.0%} of the file").replace("%", "%%")
+            + ")",
+        )
+    evaluate.add_argument("--split-seed", type=int, default=0, help="seed of the split of --prompts by prompt")
+    evaluate.add_argument("--num-candidates", type=positive_int, default=None, help="candidates per prompt")
+    evaluate.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation budget")
+    evaluate.add_argument("--temperature", type=float, default=None)
+    evaluate.add_argument("--top-p", type=float, default=None)
+    evaluate.add_argument("--folds", type=positive_int, default=None, help="cross-validation folds (default 5)")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
-    evaluate.set_defaults(run=run_demo)
+    evaluate.set_defaults(run=run_evaluate)
 
     collect = commands.add_parser(
         "collect",
@@ -135,21 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a ranker on a collected candidate dataset",
         description="Train a Language Ranker with RankerTrainer (transformers.Trainer) on a dataset written by "
         "`collect`, evaluate top-1 accuracy on --eval-dataset, and save config.json + model.safetensors + a model "
-        "card to --output-dir. Runs on several devices under `accelerate launch`.",
+        "card to --output-dir. Runs on several devices under `accelerate launch`. Every other option is a field "
+        "of RankerTrainingArguments (a transformers.TrainingArguments), with the same name and default.",
+        dataclass_types=[RankerTrainingArguments],
     )
     train.add_argument("--dataset", required=True, help="folder written by `collect` (or its dataset/ subfolder)")
     train.add_argument("--eval-dataset", default=None, help="held-out candidates for the eval metrics")
-    train.add_argument("--output-dir", required=True)
-    train.add_argument("--feature-layer", type=int, default=None, help="default: the paper's ~60%% layer if collected")
-    train.add_argument("--head", choices=HEAD_TYPES, default="listwise")
-    train.add_argument("--loss", choices=LOSS_TYPES, default="listwise")
-    train.add_argument(
-        "--use-mean-log-prob", action="store_true", help="also feed each candidate's mean token log-prob to the head"
-    )
-    train.add_argument("--group-size", type=positive_int, default=8, help="candidates per training group")
-    train.add_argument("--epochs", type=float, default=8)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=run_train)
 
     generate = commands.add_parser("generate", help="sample N answers to a prompt and print them ranked")
@@ -198,18 +219,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_dataset(path: str) -> Any:
+    """A candidate dataset written by `collect`, checked (labels, candidates, features) before any model loads."""
     from datasets import load_from_disk
+
+    from .candidates import feature_layers
 
     folder = Path(path)
     if (folder / "dataset").is_dir():
         folder = folder / "dataset"
     if not folder.is_dir():
         raise OSError(f"No candidate dataset at {path}: pass the --output-dir of `collect` (or its dataset/ folder).")
-    return load_from_disk(str(folder))
+    try:
+        dataset = load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"{folder} is not a dataset folder ({error}): pass the --output-dir of `collect`.") from None
+    needed = [column for column in ("labels", "answers", "mean_log_probs") if column not in dataset.column_names]
+    if needed or not feature_layers(dataset) or not len(dataset):
+        problem = f"it lacks the columns {needed}" if needed else "it holds no features" if len(dataset) else "empty"
+        raise ValueError(f"{folder} is not a candidate dataset written by `collect`: {problem}.")
+    return dataset
 
 
 def run_collect(args: argparse.Namespace) -> None:
-    from .collection import collect_candidates
+    from .collection import collect_candidates, read_prompts_jsonl
     from .embedded import load_model_and_tokenizer
     from .evaluation.experiment import preset_from, task_splits
     from .sample_files import read_candidates_jsonl
@@ -224,10 +256,9 @@ def run_collect(args: argparse.Namespace) -> None:
         if not args.verifier:
             flag = "--prompts" if args.prompts else "--candidates"
             raise ValueError(f"{flag} needs --verifier (math, code or tools) to label the candidates.")
-        verifier = args.verifier
+        verifier = as_verifier(args.verifier)  # checked before the model loads, like the file
         if args.prompts:
-            lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
-            prompts = [json.loads(line) for line in lines if line.strip()]
+            prompts = read_prompts_jsonl(args.prompts, verifier)
         else:
             prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
             external = {"candidates": candidates, "append_eos": append_eos}
@@ -248,23 +279,122 @@ def run_collect(args: argparse.Namespace) -> None:
     print_outputs({"dataset": Path(args.output_dir) / "dataset", "prompts": len(dataset)})
 
 
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `RankerTrainingArguments` fields of a parsed `train` command line (each field is one of its options)."""
+    return {field.name: getattr(args, field.name) for field in fields(RankerTrainingArguments) if field.init}
+
+
 def run_train(args: argparse.Namespace) -> None:
     from .training import train_ranker
 
-    ranker = train_ranker(
-        _load_dataset(args.dataset),
-        _load_dataset(args.eval_dataset) if args.eval_dataset else None,
-        output_dir=args.output_dir,
-        feature_layer=args.feature_layer,
-        head=args.head,
-        loss=args.loss,
-        use_mean_log_prob=args.use_mean_log_prob,
-        group_size=args.group_size,
-        num_train_epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
+    train = _load_dataset(args.dataset)  # both datasets are checked before training starts
+    validation = _load_dataset(args.eval_dataset) if args.eval_dataset else None
+    options = training_options(args)
+    output_dir = options.pop("output_dir")
+    if output_dir is None:
+        raise ValueError("train needs --output-dir: the folder the ranker is saved to.")
+    ranker = train_ranker(train, validation, output_dir=output_dir, **options)
+    print_outputs({"ranker": output_dir, "parameters": ranker.num_parameters})
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    """``evaluate``: the protocol on collected folders, on a --prompts file, or on a built-in task (--preset)."""
+    folders = {split: getattr(args, f"{split}_dataset") for split in SPLITS}
+    if any(folders.values()):
+        if args.prompts:
+            raise ValueError("Pass either --prompts or --train-dataset/--validation-dataset/--test-dataset, not both.")
+        missing = [f"--{split}-dataset" for split, folder in folders.items() if not folder]
+        if missing:
+            raise ValueError(f"Collected folders need all three splits: add {' and '.join(missing)}.")
+        return _report(_evaluate_folders(args, folders), args)
+    if args.prompts:
+        return _report(_evaluate_prompts(args), args)
+    return run_demo(args)
+
+
+def _sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset fields the sampling flags of `evaluate` set (``None``: keep the preset's)."""
+    return {
+        "train_candidates": args.num_candidates,
+        "eval_candidates": args.num_candidates,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "folds": args.folds,
+    }
+
+
+def _evaluate_folders(args: argparse.Namespace, folders: dict[str, str]) -> Any:
+    from .evaluation.experiment import DataSource, Preset, dataset_sha256, ns_up_to, run_protocol
+    from .evaluation.selection import num_candidates
+
+    datasets = {split: _load_dataset(folder) for split, folder in folders.items()}  # all checked, no model loads
+    preset = Preset(
+        task=Path(folders["test"]).resolve().name,
+        ns=ns_up_to(num_candidates(datasets["test"])),
+        **({"folds": args.folds} if args.folds else {}),
     )
-    print_outputs({"ranker": args.output_dir, "parameters": ranker.num_parameters})
+    source = DataSource(
+        "candidate folders written by `collect`",
+        {f"{split}: {folder}": dataset_sha256(datasets[split]) for split, folder in folders.items()},
+    )
+    missing = [
+        "greedy decoding (it needs the LLM and each test prompt's reference answer, which candidate folders do not "
+        "hold; `evaluate --prompts` measures it)"
+    ]
+    return run_protocol(
+        datasets, args.output_dir, preset, source=source, missing=missing, text_reward_model=not args.no_reward_model
+    )
+
+
+def _evaluate_prompts(args: argparse.Namespace) -> Any:
+    from .collection import read_prompts_jsonl
+    from .embedded import load_model_and_tokenizer
+    from .evaluation.experiment import DataSource, Preset, file_sha256, ns_up_to, run_experiment, split_prompts
+    from .verifiers import as_verifier
+
+    if not args.verifier:
+        raise ValueError("--prompts needs --verifier (math, code or tools) to label the candidates.")
+    examples = read_prompts_jsonl(args.prompts, as_verifier(args.verifier))  # checked before the model loads
+    splits = split_prompts(
+        examples,
+        train=args.train_prompts,
+        validation=args.validation_prompts,
+        test=args.test_prompts,
+        seed=args.split_seed,
+    )
+    overrides = {key: value for key, value in _sampling_overrides(args).items() if value is not None}
+    preset = replace(Preset(task=Path(args.prompts).stem), **overrides)
+    sizes = {f"{split}_prompts": len(prompts) for split, prompts in splits.items()}
+    preset = replace(preset, ns=ns_up_to(preset.eval_candidates), **sizes)
+    name = Path(args.prompts).name
+    source = DataSource(
+        f"{name}: {len(examples)} prompts split by prompt with seed {args.split_seed}",
+        {name: file_sha256(args.prompts)},
+    )
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    return run_experiment(
+        model,
+        tokenizer,
+        preset,
+        args.output_dir,
+        prompts=splits,
+        verifier=args.verifier,
+        source=source,
+        text_reward_model=not args.no_reward_model,
+    )
+
+
+def _report(outputs: Any, args: argparse.Namespace) -> None:
+    """Print the short summary first, an example if there is one, then where every file went."""
+    print(f"\n{outputs.summary()}\n")
+    example = outputs.example
+    if example is not None:
+        print(f"Prompt: {example['prompt']}   (reference answer: {example['reference']})")
+        for kind in ("greedy", "ranked"):
+            verdict = "correct" if example[f"{kind}_correct"] else "wrong"
+            print(f"  {kind:<10} [{verdict}]: {' '.join(example[kind].split())}")
+    print_outputs(outputs.files)
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -276,20 +406,13 @@ def run_demo(args: argparse.Namespace) -> None:
         key: getattr(args, key, None)
         for key in ("task", "train_prompts", "validation_prompts", "test_prompts", "dtype")
     }
+    if args.command == "evaluate":
+        overrides |= _sampling_overrides(args)
     preset = preset_from(args.preset, **overrides)
     task_verifier(preset.task)  # an unknown task fails before the model loads
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=preset.dtype)
     outputs = run_experiment(model, tokenizer, preset, args.output_dir, text_reward_model=not args.no_reward_model)
-    example = outputs.example
-    print(f"\n{outputs.result.to_markdown()}\n")
-    print(f"Prompt: {example['prompt']}   (reference answer: {example['reference']})")
-    print(
-        f"  greedy     [{'correct' if example['greedy_correct'] else 'wrong'}]: {' '.join(example['greedy'].split())}"
-    )
-    print(
-        f"  ranked     [{'correct' if example['ranked_correct'] else 'wrong'}]: {' '.join(example['ranked'].split())}"
-    )
-    print_outputs(outputs.files)
+    _report(outputs, args)
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -376,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except (ValueError, TypeError, KeyError, OSError, ModuleNotFoundError) as error:
-        if args.debug:
+        if args.traceback:
             raise
         # a KeyError's message is its argument (str() would quote it)
         print(f"error: {error.args[0] if isinstance(error, KeyError) and error.args else error}", file=sys.stderr)

@@ -34,6 +34,7 @@ from transformers.utils.logging import get_logger, is_progress_bar_enabled
 from .candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 from .features import ModelFingerprint, resolve_feature_layer, text_config
 from .generation import sample_candidates
+from .jsonl import read_jsonl
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .ranking import (
     CandidateLike,
@@ -248,6 +249,12 @@ def collect_candidates(
 
 
 # --------------------------------------------------------------------------------------------- inputs
+def read_prompts_jsonl(path: str | os.PathLike, verifier: Verifier) -> list[dict[str, Any]]:
+    """Prompts from a JSON-lines file: each line a ``"prompt"`` plus the keys ``verifier`` reads (e.g. ``"answer"``);
+    a missing key is an error naming the file, the line and the key."""
+    return read_jsonl(path, required=("prompt", *verifier.required_keys))
+
+
 def _as_examples(prompts: PromptsLike) -> Sequence[Mapping[str, Any]]:
     """Prompts as indexable examples with a ``"prompt"`` string (a Dataset is used as is)."""
     if isinstance(prompts, Dataset):

@@ -82,6 +82,7 @@ def ranker_model_card(
     datasets: Sequence[str] | None = None,
     training: Mapping[str, Any] | None = None,
     evaluation: Mapping[str, Any] | None = None,
+    reproduce: Sequence[str] | None = None,
 ) -> ModelCard:
     """Render a ranker's README card with Hub metadata (base model, tags, datasets, model-index).
 
@@ -93,6 +94,8 @@ def ranker_model_card(
         training: training settings and data, listed as they are given.
         evaluation: ``{"task": ..., "dataset": ..., "accuracy": {method: {n: value}}}``, the selection accuracy of
             the ranker and its baselines at each N; it becomes the card's ``model-index``.
+        reproduce: the command lines that rebuild the ranker (``hf-language-ranker collect ...``, ``train ...``),
+            shown in a "Reproduce" section.
     """
     base_model = config.base_model if is_hub_id(config.base_model) else None
     model_name = f"Language Ranker for {config.base_model or config.model_type or 'a causal LM'}"
@@ -129,5 +132,6 @@ def ranker_model_card(
         training_summary=training_summary,
         evaluation_summary=evaluation_summary,
         reads_answers=config.reads_answers(),
+        reproduce="\n".join(reproduce) if reproduce else None,
         **config.to_dict(),
     )

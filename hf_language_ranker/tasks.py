@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import ast
-import gzip
 import importlib.util
 import itertools
 import json
@@ -42,6 +41,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .jsonl import read_jsonl
 
 __all__ = ["DEFAULT_GENERATED_SIZE", "TASKS", "Task", "load_task", "split_task", "task_verifier"]
 
@@ -82,12 +83,6 @@ def _package_dir(module: str, requirement: str, task: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f"Task {task!r} reads its data from the {module!r} package: `{requirement}`.")
     return Path(spec.submodule_search_locations[0])
-
-
-def _read_json_lines(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 class Task(abc.ABC):
@@ -205,7 +200,7 @@ class HumanEvalTask(_FixedTask):
                 "task": self.name,
                 "id": problem["task_id"],
             }
-            for problem in _read_json_lines(path)
+            for problem in read_jsonl(path)
         ]
 
 
@@ -222,7 +217,7 @@ class BFCLTask(_FixedTask):
     def examples(self) -> list[dict[str, Any]]:
         data = _package_dir("bfcl_eval", self.requirement, self.name) / "data"
         file = f"BFCL_v4_{self.category}.json"
-        answers = {row["id"]: row["ground_truth"] for row in _read_json_lines(data / "possible_answer" / file)}
+        answers = {row["id"]: row["ground_truth"] for row in read_jsonl(data / "possible_answer" / file)}
         return [
             {
                 "prompt": _tools_prompt(row["function"], row["question"]),
@@ -231,7 +226,7 @@ class BFCLTask(_FixedTask):
                 "task": self.name,
                 "id": row["id"],
             }
-            for row in _read_json_lines(data / file)
+            for row in read_jsonl(data / file)
         ]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from datasets import Dataset
-from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
+from transformers import EvalPrediction, PrinterCallback, Trainer, set_seed
 from transformers.utils import logging
 
 from .candidates import (
@@ -36,148 +36,15 @@ from .candidates import (
     feature_layers,
     prompt_feature_column,
 )
-from .configuration import LOSS_TYPES, RankerConfig, default_feature_layer
+from .configuration import RankerConfig, default_feature_layer
 from .model_card import is_hub_id
 from .modeling import LanguageRanker
+from .training_args import RankerTrainingArguments
 from .verifiers import BUILTIN_VERIFIERS
 
 logger = logging.get_logger(__name__)
 
 LABELS = "labels"
-#: A candidate with a label at or above this threshold counts as correct.
-_RANKER_FIELDS = {f.name: f for f in fields(RankerConfig)}
-
-
-def _ranker_default(name: str) -> Any:
-    return _RANKER_FIELDS[name].default
-
-
-@dataclass
-class RankerTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with ranker options and defaults that suit a tiny model trained on a CPU.
-
-    The head options (``head``, ``projection_dim``, ``num_ranker_layers``, ``dropout``, ``use_prompt_feature``,
-    ``use_mean_log_prob``, ``use_vote_share``, ``use_centrality``) are used only when `RankerTrainer` builds the
-    ranker itself (``model=None``).
-    """
-
-    loss: str = field(
-        default="listwise",
-        metadata={
-            "help": "Ranking loss: listwise (paper default), marginal, pairwise or pointwise.",
-            "choices": LOSS_TYPES,
-        },
-    )
-    group_size: int | None = field(
-        default=8,
-        metadata={"help": "Candidates per training group, sampled per prompt at each step; None or 0 = all of them."},
-    )
-    feature_layer: int | None = field(
-        default=None,
-        metadata={
-            "help": "Hidden-state layer to train on; default: the only collected layer, else the paper's ~60% "
-            "depth layer if collected, else the middle collected layer."
-        },
-    )
-    head: str = field(default=_ranker_default("head"), metadata={"help": "Ranker head: listwise or pointwise."})
-    projection_dim: int = field(default=_ranker_default("projection_dim"), metadata={"help": "Projected feature size."})
-    num_ranker_layers: int = field(
-        default=_ranker_default("num_layers"), metadata={"help": "Transformer layers of the listwise head."}
-    )
-    dropout: float = field(default=_ranker_default("dropout"), metadata={"help": "Dropout inside the ranker head."})
-    use_prompt_feature: bool = field(
-        default=_ranker_default("use_prompt_feature"), metadata={"help": "Feed the prompt's feature to the head."}
-    )
-    use_mean_log_prob: bool = field(
-        default=_ranker_default("use_mean_log_prob"),
-        metadata={"help": "Also feed each candidate's mean token log-probability to the head."},
-    )
-    use_vote_share: bool = field(
-        default=_ranker_default("use_vote_share"),
-        metadata={"help": "Also feed each candidate's answer vote share (from the dataset's parsed answers)."},
-    )
-    use_centrality: bool = field(
-        default=_ranker_default("use_centrality"),
-        metadata={"help": "Also feed each candidate's feature centrality among its prompt's candidates."},
-    )
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub id of the candidate dataset, recorded in the model card."}
-    )
-
-    # TrainingArguments defaults re-tuned for a model of < 0.5M parameters on frozen features
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a ratio of all steps if < 1."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    num_train_epochs: float = field(default=8.0, metadata={"help": "Passes over the training prompts."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Prompts per training batch and device."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Prompts per evaluation batch and device."})
-    logging_strategy: str = field(default="epoch", metadata={"help": "When to log: no, steps or epoch."})
-    save_strategy: str = field(default="no", metadata={"help": "When to checkpoint: no, steps, epoch or best."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Must stay False: the trainer selects the feature columns itself."}
-    )
-    dataloader_pin_memory: bool = field(default=False, metadata={"help": "Pin batches in memory (for GPUs)."})
-    ddp_find_unused_parameters: bool | None = field(
-        default=False, metadata={"help": "Every ranker parameter takes part in every step, so DDP need not search."}
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"Unknown ranking loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
-        self._check_ranker_fields()
-        if self.group_size is not None and self.group_size < 0:
-            raise ValueError(
-                f"group_size must be a positive number of candidates or None/0 for all, got {self.group_size}."
-            )
-        if self.group_size == 1 and self.loss != "pointwise":
-            raise ValueError(
-                f"group_size=1 leaves nothing to rank for the {self.loss} loss: use group_size >= 2 (or None for all "
-                "candidates), or loss='pointwise'."
-            )
-        if self.remove_unused_columns:
-            raise ValueError(
-                "RankerTrainingArguments needs remove_unused_columns=False: the feature columns are not arguments of "
-                "LanguageRanker.forward, and the trainer picks the columns it needs itself."
-            )
-
-    def _check_ranker_fields(self) -> None:
-        """Types and ranges of the ranker's own fields (transformers checks the Trainer's)."""
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        checks = {
-            "group_size": (self.group_size is None or is_int(self.group_size), "an integer or None"),
-            "feature_layer": (self.feature_layer is None or is_int(self.feature_layer), "an integer or None"),
-            "head": (self.head in ("listwise", "pointwise"), "'listwise' or 'pointwise'"),
-            "projection_dim": (is_int(self.projection_dim) and self.projection_dim >= 1, "an integer >= 1"),
-            "num_ranker_layers": (is_int(self.num_ranker_layers) and self.num_ranker_layers >= 1, "an integer >= 1"),
-            "dropout": (
-                isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1,
-                "a number in [0, 1)",
-            ),
-        }
-        for flag in ("use_prompt_feature", "use_mean_log_prob", "use_vote_share", "use_centrality"):
-            checks[flag] = (isinstance(getattr(self, flag), bool), "True or False")
-        for name, (valid, expected) in checks.items():
-            if not valid:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}.")
-
-    def ranker_options(self) -> dict[str, Any]:
-        """The `RankerConfig` head options these arguments describe."""
-        return {
-            "head": self.head,
-            "projection_dim": self.projection_dim,
-            "num_layers": self.num_ranker_layers,
-            "dropout": self.dropout,
-            "use_prompt_feature": self.use_prompt_feature,
-            "use_mean_log_prob": self.use_mean_log_prob,
-            "use_vote_share": self.use_vote_share,
-            "use_centrality": self.use_centrality,
-            "loss": self.loss,
-        }
 
 
 # ------------------------------------------------------------------------------------------------ dataset helpers
@@ -400,6 +267,7 @@ class RankerTrainer(Trainer):
                 "Leave feature_layer unset to train on the ranker's layer, or build a ranker for that layer."
             )
         model.config.loss = args.loss
+        model.config.selection = args.selection
         if model.config.use_vote_share and model.config.answer_extractor is None:
             model.config.answer_extractor = _builtin_answer_parser(reference)
         info = CollectionInfo.from_dataset(reference)
@@ -421,6 +289,8 @@ class RankerTrainer(Trainer):
             eval_dataset=self._features(eval_dataset),
             **trainer_kwargs,
         )
+        if args.logging_strategy == "no":  # no logs asked for: Trainer would still print its closing summary
+            self.remove_callback(PrinterCallback)
 
     def _features(self, dataset: Dataset | dict[str, Dataset] | str | None) -> Any:
         """Candidate datasets viewed as the columns of the ranker's layer; anything else passes through."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 from datasets import Array2D, Dataset, Features, List, Value
 
-from hf_language_ranker.candidates import candidate_feature_column, prompt_feature_column
+from hf_language_ranker.candidates import candidate_feature_column, first_candidates, prompt_feature_column
 from hf_language_ranker.configuration import RankerConfig
 from hf_language_ranker.evaluation import EvaluationResult, evaluate, select_feature_layer, selection_accuracy
+from hf_language_ranker.evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
+from hf_language_ranker.evaluation.experiment import headline_methods
 from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
 from hf_language_ranker.evaluation.selection import (
     FIRST_SAMPLE,
@@ -259,3 +262,110 @@ def test_evaluate_curves_and_reports(splits, tmp_path):
         RankerConfig(hidden_size=HIDDEN, num_hidden_layers=4, feature_layer=3), evaluation=evaluation
     )
     assert "probe accuracy@8" in str(card) and "synthetic" in str(card)
+
+
+# ----------------------------------------------------------------------------------------- the robust choice
+CHOICE_VARIANTS = {
+    "Language Ranker (pointwise)": {"head": "pointwise"},
+    "Language Ranker (listwise + log-prob + vote share + centrality)": RANKER_VARIANTS[DEFAULT_VARIANT],
+}
+
+
+def test_select_ranker_cross_validates_deterministically_and_refits(splits):
+    """k folds over train + validation (validation holds more candidates: each fold fits on the first 4); every
+    prompt is held out once; the same seed gives the same table and choice; the chosen setting is refit."""
+    train = first_candidates(splits["train"].select(range(40)), 4)
+    validation = splits["validation"].select(range(20))
+    run = functools.partial(
+        select_ranker, train, validation, variants=CHOICE_VARIANTS, folds=3, serve_n=8, num_train_epochs=2
+    )
+    first, second = run(), run()
+    assert first.accuracy == second.accuracy and first.chosen == second.chosen
+    assert first.num_prompts == 60 and first.scored_n == {"train": 4, "validation": 8}
+    assert "fewer than the 8 the ranker serves" in first.notes()[0]
+    assert len(first.accuracy) == len(CHOICE_VARIANTS) * 2 * 2  # variants x layers x rules
+    assert all(len(outcome) == 60 for outcome in first.outcomes.values())
+    assert first.chosen in first.near_ties and first.accuracy[first.best] == max(first.accuracy.values())
+    assert first.ranker.config.feature_layer == first.chosen.feature_layer
+    assert first.ranker.config.selection == first.chosen.selection
+    table = first.to_markdown()
+    assert f"*{first.chosen.row}" in table and "Cross-validated accuracy (3 folds over 60" in table
+    assert first.to_dict()["chosen"] == {"method": first.chosen.row, "feature_layer": first.chosen.feature_layer}
+
+
+def test_near_ties_go_to_the_default_recipe(splits, monkeypatch):
+    """Settings within one standard error of the best count as tied; the tie goes to the default recipe, not to the
+    first row. Outcomes are planted: the pointwise argmax row is best by one prompt of 30."""
+    import hf_language_ranker.evaluation.choice as choice
+
+    train, validation = splits["train"].select(range(20)), splits["validation"].select(range(10))
+    planted = {}
+
+    def outcomes(held_out, choices):
+        return np.asarray([bool(planted["value"])] * len(held_out))
+
+    def fake_fit(dataset, variant, layer, selection, **training):
+        planted["value"] = variant["head"] == "pointwise" and layer == SIGNAL_LAYER
+        scorer = ProbeScorer(layer=layer, weight_decay=1.0).fit(dataset)
+        scorer.ranker = None  # what select_ranker returns of the refit
+        return scorer
+
+    monkeypatch.setattr(choice, "fit_setting", fake_fit)
+    monkeypatch.setattr(choice, "chosen_correct", outcomes)
+    result = choice.select_ranker(train, validation, variants=CHOICE_VARIANTS, folds=2)
+    best = Setting("Language Ranker (pointwise)", SIGNAL_LAYER, "argmax")
+    voted = Setting("Language Ranker (pointwise)", SIGNAL_LAYER, "weighted_vote")
+    assert result.best == best and result.accuracy[best] == result.accuracy[voted] == 1.0
+    assert result.near_ties == [best, voted]  # a gap of 1.0 without noise is no tie; an equal row is
+    assert result.chosen == voted  # the tie goes to the default's selection rule, not to the first row
+
+    def noisy(held_out, choices):  # one setting of the best fit wins two held-out prompts and loses one
+        correct = np.zeros(len(held_out), dtype=bool)
+        correct[: len(held_out) // 2] = True
+        if planted["value"] and not planted.get("won"):
+            planted["won"] = correct[-1] = correct[-2] = True
+            correct[0] = False
+        return correct
+
+    planted.clear()
+    monkeypatch.setattr(choice, "chosen_correct", noisy)
+    result = choice.select_ranker(train, validation, variants=CHOICE_VARIANTS, folds=2)
+    assert result.best.variant == "Language Ranker (pointwise)" and len(result.near_ties) == len(result.accuracy)
+    assert (result.chosen.variant, result.chosen.selection) == (DEFAULT_VARIANT, "weighted_vote")
+
+
+def test_headline_plot_has_few_lines_and_nothing_outside_the_canvas(splits, tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    probes = [ProbeScorer(layer=layer, weight_decay=0.1).fit(splits["train"]) for layer in (SIGNAL_LAYER, NOISE_LAYER)]
+    scorers = {f"Language Ranker (a very long variant name {i}, with every input)": probes[i % 2] for i in range(12)}
+    result = evaluate(splits["test"], scorers, greedy_accuracy=0.4, dataset_name="a long data set name " * 3)
+    chosen = next(iter(scorers))
+    methods = headline_methods(result, chosen)
+    assert len(methods) <= 8 and methods[0] == chosen and methods[-1] == ORACLE
+    assert {MAJORITY_VOTE, MEAN_LOG_PROB, FIRST_SAMPLE} <= set(methods)
+    figure = result.plot(tmp_path / "headline.png", methods=methods, interval=(chosen, MAJORITY_VOTE))
+    assert len(figure.axes[0].get_lines()) <= 8
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)  # lays the figure out again, as saving did (at 100 dpi instead of 150: same inches)
+    canvas = figure.bbox
+    texts = [text for text in figure.findobj(Text) if text.get_visible() and text.get_text()]
+    assert sum("very long variant" in text.get_text() for text in texts) == 2  # the chosen and the best other
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        inside = box.x0 >= canvas.x0 and box.y0 >= canvas.y0 and box.x1 <= canvas.x1 and box.y1 <= canvas.y1
+        assert inside, (text.get_text(), box, canvas)
+    with pytest.raises(ValueError, match="No results for"):
+        result.plot(tmp_path / "x.png", methods=["nothing"])
+
+
+def test_summary_leads_with_the_chosen_method_at_the_largest_n(splits):
+    probe = ProbeScorer(layer=SIGNAL_LAYER, weight_decay=0.1).fit(splits["train"])
+    result = evaluate(splits["test"], {"probe": probe})
+    summary = result.summary("probe", [MAJORITY_VOTE])
+    lines = summary.splitlines()
+    assert lines[0] == f"Best-of-8 accuracy on {result.num_prompts} prompts (held-out prompts):"
+    assert lines[1] == f"  probe: {result.accuracy['probe'][8]:.3f}"
+    assert f"probe − majority vote: {result.paired('probe', MAJORITY_VOTE, 8)}" in lines[2]
+    assert "won" in lines[2] and ORACLE in lines[3]

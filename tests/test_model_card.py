@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -182,3 +183,31 @@ def test_card_lists_every_n_including_labels():
     card = ranker_model_card(RankerConfig(hidden_size=8, num_hidden_layers=2, feature_layer=1), evaluation=evaluation)
     assert "| method | N=2 | N=8 | N=all |" in card.text
     assert "| Language Ranker | — | 0.500 | 0.400 |" in card.text
+
+
+def test_shipped_card_reproduces_its_recipe():
+    """The shipped card's "Reproduce" commands parse, and train exactly the recipe its config.json records."""
+    from hf_language_ranker.cli import build_parser, training_options
+    from hf_language_ranker.configuration import default_feature_layer
+
+    folder = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-arithmetic"
+    card = (folder / "README.md").read_text()
+    block = card.split("## Reproduce\n\n```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split()[1:] for line in block.splitlines() if line.startswith("hf-language-ranker ")]
+    assert [command[0] for command in commands] == ["collect", "train"]
+    collect, train = (build_parser().parse_args(command) for command in commands)
+    config = json.loads((folder / "config.json").read_text())
+    assert (collect.task, collect.num_candidates, collect.max_new_tokens) == ("arithmetic", 16, 64)
+    assert collect.layers is None and default_feature_layer(config["num_hidden_layers"]) == config["feature_layer"]
+    assert train.dataset == collect.output_dir
+    options = training_options(train)
+    ranker_options = RankerTrainingArguments(**options).ranker_options()
+    assert options["feature_layer"] == config["feature_layer"]
+    assert {key: config[key] for key in ranker_options} == ranker_options
+
+
+def test_card_renders_the_reproduce_commands():
+    config = RankerConfig(hidden_size=8, num_hidden_layers=4, feature_layer=2)
+    assert "## Reproduce" not in str(ranker_model_card(config))
+    card = str(ranker_model_card(config, reproduce=["hf-language-ranker collect --x", "hf-language-ranker train --y"]))
+    assert "## Reproduce\n\n```bash\nhf-language-ranker collect --x\nhf-language-ranker train --y\n```" in card

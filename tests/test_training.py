@@ -345,6 +345,7 @@ def test_invalid_arguments_are_refused(tmp_path):
         ("dropout", 1.0, r"dropout must be a number in \[0, 1\), got 1\.0"),
         ("dropout", "0.1", "dropout must be a number"),
         ("use_mean_log_prob", "yes", "use_mean_log_prob must be True or False, got 'yes'"),
+        ("selection", "vote", "selection must be 'argmax' or 'weighted_vote', got 'vote'"),
         ("loss", "hinge", "Unknown ranking loss 'hinge'"),
     ],
 )

@@ -13,14 +13,16 @@ self-certainty) and the oracle (pass@N, the ceiling of any selector); each learn
 candidate, or votes with its scores (``selections={name: "weighted_vote"}``). The result keeps each method's 0/1
 correctness per prompt, so `paired_bootstrap` intervals can be recomputed.
 
-Modules, in the one direction data flows: `experiment` (the protocol: collect, train, choose on validation,
-report) → `accuracy` (`evaluate`) → `scorers` (the `Scorer` protocol and the learned selectors) → `selection`
-(the free rules); `report` holds the result, its tables, JSON and plot.
+Modules, in the one direction data flows: `experiment` (the protocol: collect, choose, train, report) →
+`choice` (`select_ranker`: k-fold cross-validation over train + validation) → `accuracy` (`evaluate`) → `scorers`
+(the `Scorer` protocol and the learned selectors) → `selection` (the free rules); `report` holds the result, its
+tables, JSON and plot.
 """
 
 from __future__ import annotations
 
 from .accuracy import DEFAULT_NS, evaluate, select_feature_layer
+from .choice import RANKER_VARIANTS, RankerSelection, select_ranker
 from .report import GREEDY, EvaluationResult, MethodCost, PairedDifference, paired_bootstrap
 from .scorers import (
     BaseScorer,
@@ -57,6 +59,8 @@ __all__ = [
     "EvaluationResult",
     "MethodCost",
     "PairedDifference",
+    "RANKER_VARIANTS",
+    "RankerSelection",
     "ProbeScorer",
     "RankerScorer",
     "Scorer",
@@ -66,6 +70,7 @@ __all__ = [
     "paired_bootstrap",
     "select_feature_layer",
     "select_on_validation",
+    "select_ranker",
     "selection_accuracy",
     "validation_accuracy",
 ]

@@ -1,11 +1,14 @@
-"""The evaluation protocol end to end: collect task splits, train rankers, compare with every baseline.
+"""The evaluation protocol end to end: collect splits, choose and train rankers, compare with every baseline.
 
-Used by ``hf-language-ranker demo`` (small preset), ``hf-language-ranker evaluate`` and
-``benchmarks/quality.py`` (full presets), so they all run the same pipeline.
+Three ways in, one protocol (`run_protocol`): a built-in task (`run_experiment`: ``hf-language-ranker demo``,
+``evaluate --preset``, ``benchmarks/quality.py``), a user's JSON-lines prompts (`split_prompts` + `collect_splits`:
+``evaluate --prompts``), or folders `collect` wrote elsewhere (``evaluate --train-dataset ...``: no LLM needed; what
+needs it, such as greedy decoding, is named as missing in the report).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,57 +20,32 @@ from tqdm.auto import tqdm
 from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils.logging import is_progress_bar_enabled
 
-from ..candidates import CORRECT_THRESHOLD, feature_layers
+from ..candidates import CORRECT_THRESHOLD, pool_datasets
 from ..collection import collect_candidates
 from ..features import text_config
 from ..prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
 from .accuracy import evaluate
+from .choice import (
+    DEFAULT_FOLDS,
+    RANKER_VARIANTS,
+    RankerSelection,
+    fit_setting,
+    quiet_training,
+    select_ranker,
+    selection_row,
+)
 from .report import EvaluationResult
-from .scorers import ProbeScorer, RankerScorer, Scorer, TextRewardScorer, validation_accuracy
-from .selection import MAJORITY_VOTE, MEAN_LOG_PROB, SELECTION_RULES, num_candidates
+from .scorers import ProbeScorer, RankerScorer, Scorer, TextRewardScorer
+from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES, num_candidates
 
 SPLITS = ("train", "validation", "test")
+#: the default shares of a user's prompts held out for validation and test by `split_prompts` (the rest trains)
+SPLIT_SHARES = {"validation": 0.2, "test": 0.3}
 
-#: The Language Ranker variants every run trains and reports (each with its feature layer chosen on validation,
-#: under each selection rule): the paper's heads, then the agreement inputs of `hf_language_ranker.agreement`.
-RANKER_VARIANTS: dict[str, dict[str, Any]] = {
-    "Language Ranker (listwise)": {"head": "listwise"},
-    "Language Ranker (pointwise)": {"head": "pointwise"},
-    "Language Ranker (listwise + log-prob)": {"head": "listwise", "use_mean_log_prob": True},
-    "Language Ranker (pointwise + log-prob)": {"head": "pointwise", "use_mean_log_prob": True},
-    "Language Ranker (listwise + log-prob + vote share)": {
-        "head": "listwise",
-        "use_mean_log_prob": True,
-        "use_vote_share": True,
-    },
-    "Language Ranker (pointwise + log-prob + vote share)": {
-        "head": "pointwise",
-        "use_mean_log_prob": True,
-        "use_vote_share": True,
-    },
-    "Language Ranker (pointwise + log-prob + vote share, marginal loss)": {
-        "head": "pointwise",
-        "use_mean_log_prob": True,
-        "use_vote_share": True,
-        "loss": "marginal",
-    },
-    "Language Ranker (listwise + log-prob + vote share + centrality)": {
-        "head": "listwise",
-        "use_mean_log_prob": True,
-        "use_vote_share": True,
-        "use_centrality": True,
-    },
-    "Language Ranker (pointwise + log-prob + vote share + centrality)": {
-        "head": "pointwise",
-        "use_mean_log_prob": True,
-        "use_vote_share": True,
-        "use_centrality": True,
-    },
-}
-#: The report row of the method chosen on validation (variant, layer and selection rule).
-CHOSEN = "chosen on validation"
+#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, selection rule).
+CHOSEN = "chosen by cross-validation"
 #: The baselines the chosen method is compared with, paired over test prompts.
 COMPARED_WITH = (MAJORITY_VOTE, MEAN_LOG_PROB, "MiniLM reward model", "linear probe")
 
@@ -94,6 +72,10 @@ class Preset:
     #: ``train_prompts`` changes. Default: 25% more than needed.
     pool_size: int | None = None
     ns: tuple[int, ...] = (1, 2, 4, 8, 16)
+    #: folds of the cross-validation that chooses the ranker (over train + validation prompts)
+    folds: int = DEFAULT_FOLDS
+    #: `RankerTrainingArguments` fields for every ranker the protocol trains, e.g. ``{"num_train_epochs": 4}``
+    training: dict[str, Any] = field(default_factory=dict)
     reward_model_max_pairs: int = 4000
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -158,10 +140,16 @@ def collect_splits(
     preset: Preset,
     output_dir: str | Path,
     splits: tuple[str, ...] = SPLITS,
+    *,
+    prompts: dict[str, list[dict[str, Any]]] | None = None,
+    verifier: str | None = None,
 ) -> dict[str, Dataset]:
-    """Collect (or resume, or reload) the candidate dataset of each split under ``output_dir/<split>``."""
-    prompts = task_splits(preset)
-    verifier = task_verifier(preset.task)
+    """Collect (or resume, or reload) the candidate dataset of each split under ``output_dir/<split>``.
+
+    ``prompts`` (split -> examples) and ``verifier`` default to the preset's task.
+    """
+    prompts = prompts if prompts is not None else task_splits(preset)
+    verifier = verifier or task_verifier(preset.task)
     datasets = {}
     for split in splits:
         datasets[split] = collect_candidates(
@@ -221,67 +209,275 @@ def greedy_decode(
     return answers
 
 
+# ------------------------------------------------------------------------------------------------------ the data
+@dataclass(frozen=True)
+class DataSource:
+    """Where a run's prompts came from, named in the report and the ranker's card."""
+
+    description: str
+    #: file name -> sha256 of each file the data was read from
+    files: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        hashes = "; ".join(f"{name} (sha256 {digest})" for name, digest in self.files.items())
+        return f"{self.description}{': ' + hashes if hashes else ''}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, in hex."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def dataset_sha256(dataset: Dataset) -> str:
+    """The sha256 of the Arrow files a dataset loaded from disk reads, in order, in hex."""
+    digest = hashlib.sha256()
+    for cache_file in dataset.cache_files:
+        with open(cache_file["filename"], "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def ns_up_to(count: int) -> tuple[int, ...]:
+    """The Ns of a report for ``count`` candidates per prompt: powers of two below it, and ``count`` itself."""
+    return tuple(sorted({*(2**k for k in range(count.bit_length()) if 2**k < count), count}))
+
+
+def split_prompts(
+    examples: list[dict[str, Any]],
+    *,
+    train: int | None = None,
+    validation: int | None = None,
+    test: int | None = None,
+    seed: int = 0,
+) -> dict[str, list[dict[str, Any]]]:
+    """A user's examples split by prompt (repeated prompts kept once), deterministically for ``seed``.
+
+    Counts default to `SPLIT_SHARES` of the distinct prompts for validation and test, the rest train; ``train``
+    caps the train split. Examples without an ``id`` get their position in ``examples``.
+    """
+    examples = [{"id": index, **example} for index, example in enumerate(examples)]
+    distinct = len({example["prompt"] for example in examples})
+    validation = validation if validation is not None else round(SPLIT_SHARES["validation"] * distinct)
+    test = test if test is not None else round(SPLIT_SHARES["test"] * distinct)
+    splits = split_task(examples, validation=validation, test=test, seed=seed)
+    if train is not None:
+        if len(splits["train"]) < train:
+            raise ValueError(
+                f"--train-prompts {train}: only {len(splits['train'])} of the {distinct} distinct prompts are left "
+                f"after {validation} validation and {test} test prompts."
+            )
+        splits["train"] = splits["train"][:train]
+    for name, split in splits.items():
+        if not split:
+            raise ValueError(f"The {name} split of the {distinct} distinct prompts is empty: give more prompts.")
+    return splits
+
+
+@dataclass
+class Greedy:
+    """Greedy decoding of the test prompts: the answers, their labels and the examples they answer."""
+
+    examples: list[dict[str, Any]]
+    answers: list[str]
+    labels: list[float]
+
+    @property
+    def accuracy(self) -> float:
+        return sum(label >= CORRECT_THRESHOLD for label in self.labels) / len(self.labels)
+
+
+def greedy_baseline(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict[str, Any]],
+    verifier: str,
+    preset: Preset,
+) -> Greedy:
+    """Decode ``examples`` greedily and label the answers with ``verifier``."""
+    answers = greedy_decode(model, tokenizer, examples, preset)
+    check = as_verifier(verifier)
+    return Greedy(examples, answers, [check(example, answer) for example, answer in zip(examples, answers)])
+
+
+# ----------------------------------------------------------------------------------------------- the protocol
+@dataclass
+class TrainedScorers:
+    """Every learned selector of a run, the selection rule of each row, and what cross-validation chose."""
+
+    scorers: dict[str, Scorer]
+    selections: dict[str, str]
+    choice: RankerSelection
+    #: the probe's validation-chosen layer and weight decay
+    probe: dict[str, Any]
+    #: learned baselines that could not run, with the reason
+    missing: list[str]
+
+
+def _train_scorers(datasets: dict[str, Dataset], preset: Preset, text_reward_model: bool) -> TrainedScorers:
+    """Choose the ranker by cross-validation; refit every variant x rule row at its best layer on train +
+    validation for the test table; fit the probe and the text reward model (hyper-parameters on validation)."""
+    train, validation = datasets["train"], datasets["validation"]
+    serve_n = num_candidates(datasets["test"])
+    choice = select_ranker(train, validation, folds=preset.folds, serve_n=serve_n, seed=preset.seed, **preset.training)
+    training = quiet_training(preset.seed, **preset.training)
+    pooled = pool_datasets([train, validation])
+    fitted: dict[tuple[str, int], Scorer] = {
+        (choice.chosen.variant, choice.chosen.feature_layer): RankerScorer.from_trained(choice.ranker)
+    }
+    scorers: dict[str, Scorer] = {}
+    selections: dict[str, str] = {}
+    for row, setting in choice.best_layers().items():
+        key = (setting.variant, setting.feature_layer)
+        if key not in fitted:
+            fitted[key] = fit_setting(pooled, RANKER_VARIANTS[setting.variant], *key[1:], setting.selection, **training)
+        scorers[row], selections[row] = fitted[key], setting.selection
+    scorers[CHOSEN], selections[CHOSEN] = (
+        fitted[choice.chosen.variant, choice.chosen.feature_layer],
+        choice.chosen.selection,
+    )
+    probe = ProbeScorer().fit(train, validation)
+    learned: dict[str, Scorer] = {"linear probe": probe}
+    missing = []
+    if text_reward_model:
+        try:
+            learned["MiniLM reward model"] = TextRewardScorer(
+                max_length=128, max_train_pairs=preset.reward_model_max_pairs
+            ).fit(train, validation)
+        except ModuleNotFoundError as error:
+            missing.append(f"MiniLM reward model: {error}")
+    for name, scorer in learned.items():
+        for rule in SELECTION_RULES:
+            scorers[selection_row(name, rule)], selections[selection_row(name, rule)] = scorer, rule
+    return TrainedScorers(
+        scorers, selections, choice, {"feature_layer": probe.layer, "weight_decay": probe.weight_decay}, missing
+    )
+
+
 @dataclass
 class ExperimentOutputs:
-    """What `run_experiment` wrote and found."""
+    """What `run_protocol` wrote and found."""
 
     result: EvaluationResult
     ranker_dir: Path
     files: dict[str, Path]
-    example: dict[str, Any]
+    #: one test prompt where the ranker and greedy decoding differ (``None`` without greedy decoding)
+    example: dict[str, Any] | None
+    choice: RankerSelection
+    #: the pieces of the report that could not be measured, with the reason
+    missing: list[str]
+
+    def summary(self) -> str:
+        """A few lines for the console: the chosen ranker against the main baselines, then where the rest is."""
+        return (
+            f"{self.result.summary(CHOSEN, [MAJORITY_VOTE, MEAN_LOG_PROB])}"
+            f"{CHOSEN}: {self.choice.chosen.row}, layer {self.choice.chosen.feature_layer}.\n"
+            + "".join(f"Not measured: {piece}\n" for piece in self.missing)
+            + f"Every method and N: {self.files['results_markdown']}"
+        )
 
 
-@dataclass
-class TrainedScorers:
-    """Every learned selector of a run, the selection rule of each row, and what validation chose."""
-
-    scorers: dict[str, Scorer]
-    selections: dict[str, str]
-    chosen: dict[str, Any]
-    #: the ranker row with the best validation accuracy (all candidates)
-    best: str
-
-
-def _train_scorers(datasets: dict[str, Dataset], preset: Preset, text_reward_model: bool) -> TrainedScorers:
-    """Fit every learned selector; feature layers, hyper-parameters and selection rules are chosen on validation."""
-    train, validation = datasets["train"], datasets["validation"]
-    layers = feature_layers(train)
-    training = {"seed": preset.seed, "report_to": "none", "disable_tqdm": True}
-    scorers: dict[str, Scorer] = {}
-    selections: dict[str, str] = {}
-    chosen: dict[str, Any] = {}
-    ranker_accuracy: dict[str, float] = {}
-    fits = [(name, layer) for name in RANKER_VARIANTS for layer in layers]
-    fitted: dict[tuple[str, int], tuple[Scorer, dict[str, float]]] = {}
-    for name, layer in tqdm(fits, desc="Rankers (variant x layer)", disable=not is_progress_bar_enabled()):
-        scorer = RankerScorer(feature_layer=layer, **RANKER_VARIANTS[name], **training).fit(train, validation)
-        fitted[name, layer] = scorer, {rule: validation_accuracy(scorer, validation, rule) for rule in SELECTION_RULES}
-    for name in RANKER_VARIANTS:
-        for rule in SELECTION_RULES:
-            by_layer = {layer: fitted[name, layer][1][rule] for layer in layers}
-            layer = max(by_layer, key=by_layer.get)  # ties go to the first (shallowest) layer
-            row = selection_row(name, rule)
-            scorers[row], selections[row] = fitted[name, layer][0], rule
-            ranker_accuracy[row] = by_layer[layer]
-            chosen[row] = {"feature_layer": layer, "validation_accuracy_by_layer": by_layer}
-    probe = ProbeScorer().fit(train, validation)
-    learned = {"linear probe": probe}
-    chosen["linear probe"] = {"feature_layer": probe.layer, "weight_decay": probe.weight_decay}
-    if text_reward_model:
-        learned["MiniLM reward model"] = TextRewardScorer(
-            max_length=128, max_train_pairs=preset.reward_model_max_pairs
-        ).fit(train, validation)
-    for name, scorer in learned.items():
-        for rule in SELECTION_RULES:
-            scorers[selection_row(name, rule)], selections[selection_row(name, rule)] = scorer, rule
-    best = max(ranker_accuracy, key=ranker_accuracy.get)  # ties go to the first (simplest) row
-    chosen[CHOSEN] = {"method": best, "validation_accuracy": ranker_accuracy[best]}
-    return TrainedScorers(scorers, selections, chosen, best)
+def headline_methods(result: EvaluationResult, chosen: str = CHOSEN) -> list[str]:
+    """The rows of the headline plot: the chosen ranker, the free baselines, the best other learned row (by test
+    accuracy at the largest N, for display only) and the oracle."""
+    largest = max(result.ns)
+    learned = [
+        method
+        for method in result.accuracy
+        if method not in {*BASELINES, ORACLE, chosen} and result.per_prompt.get(method) != result.per_prompt.get(chosen)
+    ]
+    methods = [chosen, MAJORITY_VOTE, MEAN_LOG_PROB, FIRST_SAMPLE]
+    if learned:
+        methods.append(max(learned, key=lambda method: result.accuracy[method].get(largest, -1.0)))
+    return [*methods, ORACLE]
 
 
-def selection_row(name: str, rule: str) -> str:
-    """The report row of a learned scorer under a selection rule (``argmax`` keeps the scorer's name)."""
-    return name if rule == "argmax" else f"{name} + weighted vote"
+def run_protocol(
+    datasets: dict[str, Dataset],
+    output_dir: str | Path,
+    preset: Preset,
+    *,
+    source: DataSource,
+    greedy: Greedy | None = None,
+    missing: list[str] | None = None,
+    text_reward_model: bool = True,
+) -> ExperimentOutputs:
+    """Choose and train every selector on train + validation, evaluate on test, and write ``results.md``,
+    ``results.json`` (per-prompt outcomes, the choice), ``accuracy_vs_n.png`` and the chosen ranker (``ranker/``,
+    with a card naming the data, the split sizes, the chosen settings and the test table) under ``output_dir``.
+
+    ``greedy`` adds the greedy-decoding row and an example; ``missing`` names pieces measured elsewhere or not at all.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trained = _train_scorers(datasets, preset, text_reward_model)
+    missing = [*(missing or []), *trained.missing]
+    test = datasets["test"]
+    available = num_candidates(test)
+    result = evaluate(
+        test,
+        trained.scorers,
+        ns=[n for n in preset.ns if n <= available] or [available],
+        greedy_accuracy=greedy.accuracy if greedy is not None else None,
+        task=preset.task,
+        dataset_name=f"{preset.task} test split",
+        selections=trained.selections,
+    )
+    choice = trained.choice
+    sizes = {split: len(dataset) for split, dataset in datasets.items()}
+    counts = {split: num_candidates(dataset) for split, dataset in datasets.items()}
+    largest = max(result.ns)
+    headline = headline_methods(result)
+    files = {
+        "results_markdown": output_dir / "results.md",
+        "results_json": output_dir / "results.json",
+        "plot": output_dir / "accuracy_vs_n.png",
+        "ranker": output_dir / "ranker",
+    }
+    ranker = choice.ranker
+    (files["ranker"] / "README.md").unlink(missing_ok=True)
+    ranker.save_pretrained(
+        files["ranker"],
+        model_card_kwargs={
+            "training": {
+                "data": str(source),
+                "split sizes (prompts)": ", ".join(f"{split} {size}" for split, size in sizes.items()),
+                "candidates per prompt": ", ".join(f"{split} {count}" for split, count in counts.items()),
+                "chosen settings": f"{choice.chosen.row}, layer {choice.chosen.feature_layer}",
+                "chosen by": f"{choice.folds}-fold cross-validation over {choice.num_prompts} train + validation "
+                f"prompts at N={choice.serve_n} (accuracy {choice.accuracy[choice.chosen]:.3f}), refit on all of them",
+                f"test vs {MAJORITY_VOTE}, N={largest}": str(result.paired(CHOSEN, MAJORITY_VOTE, largest)),
+            },
+            "evaluation": result.to_model_card_evaluation([*headline[:4], ORACLE]),
+        },
+    )
+    example = _ranked_example(test, trained.scorers[CHOSEN], greedy) if greedy is not None else None
+    compared = [name for name in COMPARED_WITH if name in result.accuracy]
+    files["results_markdown"].write_text(
+        f"# {preset.task}: best-of-N selection accuracy\n\nData: {source}. Split sizes (prompts): {sizes}; "
+        f"candidates per prompt: {counts}.\n\n{result.summary(CHOSEN, [MAJORITY_VOTE, MEAN_LOG_PROB])}\n"
+        f"## Test\n\n{result.to_markdown()}\n`{CHOSEN}` is {choice.chosen.row} (layer "
+        f"{choice.chosen.feature_layer}), refit on train + validation.\n\n"
+        f"{result.comparisons_markdown(CHOSEN, compared)}\n## The choice\n\n{choice.to_markdown()}\n"
+        + "".join(f"Not measured: {piece}.\n" for piece in missing)
+        + f"\nLinear probe chosen on validation: `{json.dumps(trained.probe)}`\n\nSettings: `{preset_json(preset)}`\n",
+        encoding="utf-8",
+    )
+    result.to_json(files["results_json"])
+    payload = json.loads(files["results_json"].read_text())
+    payload.update(
+        data=asdict(source),
+        split_sizes=sizes,
+        candidates_per_prompt=counts,
+        preset=asdict(preset),
+        chosen={"method": CHOSEN, **choice.to_dict()},
+        linear_probe=trained.probe,
+        example=example,
+        missing=missing,
+    )
+    files["results_json"].write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    result.plot(files["plot"], methods=headline, interval=(CHOSEN, MAJORITY_VOTE))
+    return ExperimentOutputs(result, files["ranker"], files, example, choice, missing)
 
 
 def run_experiment(
@@ -290,94 +486,40 @@ def run_experiment(
     preset: Preset,
     output_dir: str | Path,
     *,
+    prompts: dict[str, list[dict[str, Any]]] | None = None,
+    verifier: str | None = None,
+    source: DataSource | None = None,
     text_reward_model: bool = True,
 ) -> ExperimentOutputs:
-    """Collect, train every selector, evaluate on test, and write ``results.md``, ``results.json``, the plot and
-    the best ranker (``ranker/``, with a model card holding the evaluation) under ``output_dir``."""
+    """Collect each split under ``output_dir/candidates`` (resumable), decode the test prompts greedily, then
+    `run_protocol`. ``prompts`` (split -> examples, e.g. from `split_prompts`), their ``verifier`` and their
+    ``source`` default to the preset's built-in task."""
     output_dir = Path(output_dir)
-    datasets = collect_splits(model, tokenizer, preset, output_dir / "candidates")
-    test_prompts = task_splits(preset)["test"]
-    verifier = as_verifier(task_verifier(preset.task))
-    greedy_answers = greedy_decode(model, tokenizer, test_prompts, preset)
-    greedy_labels = [verifier(example, answer) for example, answer in zip(test_prompts, greedy_answers)]
-    greedy_accuracy = sum(label >= CORRECT_THRESHOLD for label in greedy_labels) / len(greedy_labels)
-
-    trained = _train_scorers(datasets, preset, text_reward_model)
-    result = evaluate(
-        datasets["test"],
-        trained.scorers,
-        ns=preset.ns,
-        greedy_accuracy=greedy_accuracy,
-        task=preset.task,
-        dataset_name=f"{preset.task} test split",
-        selections=trained.selections,
+    prompts = prompts if prompts is not None else task_splits(preset)
+    verifier = verifier or task_verifier(preset.task)
+    source = source or DataSource(f"built-in task {preset.task!r} (seed {preset.seed}, from hf_language_ranker.tasks)")
+    datasets = collect_splits(model, tokenizer, preset, output_dir / "candidates", prompts=prompts, verifier=verifier)
+    greedy = greedy_baseline(model, tokenizer, prompts["test"], verifier, preset)
+    outputs = run_protocol(
+        datasets, output_dir, preset, source=source, greedy=greedy, text_reward_model=text_reward_model
     )
-    result.add_alias(CHOSEN, trained.best)
-    chosen = trained.chosen
-    best_variant = trained.best
-    ranker = trained.scorers[best_variant].ranker
-    ranker.config.selection = trained.selections[best_variant]
-    ranker_dir = output_dir / "ranker"
-    (ranker_dir / "README.md").unlink(missing_ok=True)
-    ranker.save_pretrained(
-        ranker_dir,
-        model_card_kwargs={
-            "training": {
-                "task": preset.task,
-                "train prompts": len(datasets["train"]),
-                "candidates per prompt": preset.train_candidates,
-                "sampling": f"temperature {preset.temperature}, top_p {preset.top_p}, "
-                f"max_new_tokens {preset.max_new_tokens}",
-                "variant, layer and selection chosen on validation": f"{best_variant}, layer "
-                f"{ranker.config.feature_layer}",
-            },
-            "evaluation": result.to_model_card_evaluation(),
-        },
-    )
-    files = {
-        "results_markdown": output_dir / "results.md",
-        "results_json": output_dir / "results.json",
-        "plot": output_dir / "accuracy_vs_n.png",
-        "ranker": ranker_dir,
-        "candidates": output_dir / "candidates",
-    }
-    example = _ranked_example(
-        datasets["test"], trained.scorers[best_variant], test_prompts, greedy_answers, greedy_labels
-    )
-    compared = [name for name in COMPARED_WITH if name in result.accuracy]
-    files["results_markdown"].write_text(
-        f"# {preset.task}: best-of-N selection accuracy\n\n{result.to_markdown()}\n"
-        f"`{CHOSEN}` is {best_variant} (layer {ranker.config.feature_layer}), the best ranker row on the validation "
-        f"split.\n\n{result.comparisons_markdown(CHOSEN, compared)}\n"
-        f"Choices made on the validation split: `{json.dumps(chosen)}`\n\nPreset: `{preset_json(preset)}`\n"
-    )
-    result.to_json(files["results_json"])
-    payload = json.loads(files["results_json"].read_text())
-    payload.update(preset=asdict(preset), chosen_on_validation=chosen, example=example)
-    files["results_json"].write_text(json.dumps(payload, indent=2, default=str))
-    result.plot(files["plot"])
-    return ExperimentOutputs(result=result, ranker_dir=ranker_dir, files=files, example=example)
+    outputs.files["candidates"] = output_dir / "candidates"
+    return outputs
 
 
-def _ranked_example(
-    test: Dataset,
-    scorer: RankerScorer,
-    prompts: list[dict[str, Any]],
-    greedy_answers: list[str],
-    greedy_labels: list[float],
-) -> dict[str, Any]:
+def _ranked_example(test: Dataset, scorer: RankerScorer, greedy: Greedy) -> dict[str, Any]:
     """One test prompt where the ranker's choice and greedy decoding differ in correctness, if any."""
     scores = scorer.score(test, num_candidates(test))
     choices = SELECTION_RULES[scorer.ranker.config.selection](test, scores)
     rows = list(range(len(test)))
-    rows.sort(key=lambda row: test[row]["labels"][int(choices[row])] - greedy_labels[row], reverse=True)
+    rows.sort(key=lambda row: test[row]["labels"][int(choices[row])] - greedy.labels[row], reverse=True)
     row = rows[0]
     choice = int(choices[row])
     return {
-        "prompt": prompts[row]["prompt"],
-        "reference": prompts[row].get("answer"),
-        "greedy": greedy_answers[row].strip(),
-        "greedy_correct": greedy_labels[row] >= CORRECT_THRESHOLD,
+        "prompt": greedy.examples[row]["prompt"],
+        "reference": greedy.examples[row].get("answer"),
+        "greedy": greedy.answers[row].strip(),
+        "greedy_correct": greedy.labels[row] >= CORRECT_THRESHOLD,
         "ranked": test[row]["candidates"][choice].strip(),
         "ranked_correct": test[row]["labels"][choice] >= CORRECT_THRESHOLD,
     }

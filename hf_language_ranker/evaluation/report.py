@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .selection import ORACLE
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 GREEDY = "greedy decoding"
+#: characters per legend line of `EvaluationResult.plot` (two columns of this fit the canvas)
+LEGEND_WIDTH = 36
 
 
 @dataclass(frozen=True)
@@ -144,36 +150,81 @@ class EvaluationResult:
         }
         return cls(**data)
 
-    def plot(self, path: str | Path) -> None:
-        """Save a PNG of accuracy against N (log2 axis), one line per method, greedy decoding as a horizontal line."""
+    def summary(self, method: str, baselines: Sequence[str]) -> str:
+        """A few lines at the largest N: ``method``'s accuracy, each baseline's with the paired difference (95%
+        interval, prompts won / lost), and the oracle's ceiling."""
+        n = max(self.ns)
+        lines = [f"Best-of-{n} accuracy on {self.num_prompts} prompts ({self.dataset}):"]
+        lines.append(f"  {method}: {self.accuracy[method][n]:.3f}")
+        for baseline in baselines:
+            paired = self.paired(method, baseline, n)
+            lines.append(f"  {baseline}: {self.accuracy[baseline][n]:.3f}   {method} − {baseline}: {paired}")
+        if ORACLE in self.accuracy:
+            lines.append(f"  {ORACLE}: {self.accuracy[ORACLE][n]:.3f} (the ceiling of any selector)")
+        return "\n".join(lines) + "\n"
+
+    def plot(
+        self, path: str | Path, methods: Sequence[str] | None = None, interval: tuple[str, str] | None = None
+    ) -> Figure:
+        """Save a PNG of accuracy against N (log2 axis), one line per method, greedy decoding as a horizontal line.
+
+        ``methods`` picks the lines (default: every method; keep it to 8 or fewer for a figure a person can read).
+        ``interval=(method, baseline)`` shades the paired 95% interval of ``method − baseline`` around ``method``'s
+        line. Every label lies inside the saved canvas (the legend sits below the axes).
+        """
         try:
             from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's state alone
         except ModuleNotFoundError as error:
             raise ModuleNotFoundError("Plotting needs matplotlib: `pip install matplotlib`.") from error
         from matplotlib import colormaps
 
-        figure = Figure(figsize=(9.0, 4.6), layout="constrained")
+        methods = list(methods) if methods is not None else list(self.accuracy)
+        unknown = [method for method in methods if method not in self.accuracy]
+        if unknown:
+            raise ValueError(f"No results for {unknown} to plot; the result holds {list(self.accuracy)}.")
+        figure = Figure(figsize=(8.0, 5.6), layout="constrained")
         axes = figure.subplots()
-        colors = colormaps["tab20"].colors  # one distinct colour for each of up to 20 methods
-        for index, (method, by_n) in enumerate(self.accuracy.items()):
+        colors = colormaps["tab10" if len(methods) <= 10 else "tab20"].colors
+        for index, method in enumerate(methods):
+            by_n = self.accuracy[method]
             ns = sorted(by_n)
             style = "--" if method == ORACLE else "-"
-            width = 2.2 if method.startswith("Language Ranker") else 1.2
-            axes.plot(ns, [by_n[n] for n in ns], style, marker="o", color=colors[index % 20], lw=width, label=method)
+            width = 2.4 if index == 0 else 1.4
+            label = textwrap.fill(
+                method, LEGEND_WIDTH, break_on_hyphens=False
+            )  # long variant names wrap instead of widening the canvas
+            color = colors[index % len(colors)]
+            axes.plot(ns, [by_n[n] for n in ns], style, marker="o", color=color, lw=width, label=label)
+        if interval is not None:
+            method, baseline = interval
+            ns = [n for n in self.ns if n in self.per_prompt.get(method, {}) and n in self.per_prompt.get(baseline, {})]
+            bounds = [self.paired(method, baseline, n, num_samples=2000) for n in ns]
+            base = [self.accuracy[baseline][n] for n in ns]
+            axes.fill_between(
+                ns,
+                [b + d.low for b, d in zip(base, bounds)],
+                [b + d.high for b, d in zip(base, bounds)],
+                color=colors[0],
+                alpha=0.15,
+                label=textwrap.fill(f"95% paired interval vs {baseline}", LEGEND_WIDTH, break_on_hyphens=False),
+            )
         if self.greedy_accuracy is not None:
             axes.axhline(self.greedy_accuracy, color="gray", linestyle=":", label=GREEDY)
         axes.set_xscale("log", base=2)
         axes.set_xticks(self.ns, [str(n) for n in self.ns])
         axes.set_xlabel("N (sampled candidates)")
         axes.set_ylabel("accuracy")
-        axes.set_title(f"Best-of-N accuracy, {self.dataset} ({self.num_prompts} prompts)")
+        axes.set_title(f"Best-of-N accuracy\n{self.dataset} ({self.num_prompts} prompts)", fontsize="medium")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        figure.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
         figure.savefig(path, format="png", dpi=150)
+        return figure
 
-    def to_model_card_evaluation(self) -> dict[str, Any]:
-        """The ``evaluation=`` argument of `hf_language_ranker.model_card.ranker_model_card`."""
-        accuracy = {method: dict(by_n) for method, by_n in self.accuracy.items()}
+    def to_model_card_evaluation(self, methods: Sequence[str] | None = None) -> dict[str, Any]:
+        """The ``evaluation=`` argument of `hf_language_ranker.model_card.ranker_model_card` (``methods``: the
+        rows to keep, default all)."""
+        methods = list(methods) if methods is not None else list(self.accuracy)
+        accuracy = {method: dict(self.accuracy[method]) for method in methods}
         if self.greedy_accuracy is not None:
             accuracy[GREEDY] = {1: self.greedy_accuracy}
         return {"task": self.task, "dataset": self.dataset, "accuracy": accuracy}

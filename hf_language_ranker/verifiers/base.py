@@ -20,6 +20,8 @@ class Verifier(abc.ABC):
     """
 
     name: str = "verifier"
+    #: keys every example must hold besides "prompt" (checked when prompts are read, before a model loads)
+    required_keys: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def __call__(self, example: Mapping[str, Any], candidate: str) -> float:

@@ -404,6 +404,7 @@ class MathVerifier(Verifier):
 
     def __init__(self, *, answer_key: str = "answer", timeout: float = 5.0) -> None:
         self.answer_key = answer_key
+        self.required_keys = (answer_key,)
         self.timeout = timeout
 
     def __call__(self, example: Mapping[str, Any], candidate: str) -> float:

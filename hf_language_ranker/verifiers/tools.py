@@ -309,6 +309,7 @@ class ToolCallVerifier(Verifier):
 
     def __init__(self, *, answer_key: str = "answer") -> None:
         self.answer_key = answer_key
+        self.required_keys = (answer_key,)
 
     def __call__(self, example: Mapping[str, Any], candidate: str) -> float:
         if self.answer_key not in example:
