@@ -11,7 +11,10 @@ held-out tasks; every split is 16 candidates per prompt except train, 8) and:
    weighted vote, layer 18) wins any near-tie: a row must beat it by more than one paired standard error;
 2. leave-one-task-out: for each training task, the chosen settings trained on the other training tasks only and
    tested on that task, beside the in-domain specialist (the same settings trained on that task alone);
-3. scores the mixture ranker on every training task's test split and on the held-out tasks (never trained on, never
+3. measures, on validation data only, whether a flatter weighted vote (scores divided by a temperature) would be
+   safer off the training tasks: on each training task's validation split with its leave-one-task-out ranker, and
+   on the tasks collected beside the plan (neither trained on nor held out: ``--jobs`` of mixture_collect);
+4. scores the mixture ranker on every training task's test split and on the held-out tasks (never trained on, never
    used for a choice), with the shipped arithmetic specialist, majority vote, mean log-prob and the oracle beside it:
    paired bootstrap intervals and prompts won / lost per task, and pooled over the held-out tasks.
 
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 
 from hf_language_ranker import LanguageRanker
+from hf_language_ranker.candidates import feature_layers
 from hf_language_ranker.evaluation import evaluate
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
@@ -42,6 +46,8 @@ from hf_language_ranker.evaluation.selection import (
     ORACLE,
     SELECTION_RULES,
     chosen_correct,
+    majority_vote_choices,
+    weighted_vote_from_scores,
 )
 from hf_language_ranker.mixture import check_disjoint_prompts, mix_tasks
 
@@ -69,6 +75,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "pointwise + log-prob + vote share": {"head": "pointwise", "use_mean_log_prob": True, "use_vote_share": True},
 }
+VOTE_TEMPERATURES = (1, 2, 4, 8, 16)
 DEFAULT = ("listwise + log-prob + vote share + centrality", 18, "weighted_vote")
 TRAINING = {"seed": 0, "report_to": "none", "disable_tqdm": True}
 MIXTURE, SPECIALIST, LOTO, SHIPPED = (
@@ -90,6 +97,30 @@ def fit(variant: str, layer: int, train: datasets.Dataset, validation: datasets.
 def outcomes(scorer: RankerScorer, dataset: datasets.Dataset, rule: str) -> np.ndarray:
     """Per prompt: whether the candidate chosen among all N by ``rule`` is correct."""
     return chosen_correct(dataset, SELECTION_RULES[rule](dataset, scorer.score(dataset, N)))
+
+
+def tempered_vote_accuracy(scorer: RankerScorer, dataset: datasets.Dataset) -> dict[str, float]:
+    """Accuracy of the weighted vote with the ranker's scores divided by each of ``VOTE_TEMPERATURES`` (a flatter
+    vote moves toward majority vote, the "do no harm" direction), beside majority vote itself."""
+    scores = np.stack(scorer.score(dataset, N))
+    accuracy = {
+        f"T={temperature}": float(
+            chosen_correct(dataset, weighted_vote_from_scores(dataset, scores / temperature)).mean()
+        )
+        for temperature in VOTE_TEMPERATURES
+    }
+    accuracy[MAJORITY_VOTE] = float(chosen_correct(dataset, majority_vote_choices(dataset, N)).mean())
+    return accuracy
+
+
+def tempered_vote_accuracy_pooled(pairs: dict[str, tuple[RankerScorer, datasets.Dataset]]) -> dict[str, float]:
+    """`tempered_vote_accuracy` over several (scorer, dataset) pairs, weighted by prompts."""
+    total = sum(len(dataset) for _, dataset in pairs.values())
+    pooled: dict[str, float] = {}
+    for scorer, dataset in pairs.values():
+        for key, value in tempered_vote_accuracy(scorer, dataset).items():
+            pooled[key] = pooled.get(key, 0.0) + value * len(dataset) / total
+    return pooled
 
 
 def choose(validation_outcomes: dict[tuple[str, int, str], np.ndarray]) -> tuple[tuple[str, int, str], dict]:
@@ -164,12 +195,32 @@ def main() -> None:
         for scorer in (specialists[task], loto[task]):
             scorer.ranker.config.selection = rule
 
+    # robustness off the training tasks, on validation data only: the vote temperature on (a) each training task's
+    # validation split scored by its leave-one-task-out ranker, (b) tasks that are neither trained on nor held out
+    off_task = sorted(
+        folder.name for folder in data.iterdir() if folder.is_dir() and folder.name not in training_tasks + held_out
+    )
+    robustness = {
+        "leave-one-task-out validation": tempered_vote_accuracy_pooled(
+            {task: (loto[task], splits[task]["validation"]) for task in training_tasks}
+        ),
+    }
+    if off_task:
+        off_task_data = {  # every split collected for them (the committed data keeps their validation split only)
+            task: datasets.concatenate_datasets([load(task, folder.name) for folder in sorted((data / task).iterdir())])
+            for task in off_task
+        }
+        robustness["unseen-task validation (" + ", ".join(off_task) + ")"] = tempered_vote_accuracy_pooled(
+            {task: (mixture, dataset) for task, dataset in off_task_data.items()}
+        )
+
     # 3. every test split, and the held-out tasks pooled
     held_out_pool = mix_tasks({task: tests[task] for task in held_out})
     report: dict[str, Any] = {"tests": {}}
     for task, test in [*tests.items(), ("held-out tasks, pooled", held_out_pool)]:
-        scorers = {MIXTURE: mixture, SHIPPED: RankerScorer.from_trained(shipped)}
-        selections = {MIXTURE: rule, SHIPPED: shipped.config.selection}
+        scorers, selections = {MIXTURE: mixture}, {MIXTURE: rule}
+        if shipped.config.feature_layer in feature_layers(test):  # the committed data keeps the mixture's layer only
+            scorers[SHIPPED], selections[SHIPPED] = RankerScorer.from_trained(shipped), shipped.config.selection
         if task in training_tasks:
             scorers |= {SPECIALIST: specialists[task], LOTO: loto[task]}
             selections |= {SPECIALIST: rule, LOTO: rule}
@@ -177,8 +228,9 @@ def main() -> None:
         comparisons = {
             f"{MIXTURE} - {MAJORITY_VOTE}": paired(result, MIXTURE, MAJORITY_VOTE),
             f"{MIXTURE} - {MEAN_LOG_PROB}": paired(result, MIXTURE, MEAN_LOG_PROB),
-            f"{SHIPPED} - {MAJORITY_VOTE}": paired(result, SHIPPED, MAJORITY_VOTE),
         }
+        if SHIPPED in scorers:
+            comparisons[f"{SHIPPED} - {MAJORITY_VOTE}"] = paired(result, SHIPPED, MAJORITY_VOTE)
         if task in training_tasks:
             comparisons[f"{MIXTURE} - {SPECIALIST}"] = paired(result, MIXTURE, SPECIALIST)
             comparisons[f"{LOTO} - {MAJORITY_VOTE}"] = paired(result, LOTO, MAJORITY_VOTE)
@@ -197,6 +249,7 @@ def main() -> None:
         chosen_validation_by_task=chosen_by_task,
         validation={row_name(*row): float(values.mean()) for row, values in validation_outcomes.items()},
         validation_prompts=len(validation),
+        vote_temperature_on_validation=robustness,
         train_prompts=len(train),
         collection=plan["settings"],
         wall_seconds=round(time.perf_counter() - started),
@@ -243,7 +296,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"| {task} ({entry['num_prompts']}) | {accuracy(entry, FIRST_SAMPLE)} | "
                 f"{accuracy(entry, MAJORITY_VOTE)} | {accuracy(entry, MEAN_LOG_PROB)} | {accuracy(entry, MIXTURE)} | "
                 f"{accuracy(entry, SHIPPED)} | {pairs[f'{MIXTURE} - {MAJORITY_VOTE}']} | "
-                f"{pairs[f'{SHIPPED} - {MAJORITY_VOTE}']} | {accuracy(entry, ORACLE)} |"
+                f"{pairs.get(f'{SHIPPED} - {MAJORITY_VOTE}', '—')} | {accuracy(entry, ORACLE)} |"
             )
     lines += [
         "",
@@ -267,6 +320,17 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "Paired differences: mean over prompts, bootstrap 95% interval, prompts won / lost. The leave-one-task-out "
         "ranker has the chosen settings, trained on the other training tasks only.",
+        "",
+        "## Off the training tasks, on validation: a flatter vote?",
+        "",
+        "Weighted vote with the scores divided by T (T grows: toward majority vote), pooled accuracy at N=16:",
+        "",
+        "| validation data | " + " | ".join(next(iter(report["vote_temperature_on_validation"].values()))) + " |",
+        "|---|" + "---:|" * len(next(iter(report["vote_temperature_on_validation"].values()))),
+        *[
+            f"| {name} | " + " | ".join(f"{value:.3f}" for value in row.values()) + " |"
+            for name, row in report["vote_temperature_on_validation"].items()
+        ],
         "",
         "## Validation grid (mixed validation split, N=16; every row reported)",
         "",

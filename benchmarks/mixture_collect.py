@@ -20,7 +20,8 @@ in bfloat16 (on a GPU when there is one; worker processes each load the model on
 
 Writes ``screening.json`` (the per-task screening table) and ``plan.json`` (the rule's outcome, timings) beside
 the collections ``<task>/<split>/``. `benchmarks/mixture.py` trains and evaluates on them. ``pack`` copies them
-with only the layers the analysis uses (``benchmarks/data/mixture`` is such a copy, layer 18).
+with only the layers the analysis uses (``benchmarks/data/mixture`` is such a copy: layer 12, the
+unseen-task validation tasks' validation splits only).
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ def choose_tasks(screening: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
 def run(args: argparse.Namespace) -> None:
     prompts = json.loads(Path(args.prompts).read_text())
     output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     deadline = started + 60 * args.deadline_minutes
     threads = max(1, (os.cpu_count() or 2) // args.workers)
@@ -231,6 +233,13 @@ def run(args: argparse.Namespace) -> None:
             "output_dir": str(output_dir / ("screening" if split == "screening" else "") / task / split),
         }
 
+    if args.jobs:  # named (task, split) collections only: no screening, no plan
+        with ProcessPoolExecutor(
+            args.workers, mp_context=get_context("spawn"), initializer=_load, initargs=(threads, args.dtype)
+        ) as pool:
+            collected = _run_jobs(pool, [job(*name.split(":"), LAYERS) for name in args.jobs], deadline)
+        (output_dir / "jobs.json").write_text(json.dumps(collected, indent=2))
+        return
     tasks = args.tasks or list(CANDIDATE_TASKS)
     with ProcessPoolExecutor(
         args.workers, mp_context=get_context("spawn"), initializer=_load, initargs=(threads, args.dtype)
@@ -260,14 +269,17 @@ def run(args: argparse.Namespace) -> None:
     print(f"done in {plan['wall_seconds']} s", flush=True)
 
 
-def pack(source: Path, target: Path, layers: list[int]) -> None:
-    """Copy the merged collections keeping only ``layers`` (for committing under benchmarks/data, ~60 MB at most)."""
+def pack(source: Path, target: Path, layers: list[int], skip: list[str]) -> None:
+    """Copy the merged collections keeping only ``layers`` and leaving out the ``task/split`` folders in ``skip``
+    (for committing under benchmarks/data, ~60 MB at most)."""
     import datasets
 
     from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 
     plan = json.loads((source / "plan.json").read_text())
     for folder in sorted(source.glob("*/*/dataset")):
+        if str(folder.parent.relative_to(source)) in skip:
+            continue
         dataset = datasets.load_from_disk(str(folder))
         info = CollectionInfo.from_dataset(dataset)
         dropped = [layer for layer in info.layers if layer not in layers]
@@ -275,6 +287,7 @@ def pack(source: Path, target: Path, layers: list[int]) -> None:
             [column(layer) for layer in dropped for column in (prompt_feature_column, candidate_feature_column)]
         )
         info.layers = [layer for layer in info.layers if layer in layers]
+        info.model_dtype = info.model_dtype or plan["settings"]["dtype"]  # collected before collections recorded it
         dataset.info.description = info.to_json()
         destination = target / folder.relative_to(source)
         dataset.save_to_disk(str(destination))
@@ -302,17 +315,19 @@ def main() -> None:
     go.add_argument("--batch-size", type=int, default=4)
     go.add_argument("--deadline-minutes", type=float, default=170.0)
     go.add_argument("--tasks", nargs="*", help="screen only these tasks (default: all candidates)")
+    go.add_argument("--jobs", nargs="*", help="collect only these task:split pairs (no screening, no plan)")
     go.add_argument("--dtype", default="bfloat16", help="bfloat16 on a GPU or an AMX CPU, else float32")
     go.add_argument("--limit", type=int, default=None, help="at most this many prompts per split (a smoke test)")
     keep = commands.add_parser("pack", help="copy the collections with only some layers, for committing")
     keep.add_argument("--source", type=Path, default=Path("runs/mixture"))
     keep.add_argument("--target", type=Path, default=Path("benchmarks/data/mixture"))
-    keep.add_argument("--layers", type=int, nargs="+", default=[18])
+    keep.add_argument("--layers", type=int, nargs="+", default=[12])
+    keep.add_argument("--skip", nargs="*", default=[], help="task/split folders to leave out")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.output)
     elif args.command == "pack":
-        pack(args.source, args.target, args.layers)
+        pack(args.source, args.target, args.layers, args.skip)
     else:
         run(args)
 

@@ -5,23 +5,21 @@
 
 It samples N answers, scores each from the model's own hidden states, prints every candidate with its
 score and marks the one `generate` returns. On the embedded model it uses the ranker this project ships for it,
-`model_cards/smollm2-135m-instruct-arithmetic` (trained on reasoning-gym arithmetic; it reads each candidate's
-answer vote share and picks by ranker-weighted vote). With another --model and no --ranker it uses a freshly
-initialised ranker: the mechanics are the same, but its choice is arbitrary until trained (`hf-language-ranker demo`).
+`model_cards/smollm2-135m-instruct-mixture` (trained on five reasoning-gym tasks; it reads each candidate's
+answer vote share and picks by ranker-weighted vote; the README's benchmarks say where it helps and where not).
+With another --model and no --ranker it uses a freshly initialised ranker: the mechanics are the same, but its
+choice is arbitrary until trained (`hf-language-ranker demo`).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.configuration import MODEL_DTYPES
-from hf_language_ranker.embedded import load_model_and_tokenizer
-
-SHIPPED_RANKER = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-arithmetic"
+from hf_language_ranker.embedded import embedded_default_ranker, load_model_and_tokenizer
 
 
 def main() -> None:
@@ -33,7 +31,7 @@ def main() -> None:
         help="Hub id or folder of a trained ranker (default: the shipped one on the embedded "
         "model, else an untrained one)",
     )
-    # the shipped ranker was trained on prompts of this form (reasoning-gym arithmetic), 16 candidates, 64 tokens
+    # the shipped ranker was trained on prompts of this form (reasoning-gym tasks), 16 candidates, 64 tokens
     parser.add_argument("--prompt", default="Calculate 17 + 25.\nGive the final answer as 'The answer is N'.")
     parser.add_argument("--num-candidates", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -47,8 +45,9 @@ def main() -> None:
     if args.ranker:
         ranker = LanguageRanker.from_pretrained(args.ranker)
     elif args.model is None:
-        ranker = LanguageRanker.from_pretrained(SHIPPED_RANKER)
-        print(f"Using the shipped ranker {SHIPPED_RANKER.name} (trained on arithmetic for SmolLM2-135M-Instruct).")
+        shipped = embedded_default_ranker()
+        ranker = LanguageRanker.from_pretrained(shipped)
+        print(f"Using the shipped ranker {shipped.name} (trained on five tasks for SmolLM2-135M-Instruct).")
     else:
         ranker = LanguageRanker.for_model(model)
         print(

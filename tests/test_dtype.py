@@ -110,7 +110,8 @@ def test_the_same_dtype_and_rankers_that_record_none_do_not_warn(fresh_warnings,
     assert DRIFT not in fresh_warnings.text
 
 
-def test_the_shipped_ranker_records_bfloat16():
-    from test_agreement import SHIPPED
+def test_the_shipped_rankers_record_bfloat16():
+    from test_agreement import SHIPPED_RANKERS
 
-    assert LanguageRanker.from_pretrained(SHIPPED).config.model_dtype == "bfloat16"
+    for shipped in SHIPPED_RANKERS:
+        assert LanguageRanker.from_pretrained(shipped).config.model_dtype == "bfloat16", shipped.name
