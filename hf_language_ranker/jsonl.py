@@ -30,17 +30,7 @@ def read_jsonl(
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                problem = f"not valid JSON ({error.msg}, column {error.colno})"
-                raise ValueError(f"{path}, line {number}: {problem}.") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
-            missing = [key for key in required if key not in record]
-            if missing:
-                keys = ", ".join(f'"{key}"' for key in missing)
-                raise ValueError(f"{path}, line {number}: missing {keys} (the line has {sorted(record)}).")
+            record = parse_json_line(path, number, line, required)
             if check is not None:
                 try:
                     check(record)
@@ -50,3 +40,20 @@ def read_jsonl(
     if not records:
         raise ValueError(f"{path} holds no records: expected one JSON object per line.")
     return records
+
+
+def parse_json_line(path: str | os.PathLike, number: int, line: str, required: Sequence[str] = ()) -> dict[str, Any]:
+    """Line ``number`` of ``path`` as a JSON object holding the ``required`` keys; else an error naming the file, the
+    line and the missing key."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        problem = f"not valid JSON ({error.msg}, column {error.colno})"
+        raise ValueError(f"{path}, line {number}: {problem}.") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
+    missing = [key for key in required if key not in record]
+    if missing:
+        keys = ", ".join(f'"{key}"' for key in missing)
+        raise ValueError(f"{path}, line {number}: missing {keys} (the line has {sorted(record)}).")
+    return record

@@ -13,12 +13,13 @@ with the prompt. Blank lines are skipped. A bad line is an error naming the file
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
+
+from .jsonl import parse_json_line
 
 #: A candidate as it appears in a file: a text or its token ids.
 FileCandidate = Union[str, list[int]]
@@ -42,12 +43,7 @@ def _is_token_ids(value: Any) -> bool:
 def parse_sample_line(path: str | os.PathLike, number: int, line: str, vocab_size: int | None = None) -> SampleLine:
     """Parse and check line ``number`` of ``path`` (token ids also against ``vocab_size`` when it is given)."""
     where = f"{path}, line {number}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not valid JSON ({error.msg}).") from error
-    if not isinstance(record, dict) or "prompt" not in record or "candidates" not in record:
-        raise ValueError(f'{where}: each line needs a "prompt" and a "candidates" list.')
+    record = parse_json_line(path, number, line, required=("prompt", "candidates"))
     if not isinstance(record["prompt"], str):
         raise ValueError(f'{where}: "prompt" must be a string, got {type(record["prompt"]).__name__}.')
     group = record.pop("candidates")

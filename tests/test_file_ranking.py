@@ -123,7 +123,7 @@ def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatc
     ("line", "message"),
     [
         ("{not json", "line 2: not valid JSON"),
-        ('{"prompt": "ab"}', 'line 2: each line needs a "prompt" and a "candidates" list'),
+        ('{"prompt": "ab"}', 'line 2: missing "candidates"'),
         ('{"prompt": 3, "candidates": ["a"]}', 'line 2: "prompt" must be a string'),
         ('{"prompt": "ab", "candidates": []}', 'line 2: "candidates" must be a non-empty list'),
         ('{"prompt": "ab", "candidates": ["a", {"text": "b"}]}', 'line 2: "candidates"[1] must be a text or'),
