@@ -256,7 +256,7 @@ def _cli_bad_inputs(tmp_path):
         (["evaluate", *folders, "--prompts", str(no_answer), *out], "either --prompts or --train-dataset"),
         (["evaluate", *folders, *out], "not-collected is not a dataset folder"),
         (["train", "--dataset", str(not_collected), *out], "not-collected is not a dataset folder"),
-        (["collect", "--task", "nosuchtask", *out], "Unknown task 'nosuchtask'; known tasks: arithmetic"),
+        (["collect", "--task", "nosuchtask", *out], "Unknown task 'nosuchtask'; known tasks: addition, arithmetic"),
         (["collect", "--prompts", str(prompts), *out], "--prompts needs --verifier"),
         (["collect", "--prompts", str(prompts), "--verifier", "nosuch", *out], "Unknown verifier name 'nosuch'"),
         (["collect", "--candidates", str(tmp_path / "missing.jsonl"), "--verifier", "math", *out], "missing.jsonl"),
