@@ -21,7 +21,7 @@ from .evaluation.experiment import SPLIT_SHARES, SPLITS
 from .training_args import RankerTrainingArguments
 
 EPILOG = """typical flow:
-  hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
+  hf-language-ranker demo --output-dir runs/demo    # the shipped ranker, then all of the below on a small preset
   hf-language-ranker collect --task arithmetic --split train --output-dir runs/math/train
   hf-language-ranker collect --task arithmetic --split validation --output-dir runs/math/validation
   hf-language-ranker train --dataset runs/math/train --eval-dataset runs/math/validation --output-dir runs/math/ranker
@@ -97,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the whole pipeline on a small preset with the embedded model (~7 min on 2 CPU cores)",
-        description="Collect candidates with the embedded SmolLM2-135M-Instruct on small arithmetic splits, train "
+        help="the shipped ranker, then the whole pipeline on a small preset with the embedded model (~10 min on 2 "
+        "CPU cores)",
+        description="First, the ranker shipped for the embedded model against majority vote of the same candidates "
+        "on --shipped-prompts fresh arithmetic prompts (paired interval, written to shipped_ranker.json). Then: "
+        "collect candidates with the embedded SmolLM2-135M-Instruct on small arithmetic splits, train "
         "rankers, evaluate them against every baseline, show one ranked answer next to the greedy one, and write "
         "the table, JSON, plot and ranker to --output-dir. This is the real pipeline on a small preset.",
     )
@@ -110,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=count,
         default=SHIPPED_PROMPTS,
         help="first, the shipped ranker against majority vote of the same 16 candidates on this many fresh "
-        "arithmetic prompts (embedded model only; ~10 s a prompt on 2 CPU cores; 0: skip)",
+        "arithmetic prompts (embedded model only; ~11 s a prompt on 2 quiet CPU cores; 0: skip)",
     )
     demo.set_defaults(run=run_demo, preset="demo")
 
