@@ -78,11 +78,3 @@ def test_evaluation_modules_flow_one_way():
     for position, module in enumerate(flow):
         imported = {name.rpartition(".")[2] for name in graph[f"hf_language_ranker.evaluation.{module}"]}
         assert not imported & set(flow[:position]), f"{module} imports {imported & set(flow[:position])} upstream of it"
-
-
-def test_the_old_import_paths_give_the_same_objects():
-    from hf_language_ranker import baselines, evaluation, experiment
-    from hf_language_ranker.evaluation import experiment as protocol
-
-    assert baselines.RankerScorer is evaluation.RankerScorer and baselines.MAJORITY_VOTE == evaluation.MAJORITY_VOTE
-    assert experiment.run_experiment is protocol.run_experiment and experiment.PRESETS is protocol.PRESETS
