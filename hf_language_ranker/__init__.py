@@ -7,14 +7,9 @@ from typing import Any
 
 from .configuration import RankerConfig
 from .features import featurize_candidates
-from .generation import (
-    RankedGenerateOutput,
-    RankedGenerationMixin,
-    SampledCandidates,
-    attach_ranker,
-    sample_candidates,
-)
+from .generation import RankedGenerateOutput, RankedGenerationMixin, attach_ranker
 from .modeling import LanguageRanker, RankerOutput
+from .sampling import SampledCandidates, sample_candidates
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,6 @@ from transformers.utils.logging import get_logger, is_progress_bar_enabled
 
 from .candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 from .features import ModelFingerprint, resolve_feature_layer, text_config
-from .generation import sample_candidates
 from .jsonl import read_jsonl
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .ranking import (
@@ -43,6 +42,7 @@ from .ranking import (
     featurize_token_candidates,
     prompt_token_ids,
 )
+from .sampling import sample_candidates
 from .shards import (
     DATASET_DIR,
     MANIFEST_NAME,

@@ -41,8 +41,9 @@ from .features import (
     text_config,
     token_statistics,
 )
-from .generation import RankersArgument, RankerSet, cache_argument, prefill_cache
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
+from .rankers import RankersArgument, RankerSet
+from .sampling import cache_argument, prefill_cache
 
 CandidateLike = Union[str, Sequence[int], torch.Tensor]
 PromptLike = Union[str, Sequence[int], torch.Tensor]
