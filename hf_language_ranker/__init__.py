@@ -18,7 +18,7 @@ _LAZY = {
     "collect_candidates": "collection",
     "rank_candidates": "ranking",
     "RankedCandidatesOutput": "ranking",
-    "featurize_token_candidates": "ranking",
+    "featurize_token_candidates": "layout",
     "rank_candidates_file": "file_ranking",
     "RankerTrainer": "training",
     "RankerTrainingArguments": "training_args",

@@ -34,14 +34,14 @@ from transformers.utils.logging import get_logger, is_progress_bar_enabled
 from .candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 from .features import ModelFingerprint, resolve_feature_layer, text_config
 from .jsonl import read_jsonl
-from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
-from .ranking import (
+from .layout import (
     CandidateLike,
     candidate_token_ids,
     eos_token_ids,
     featurize_token_candidates,
     prompt_token_ids,
 )
+from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .sampling import sample_candidates
 from .shards import (
     DATASET_DIR,
@@ -138,7 +138,7 @@ def collect_candidates(
             one; ``None`` leaves the random state alone.
         overwrite: discard whatever ``output_dir`` holds and start over.
         candidates: externally sampled answers, ``candidates[i]`` for prompt ``i`` (texts or token ids, the same
-            number for every prompt); see `hf_language_ranker.ranking` for how texts and ids are read.
+            number for every prompt); see `hf_language_ranker.layout` for how texts and ids are read.
         append_eos: for text candidates, whether each ended with EOS (one bool, or one per candidate).
         **sampling: transformers `generate` arguments (``temperature``, ``top_p``, ``logits_processor``, ...).
 
