@@ -32,7 +32,7 @@ from hf_language_ranker.candidates import (
     num_candidates,
     prompt_feature_column,
 )
-from hf_language_ranker.evaluation.experiment import RANKER_VARIANTS
+from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
 from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, Scorer
 from hf_language_ranker.evaluation.selection import (
     BASELINES,
