@@ -34,7 +34,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, sample_candidates
-from hf_language_ranker.generation import prefill_shared_prompt
+from hf_language_ranker.sampling import prefill_shared_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_RANKER = ROOT / "model_cards" / "smollm2-135m-instruct-arithmetic"

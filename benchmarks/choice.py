@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from datasets import load_from_disk
 
-from hf_language_ranker.candidates import feature_layers, pool_datasets
+from hf_language_ranker.candidates import feature_layers, num_candidates, pool_datasets
 from hf_language_ranker.evaluation.choice import RANKER_VARIANTS, Setting, fit_setting, quiet_training, select_ranker
 from hf_language_ranker.evaluation.report import paired_bootstrap
 from hf_language_ranker.evaluation.selection import (
@@ -28,7 +28,6 @@ from hf_language_ranker.evaluation.selection import (
     SELECTION_RULES,
     chosen_correct,
     majority_vote_choices,
-    num_candidates,
 )
 
 

@@ -24,8 +24,15 @@ import numpy as np
 import torch
 from datasets import Dataset, load_from_disk
 
-from hf_language_ranker.candidates import MEAN_LOG_PROBS, candidate_feature_column, prompt_feature_column
-from hf_language_ranker.evaluation.experiment import RANKER_VARIANTS
+from hf_language_ranker.candidates import (
+    LABELS,
+    MEAN_LOG_PROBS,
+    candidate_feature_column,
+    correct_candidates,
+    num_candidates,
+    prompt_feature_column,
+)
+from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
 from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, Scorer
 from hf_language_ranker.evaluation.selection import (
     BASELINES,
@@ -33,11 +40,8 @@ from hf_language_ranker.evaluation.selection import (
     MEAN_LOG_PROB,
     ORACLE,
     choices_from_scores,
-    correct_candidates,
-    num_candidates,
     oracle_choices,
 )
-from hf_language_ranker.training import LABELS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arithmetic"
 

@@ -28,7 +28,8 @@ from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import FIRST_SAMPLE, ORACLE
 from hf_language_ranker.prompts import format_prompt, resolve_chat_template, tokenize_prompts
 from hf_language_ranker.tasks import task_verifier
-from hf_language_ranker.training import RankerTrainer, RankerTrainingArguments
+from hf_language_ranker.training import RankerTrainer
+from hf_language_ranker.training_args import RankerTrainingArguments
 from hf_language_ranker.verifiers import as_verifier
 
 RANKER = "Language Ranker"

@@ -20,16 +20,11 @@ import numpy as np
 from _common import collect, example_parser, generate_ranked, positive_int, save_ranker, train, verdict
 from datasets import Dataset
 
-from hf_language_ranker.candidates import CORRECT_THRESHOLD
+from hf_language_ranker.candidates import CORRECT_THRESHOLD, per_candidate_values
 from hf_language_ranker.cli import print_outputs
 from hf_language_ranker.evaluation.experiment import Preset
 from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import (
-    FIRST_SAMPLE,
-    choices_from_scores,
-    per_candidate_values,
-    selection_accuracy,
-)
+from hf_language_ranker.evaluation.selection import FIRST_SAMPLE, choices_from_scores, selection_accuracy
 from hf_language_ranker.verifiers import as_verifier
 
 PRESET = Preset(

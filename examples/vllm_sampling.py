@@ -21,8 +21,8 @@ import argparse
 from hf_language_ranker import LanguageRanker, rank_candidates
 from hf_language_ranker.configuration import MODEL_DTYPES
 from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker.layout import eos_token_ids
 from hf_language_ranker.prompts import format_prompt
-from hf_language_ranker.ranking import eos_token_ids
 
 
 def finished_ids(output, eos_ids: list[int]) -> list[int]:

@@ -7,14 +7,9 @@ from typing import Any
 
 from .configuration import RankerConfig
 from .features import featurize_candidates
-from .generation import (
-    RankedGenerateOutput,
-    RankedGenerationMixin,
-    SampledCandidates,
-    attach_ranker,
-    sample_candidates,
-)
+from .generation import RankedGenerateOutput, RankedGenerationMixin, attach_ranker
 from .modeling import LanguageRanker, RankerOutput
+from .sampling import SampledCandidates, sample_candidates
 
 __version__ = "0.1.0"
 
@@ -23,7 +18,7 @@ _LAZY = {
     "collect_candidates": "collection",
     "rank_candidates": "ranking",
     "RankedCandidatesOutput": "ranking",
-    "featurize_token_candidates": "ranking",
+    "featurize_token_candidates": "layout",
     "rank_candidates_file": "file_ranking",
     "RankerTrainer": "training",
     "RankerTrainingArguments": "training_args",

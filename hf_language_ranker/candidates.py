@@ -1,15 +1,17 @@
-"""The layout of a collected candidate dataset (one row per prompt), shared by collection and training.
+"""The candidate dataset's schema (one row per prompt), owned here: every column name, `CollectionInfo`, and the
+helpers that read columns. Collection writes this layout; training, selection and the scorers read it.
 
 Columns:
 
-* ``prompt_id`` (int), ``prompt`` (str): the prompt as given, ``prompt_text`` (str): as fed to the model;
-* ``candidates`` (list[str]): the decoded candidates; ``lengths`` (list[int]): generated tokens each;
-* ``labels`` (list[float]): verifier verdicts in ``[0, 1]``; ``answers`` (list[str | None]): parsed answers
+* `PROMPT_ID` (int), `PROMPT` (str): the prompt as given, `PROMPT_TEXT` (str): as fed to the model;
+* `CANDIDATES` (list[str]): the decoded candidates; `LENGTHS` (list[int]): generated tokens each;
+* `LABELS` (list[float]): verifier verdicts in ``[0, 1]``; `ANSWERS` (list[str | None]): parsed answers
   for majority vote (``None`` where answers do not compare);
-* ``mean_log_probs``, ``self_certainty`` (list[float]): per-candidate token statistics (baselines);
+* `MEAN_LOG_PROBS`, `SELF_CERTAINTY` (list[float]): per-candidate token statistics (baselines);
 * ``prompt_features.<k>`` (``[H]``) and ``candidate_features.<k>`` (``[N, H]``), float16, for every
-  collected layer ``k`` (the convention of `hf_language_ranker.features`);
-* ``generation`` (str): the sampling settings as JSON.
+  collected layer ``k`` (`prompt_feature_column`, `candidate_feature_column`; the convention of
+  `hf_language_ranker.features`);
+* `GENERATION` (str): the sampling settings as JSON.
 
 The dataset's ``info.description`` holds a JSON `CollectionInfo` (model fingerprint, layers, settings).
 """
@@ -20,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Array2D, Dataset, List, concatenate_datasets
 
@@ -28,8 +31,16 @@ from .agreement import answer_id_rows, answer_ids
 #: A candidate counts as correct when its label is at least this (labels are verifier scores in [0, 1]).
 CORRECT_THRESHOLD = 0.5
 
-MEAN_LOG_PROBS = "mean_log_probs"
+PROMPT_ID = "prompt_id"
+PROMPT = "prompt"
+PROMPT_TEXT = "prompt_text"
+CANDIDATES = "candidates"
+LENGTHS = "lengths"
+LABELS = "labels"
 ANSWERS = "answers"
+MEAN_LOG_PROBS = "mean_log_probs"
+SELF_CERTAINTY = "self_certainty"
+GENERATION = "generation"
 #: integer answer ids derived from ``answers`` for training (see `hf_language_ranker.agreement.answer_ids`)
 ANSWER_IDS = "answer_ids"
 PROMPT_FEATURES = "prompt_features"
@@ -60,6 +71,54 @@ def check_feature_layer(dataset: Dataset, layer: int) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------------------- data access
+def num_candidates(dataset: Dataset) -> int:
+    """The number of candidates every prompt of ``dataset`` has (the smallest count if they differ)."""
+    if LABELS not in dataset.column_names:
+        raise ValueError(
+            f"Not a candidate dataset: no {LABELS!r} column (columns: {dataset.column_names}). "
+            "See hf_language_ranker.candidates for the layout."
+        )
+    if len(dataset) == 0:
+        raise ValueError("The candidate dataset is empty.")
+    return min(len(labels) for labels in dataset.with_format(None)[LABELS])
+
+
+def check_num_candidates(dataset: Dataset, n: int) -> None:
+    """Raise a clear error unless every prompt has at least ``n >= 1`` candidates."""
+    available = num_candidates(dataset)
+    if not 1 <= n <= available:
+        raise ValueError(f"Cannot select among the first {n} candidates: the dataset has {available} per prompt.")
+
+
+def _first_n(values: Any, n: int) -> np.ndarray:
+    """``[P, n, ...]`` float32 array of the first ``n`` entries of each row of a numpy-formatted column."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values[:, :n].astype(np.float32)
+    return np.stack([np.asarray(row, dtype=np.float32)[:n] for row in values])
+
+
+def per_candidate_values(dataset: Dataset, column: str, n: int) -> np.ndarray:
+    """A per-candidate column (``labels``, ``mean_log_probs``, ...) for the first ``n`` candidates: ``[P, n]``."""
+    if column not in dataset.column_names:
+        raise ValueError(f"The candidate dataset has no {column!r} column (columns: {dataset.column_names}).")
+    return _first_n(dataset.with_format("numpy", columns=[column])[:][column], n)
+
+
+def correct_candidates(dataset: Dataset, n: int) -> np.ndarray:
+    """``[P, n]`` booleans: which of the first ``n`` candidates are correct (label >= `CORRECT_THRESHOLD`)."""
+    return per_candidate_values(dataset, LABELS, n) >= CORRECT_THRESHOLD
+
+
+def layer_features(dataset: Dataset, layer: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt features ``[P, H]`` and the first ``n`` candidates' features ``[P, n, H]`` of ``layer``, float32."""
+    check_feature_layer(dataset, layer)
+    columns = [prompt_feature_column(layer), candidate_feature_column(layer)]
+    values = dataset.with_format("numpy", columns=columns)[:]
+    prompts = np.asarray(values[columns[0]], dtype=np.float32)
+    return prompts, _first_n(values[columns[1]], n)
+
+
 def parsed_answers(dataset: Dataset) -> list[list[str | None]]:
     """The ``answers`` column (one list per prompt), with a clear error when the dataset has none."""
     if ANSWERS not in dataset.column_names:
@@ -82,7 +141,7 @@ def dataset_answer_id_rows(dataset: Dataset) -> list[list[int]]:
 
 def fixed_candidate_count(dataset: Dataset) -> int | None:
     """The number of candidates every prompt holds when the schema fixes it (a collection does), else ``None``."""
-    feature = dataset.features.get("labels")
+    feature = dataset.features.get(LABELS)
     return feature.length if isinstance(feature, List) and feature.length > 0 else None
 
 

@@ -252,7 +252,7 @@ def _load_dataset(path: str) -> Any:
     """A candidate dataset written by `collect`, checked (labels, candidates, features) before any model loads."""
     from datasets import load_from_disk
 
-    from .candidates import feature_layers
+    from .candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, feature_layers
 
     folder = Path(path)
     if (folder / "dataset").is_dir():
@@ -263,7 +263,7 @@ def _load_dataset(path: str) -> Any:
         dataset = load_from_disk(str(folder))
     except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"{folder} is not a dataset folder ({error}): pass the --output-dir of `collect`.") from None
-    needed = [column for column in ("labels", "answers", "mean_log_probs") if column not in dataset.column_names]
+    needed = [column for column in (LABELS, ANSWERS, MEAN_LOG_PROBS) if column not in dataset.column_names]
     if needed or not feature_layers(dataset) or not len(dataset):
         problem = f"it lacks the columns {needed}" if needed else "it holds no features" if len(dataset) else "empty"
         raise ValueError(f"{folder} is not a candidate dataset written by `collect`: {problem}.")
@@ -355,8 +355,8 @@ def _sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _evaluate_folders(args: argparse.Namespace, folders: dict[str, str]) -> Any:
+    from .candidates import num_candidates
     from .evaluation.experiment import DataSource, Preset, dataset_sha256, ns_up_to, run_protocol
-    from .evaluation.selection import num_candidates
 
     datasets = {split: _load_dataset(folder) for split, folder in folders.items()}  # all checked, no model loads
     preset = Preset(

@@ -31,18 +31,32 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils.logging import get_logger, is_progress_bar_enabled
 
-from .candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
+from .candidates import (
+    ANSWERS,
+    CANDIDATES,
+    GENERATION,
+    LABELS,
+    LENGTHS,
+    MEAN_LOG_PROBS,
+    PROMPT,
+    PROMPT_ID,
+    PROMPT_TEXT,
+    SELF_CERTAINTY,
+    CollectionInfo,
+    candidate_feature_column,
+    prompt_feature_column,
+)
 from .features import ModelFingerprint, resolve_feature_layer, text_config
-from .generation import sample_candidates
 from .jsonl import read_jsonl
-from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
-from .ranking import (
+from .layout import (
     CandidateLike,
     candidate_token_ids,
     eos_token_ids,
     featurize_token_candidates,
     prompt_token_ids,
 )
+from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
+from .sampling import sample_candidates
 from .shards import (
     DATASET_DIR,
     MANIFEST_NAME,
@@ -138,7 +152,7 @@ def collect_candidates(
             one; ``None`` leaves the random state alone.
         overwrite: discard whatever ``output_dir`` holds and start over.
         candidates: externally sampled answers, ``candidates[i]`` for prompt ``i`` (texts or token ids, the same
-            number for every prompt); see `hf_language_ranker.ranking` for how texts and ids are read.
+            number for every prompt); see `hf_language_ranker.layout` for how texts and ids are read.
         append_eos: for text candidates, whether each ended with EOS (one bool, or one per candidate).
         **sampling: transformers `generate` arguments (``temperature``, ``top_p``, ``logits_processor``, ...).
 
@@ -235,7 +249,7 @@ def collect_candidates(
             rows: list[dict[str, Any]] = []
             for batch_rows in _sample_shard(plan, start, stop):
                 rows.extend(batch_rows)
-                tokens += sum(sum(row["lengths"]) for row in batch_rows)
+                tokens += sum(sum(row[LENGTHS]) for row in batch_rows)
                 progress.update(len(batch_rows))
                 progress.set_postfix(tokens_per_s=f"{tokens / (time.perf_counter() - started):.1f}")
             shard = Dataset.from_list(rows, info=DatasetInfo(description=info.to_json(), features=plan.features))
@@ -357,19 +371,19 @@ def _generation_settings(model: PreTrainedModel, max_new_tokens: int, sampling: 
 
 def _features(layers: Sequence[int], num_candidates: int, hidden_size: int) -> Features:
     per_candidate = {
-        "candidates": Value("string"),
-        "lengths": Value("int32"),
-        "labels": Value("float32"),
-        "answers": Value("string"),
-        "mean_log_probs": Value("float32"),
-        "self_certainty": Value("float32"),
+        CANDIDATES: Value("string"),
+        LENGTHS: Value("int32"),
+        LABELS: Value("float32"),
+        ANSWERS: Value("string"),
+        MEAN_LOG_PROBS: Value("float32"),
+        SELF_CERTAINTY: Value("float32"),
     }
-    columns: dict[str, Any] = {"prompt_id": Value("int64"), "prompt": Value("string"), "prompt_text": Value("string")}
+    columns: dict[str, Any] = {PROMPT_ID: Value("int64"), PROMPT: Value("string"), PROMPT_TEXT: Value("string")}
     columns.update({name: List(value, length=num_candidates) for name, value in per_candidate.items()})
     for layer in layers:
         columns[prompt_feature_column(layer)] = List(Value("float16"), length=hidden_size)
         columns[candidate_feature_column(layer)] = Array2D((num_candidates, hidden_size), "float16")
-    columns["generation"] = Value("string")
+    columns[GENERATION] = Value("string")
     return Features(columns)
 
 
@@ -457,20 +471,20 @@ def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]
     for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, formatted)):
         candidates = batch.texts[b]
         row = {
-            "prompt_id": prompt_id,
-            "prompt": prompt,
-            "prompt_text": text,
-            "candidates": candidates,
-            "lengths": batch.lengths[b],
-            "labels": [plan.verifier(example, candidate) for candidate in candidates],
-            "answers": [plan.verifier.parse(candidate) for candidate in candidates],
-            "mean_log_probs": batch.mean_log_probs[b],
-            "self_certainty": batch.self_certainty[b],
+            PROMPT_ID: prompt_id,
+            PROMPT: prompt,
+            PROMPT_TEXT: text,
+            CANDIDATES: candidates,
+            LENGTHS: batch.lengths[b],
+            LABELS: [plan.verifier(example, candidate) for candidate in candidates],
+            ANSWERS: [plan.verifier.parse(candidate) for candidate in candidates],
+            MEAN_LOG_PROBS: batch.mean_log_probs[b],
+            SELF_CERTAINTY: batch.self_certainty[b],
         }
         for layer in plan.layers:
             row[prompt_feature_column(layer)] = batch.prompt_features[layer][b]
             row[candidate_feature_column(layer)] = batch.candidate_features[layer][b]
-        row["generation"] = plan.generation_json
+        row[GENERATION] = plan.generation_json
         rows.append(row)
     return rows
 

@@ -35,9 +35,9 @@ from transformers.utils.logging import is_progress_bar_enabled
 
 from .agreement import AnswerExtractorLike
 from .features import ModelFingerprint, text_config
-from .generation import RankerLike, RankerSet, load_ranker
 from .modeling import LanguageRanker
 from .prompts import resolve_chat_template
+from .rankers import RankerLike, RankerSet, load_ranker
 from .ranking import rank_candidates
 from .sample_files import SampleFile
 from .shards import (

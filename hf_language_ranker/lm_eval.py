@@ -27,7 +27,8 @@ from transformers import StoppingCriteriaList
 from transformers.utils.logging import get_logger
 
 from .agreement import AnswerExtractorLike
-from .generation import RankerLike, RankerSet, load_ranker, ranked_generate
+from .generation import ranked_generate
+from .rankers import RankerLike, RankerSet, load_ranker
 
 try:
     from lm_eval.api.registry import register_model

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from datasets import Dataset, concatenate_datasets
 
+from .candidates import PROMPT
+
 __all__ = ["TASK_COLUMN", "check_disjoint_prompts", "mix_tasks"]
 
 #: The column naming each prompt's task in a mixed dataset.
@@ -60,7 +62,7 @@ def check_disjoint_prompts(splits: Mapping[str, Dataset]) -> None:
     """Raise if a prompt text appears in two splits (e.g. ``{"train": ..., "validation": ..., "test": ...}``)."""
     seen: dict[str, str] = {}
     for split, dataset in splits.items():
-        for prompt in dataset["prompt"]:
+        for prompt in dataset[PROMPT]:
             other = seen.setdefault(prompt, split)
             if other != split:
                 raise ValueError(f"Prompt {prompt[:80]!r} is in both the {other!r} and the {split!r} split.")

@@ -28,6 +28,7 @@ from transformers.utils import logging
 from .candidates import (
     ANSWER_IDS,
     CORRECT_THRESHOLD,
+    LABELS,
     MEAN_LOG_PROBS,
     CollectionInfo,
     candidate_feature_column,
@@ -44,12 +45,15 @@ from .verifiers import BUILTIN_VERIFIERS
 
 logger = logging.get_logger(__name__)
 
-LABELS = "labels"
-
 
 # ------------------------------------------------------------------------------------------------ dataset helpers
 def resolve_training_layer(dataset: Dataset, feature_layer: int | None = None) -> int:
     """The layer to train on: ``feature_layer`` if collected, else the only, the paper's, or the middle layer."""
+    return _training_layer(dataset, feature_layer, CollectionInfo.from_dataset(dataset))
+
+
+def _training_layer(dataset: Dataset, feature_layer: int | None, info: CollectionInfo | None) -> int:
+    """`resolve_training_layer` with the dataset's `CollectionInfo` already read."""
     layers = feature_layers(dataset)
     if not layers:
         raise ValueError(
@@ -61,7 +65,6 @@ def resolve_training_layer(dataset: Dataset, feature_layer: int | None = None) -
         return feature_layer
     if len(layers) == 1:
         return layers[0]
-    info = CollectionInfo.from_dataset(dataset)
     if info is not None and default_feature_layer(info.num_hidden_layers) in layers:
         return default_feature_layer(info.num_hidden_layers)
     return layers[len(layers) // 2]
@@ -118,11 +121,17 @@ def ranker_for_dataset(dataset: Dataset, feature_layer: int | None = None, **hea
 
     ``head_options`` are `RankerConfig` fields such as ``head="pointwise"``.
     """
-    layer = resolve_training_layer(dataset, feature_layer)
+    return _ranker_for(dataset, feature_layer, CollectionInfo.from_dataset(dataset), head_options)
+
+
+def _ranker_for(
+    dataset: Dataset, feature_layer: int | None, info: CollectionInfo | None, head_options: dict[str, Any]
+) -> LanguageRanker:
+    """`ranker_for_dataset` with the dataset's `CollectionInfo` already read."""
+    layer = _training_layer(dataset, feature_layer, info)
     hidden_size = _hidden_size(feature_dataset(dataset, layer), layer)
     if hidden_size is None:
         raise ValueError("The candidate dataset is empty: there is nothing to size or train a ranker on.")
-    info = CollectionInfo.from_dataset(dataset)
     if info is None:
         logger.warning(
             "The candidate dataset carries no CollectionInfo, so the ranker cannot record which model it fits. "
@@ -139,9 +148,9 @@ def ranker_for_dataset(dataset: Dataset, feature_layer: int | None = None, **hea
     return LanguageRanker(config)
 
 
-def _builtin_answer_parser(dataset: Dataset) -> str | None:
-    """The built-in verifier whose parser made the dataset's answers, recorded so `generate` can use it."""
-    info = CollectionInfo.from_dataset(dataset)
+def _builtin_answer_parser(info: CollectionInfo | None) -> str | None:
+    """The built-in verifier whose parser made the dataset's answers (from its `CollectionInfo`), recorded so
+    `generate` can use it."""
     return info.verifier if info is not None and info.verifier in BUILTIN_VERIFIERS else None
 
 
@@ -257,9 +266,10 @@ class RankerTrainer(Trainer):
             reference = next(iter(reference.values()), None)
         if reference is None:
             raise ValueError("RankerTrainer needs a train_dataset or an eval_dataset (a candidate dataset).")
+        info = CollectionInfo.from_dataset(reference)  # read once: model fingerprint, verifier, feature dtype
         if model is None:
             set_seed(args.seed)  # a reproducible initialisation, as Trainer gives a model built by `model_init`
-            model = ranker_for_dataset(reference, args.feature_layer, **args.ranker_options())
+            model = _ranker_for(reference, args.feature_layer, info, args.ranker_options())
         elif args.feature_layer is not None and args.feature_layer != model.config.feature_layer:
             raise ValueError(
                 f"args.feature_layer={args.feature_layer} but the given ranker reads layer "
@@ -269,8 +279,7 @@ class RankerTrainer(Trainer):
         model.config.loss = args.loss
         model.config.selection = args.selection
         if model.config.use_vote_share and model.config.answer_extractor is None:
-            model.config.answer_extractor = _builtin_answer_parser(reference)
-        info = CollectionInfo.from_dataset(reference)
+            model.config.answer_extractor = _builtin_answer_parser(info)
         if info is not None and info.model_dtype is not None:  # the dtype of the features it now learns from
             model.config.model_dtype = info.model_dtype
         self.ranker_config = model.config

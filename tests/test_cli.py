@@ -17,7 +17,8 @@ from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import CollectionInfo
 from hf_language_ranker.cli import build_parser, main, training_options
 from hf_language_ranker.evaluation import EvaluationResult
-from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, RANKER_VARIANTS, Preset
+from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
+from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, Preset
 from hf_language_ranker.training_args import RankerTrainingArguments
 
 
@@ -78,10 +79,10 @@ def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys, c
     assert config.hidden_size == 32 and config.use_mean_log_prob and config.use_vote_share and config.use_centrality
     assert (config.selection, config.answer_extractor) == ("weighted_vote", "math")
     assert config.model_dtype == "bfloat16"  # collect -> train -> save -> load
-    import hf_language_ranker.generation as generation  # the rule `generate` picks with, spied on
+    import hf_language_ranker.rankers as rankers  # the rule `generate` picks with (RankerSet.pick), spied on
 
     modes = []
-    monkeypatch.setattr(generation, "select", lambda values, mode, ids: modes.append(mode) or values.argmax(-1))
+    monkeypatch.setattr(rankers, "select", lambda values, mode, ids: modes.append(mode) or values.argmax(-1))
     capsys.readouterr()
     warning_once.cache_clear()
     with caplog.at_level(logging.WARNING, logger="hf_language_ranker"):

@@ -20,7 +20,7 @@ from datasets import Array2D, Dataset, List, Value
 from hf_language_ranker import collection
 from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 from hf_language_ranker.collection import collect_candidates
-from hf_language_ranker.generation import sample_candidates
+from hf_language_ranker.sampling import sample_candidates
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "collection_worker.py"

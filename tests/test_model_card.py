@@ -16,7 +16,8 @@ from huggingface_hub import ModelCard
 from hf_language_ranker import LanguageRanker, RankerConfig
 from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 from hf_language_ranker.model_card import is_hub_id, ranker_model_card
-from hf_language_ranker.training import RankerTrainer, RankerTrainingArguments
+from hf_language_ranker.training import RankerTrainer
+from hf_language_ranker.training_args import RankerTrainingArguments
 
 BASE_MODEL = "org/tiny-llama"
 RANKER_ID = "org/tiny-llama-ranker"

@@ -80,9 +80,45 @@ def test_evaluation_modules_flow_one_way():
         assert not imported & set(flow[:position]), f"{module} imports {imported & set(flow[:position])} upstream of it"
 
 
-def test_the_old_import_paths_give_the_same_objects():
-    from hf_language_ranker import baselines, evaluation, experiment
-    from hf_language_ranker.evaluation import experiment as protocol
+def defined_names(path: Path) -> set[str]:
+    """The names a module defines at its top level (functions, classes, assignments, guarded imports)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name))
+        elif isinstance(node, ast.Try):  # optional dependencies: `try: import grp ... except ImportError`
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    names.update(alias.asname or alias.name for alias in inner.names)
+    return names
 
-    assert baselines.RankerScorer is evaluation.RankerScorer and baselines.MAJORITY_VOTE == evaluation.MAJORITY_VOTE
-    assert experiment.run_experiment is protocol.run_experiment and experiment.PRESETS is protocol.PRESETS
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """No module hands on another's names: every `from <package module> import name` (in the package, tests,
+    examples and benchmarks) names the module that defines it. Package faces (``__init__.py``) are exempt."""
+    root = PACKAGE.parent
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    defined = {name: defined_names(path) for name, path in modules.items() if path.name != "__init__.py"}
+    readers = [*PACKAGE.rglob("*.py"), *(root / "tests").glob("*.py")]
+    readers += [*(root / "examples").glob("*.py"), *(root / "benchmarks").glob("*.py")]
+    wrong = []
+    for path in readers:
+        package = module_name(path).rpartition(".")[0] if path.is_relative_to(PACKAGE) else ""
+        if path.name == "__init__.py":
+            package = module_name(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base not in defined:
+                continue
+            for alias in node.names:
+                if alias.name not in defined[base] and f"{base}.{alias.name}" not in modules:
+                    wrong.append(f"{path.relative_to(root)}: {alias.name} from {base}")
+    assert wrong == []

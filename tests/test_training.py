@@ -15,12 +15,12 @@ from hf_language_ranker.candidates import CollectionInfo, candidate_feature_colu
 from hf_language_ranker.training import (
     CandidateGroupCollator,
     RankerTrainer,
-    RankerTrainingArguments,
     feature_dataset,
     ranker_for_dataset,
     resolve_training_layer,
     train_ranker,
 )
+from hf_language_ranker.training_args import RankerTrainingArguments
 
 HIDDEN = 32
 LAYER = 2

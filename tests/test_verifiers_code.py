@@ -13,7 +13,7 @@ import time
 import pytest
 
 from hf_language_ranker.verifiers import CodeVerifier, SandboxResult, extract_code, run_in_sandbox
-from hf_language_ranker.verifiers.code import sandbox_processes
+from hf_language_ranker.verifiers.sandbox import sandbox_processes
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox targets Linux")
 

@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 from transformers.utils.logging import is_progress_bar_enabled
 
-from ..candidates import CollectionInfo, feature_layers, pool_datasets
+from ..candidates import CollectionInfo, feature_layers, num_candidates, pool_datasets
 from ..configuration import SELECTION_MODES, default_feature_layer
 from ..modeling import LanguageRanker
 from .scorers import RankerScorer
-from .selection import SELECTION_RULES, chosen_correct, num_candidates
+from .selection import SELECTION_RULES, chosen_correct
 
 logger = logging.get_logger(__name__)
 

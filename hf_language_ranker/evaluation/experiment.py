@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils.logging import is_progress_bar_enabled
 
-from ..candidates import CORRECT_THRESHOLD, pool_datasets
+from ..candidates import CANDIDATES, CORRECT_THRESHOLD, LABELS, num_candidates, pool_datasets
 from ..collection import collect_candidates
 from ..features import text_config
 from ..prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
@@ -38,7 +38,7 @@ from .choice import (
 )
 from .report import EvaluationResult
 from .scorers import ProbeScorer, RankerScorer, Scorer, TextRewardScorer
-from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES, num_candidates
+from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
 
 SPLITS = ("train", "validation", "test")
 #: the default shares of a user's prompts held out for validation and test by `split_prompts` (the rest trains)
@@ -512,7 +512,7 @@ def _ranked_example(test: Dataset, scorer: RankerScorer, greedy: Greedy) -> dict
     scores = scorer.score(test, num_candidates(test))
     choices = SELECTION_RULES[scorer.ranker.config.selection](test, scores)
     rows = list(range(len(test)))
-    rows.sort(key=lambda row: test[row]["labels"][int(choices[row])] - greedy.labels[row], reverse=True)
+    rows.sort(key=lambda row: test[row][LABELS][int(choices[row])] - greedy.labels[row], reverse=True)
     row = rows[0]
     choice = int(choices[row])
     return {
@@ -520,6 +520,6 @@ def _ranked_example(test: Dataset, scorer: RankerScorer, greedy: Greedy) -> dict
         "reference": greedy.examples[row].get("answer"),
         "greedy": greedy.answers[row].strip(),
         "greedy_correct": greedy.labels[row] >= CORRECT_THRESHOLD,
-        "ranked": test[row]["candidates"][choice].strip(),
-        "ranked_correct": test[row]["labels"][choice] >= CORRECT_THRESHOLD,
+        "ranked": test[row][CANDIDATES][choice].strip(),
+        "ranked_correct": test[row][LABELS][choice] >= CORRECT_THRESHOLD,
     }

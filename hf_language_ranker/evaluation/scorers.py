@@ -22,18 +22,22 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 from transformers.utils.logging import is_progress_bar_enabled
 
-from ..candidates import MEAN_LOG_PROBS, dataset_answer_ids, feature_layers
-from ..embedded import wheel_folder
-from ..modeling import LanguageRanker
-from ..training import train_ranker
-from .selection import (
-    SELECTION_RULES,
+from ..candidates import (
+    CANDIDATES,
+    LABELS,
+    MEAN_LOG_PROBS,
+    PROMPT,
     check_num_candidates,
+    dataset_answer_ids,
+    feature_layers,
     layer_features,
     num_candidates,
     per_candidate_values,
-    selection_accuracy,
 )
+from ..embedded import wheel_folder
+from ..modeling import LanguageRanker
+from ..training import train_ranker
+from .selection import SELECTION_RULES, selection_accuracy
 
 logger = logging.get_logger(__name__)
 
@@ -200,7 +204,7 @@ class ProbeScorer(BaseScorer):
             return
         n = num_candidates(train)
         inputs = self._design(train, n).flatten(0, 1)
-        targets = torch.from_numpy(per_candidate_values(train, "labels", n)).flatten()
+        targets = torch.from_numpy(per_candidate_values(train, LABELS, n)).flatten()
         mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
         inputs = (inputs - mean) / std
         weight = torch.zeros(inputs.shape[-1], requires_grad=True)
@@ -292,11 +296,11 @@ class TextRewardScorer(BaseScorer):
 
     def _pairs(self, dataset: Dataset, n: int) -> tuple[list[str], list[str]]:
         """Prompts and candidate texts of the first ``n`` candidates, row-major (prompt-major)."""
-        rows = dataset.with_format(None).select_columns(["prompt", "candidates"])
+        rows = dataset.with_format(None).select_columns([PROMPT, CANDIDATES])
         prompts, candidates = [], []
         for row in rows:
-            prompts.extend([row["prompt"]] * n)
-            candidates.extend(row["candidates"][:n])
+            prompts.extend([row[PROMPT]] * n)
+            candidates.extend(row[CANDIDATES][:n])
         return prompts, candidates
 
     def _encode(self, prompts: Sequence[str], candidates: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -314,7 +318,7 @@ class TextRewardScorer(BaseScorer):
         self.tokenizer = AutoTokenizer.from_pretrained(source, truncation_side="left")
         n = num_candidates(train)
         prompts, candidates = self._pairs(train, n)
-        labels = per_candidate_values(train, "labels", n).reshape(-1)
+        labels = per_candidate_values(train, LABELS, n).reshape(-1)
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(labels))
         if self.max_train_pairs is not None and len(order) > self.max_train_pairs:

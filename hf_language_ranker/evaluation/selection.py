@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,13 +19,16 @@ from datasets import Dataset
 
 from ..agreement import weighted_vote_choices
 from ..candidates import (
+    ANSWERS,
     CORRECT_THRESHOLD,
+    LABELS,
     MEAN_LOG_PROBS,
-    candidate_feature_column,
-    check_feature_layer,
+    check_num_candidates,
+    correct_candidates,
     dataset_answer_ids,
-    prompt_feature_column,
+    per_candidate_values,
 )
+from ..candidates import SELF_CERTAINTY as SELF_CERTAINTY_COLUMN
 
 FIRST_SAMPLE = "first sample"
 MAJORITY_VOTE = "majority vote"
@@ -35,54 +37,6 @@ SELF_CERTAINTY = "self-certainty"
 ORACLE = "oracle (pass@N)"
 
 ChoiceRule = Callable[[Dataset, int], np.ndarray]
-
-
-# ------------------------------------------------------------------------------------------------- data access
-def num_candidates(dataset: Dataset) -> int:
-    """The number of candidates every prompt of ``dataset`` has (the smallest count if they differ)."""
-    if "labels" not in dataset.column_names:
-        raise ValueError(
-            f"Not a candidate dataset: no 'labels' column (columns: {dataset.column_names}). "
-            "See hf_language_ranker.candidates for the layout."
-        )
-    if len(dataset) == 0:
-        raise ValueError("The candidate dataset is empty.")
-    return min(len(labels) for labels in dataset.with_format(None)["labels"])
-
-
-def check_num_candidates(dataset: Dataset, n: int) -> None:
-    """Raise a clear error unless every prompt has at least ``n >= 1`` candidates."""
-    available = num_candidates(dataset)
-    if not 1 <= n <= available:
-        raise ValueError(f"Cannot select among the first {n} candidates: the dataset has {available} per prompt.")
-
-
-def _first_n(values: Any, n: int) -> np.ndarray:
-    """``[P, n, ...]`` float32 array of the first ``n`` entries of each row of a numpy-formatted column."""
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        return values[:, :n].astype(np.float32)
-    return np.stack([np.asarray(row, dtype=np.float32)[:n] for row in values])
-
-
-def per_candidate_values(dataset: Dataset, column: str, n: int) -> np.ndarray:
-    """A per-candidate column (``labels``, ``mean_log_probs``, ...) for the first ``n`` candidates: ``[P, n]``."""
-    if column not in dataset.column_names:
-        raise ValueError(f"The candidate dataset has no {column!r} column (columns: {dataset.column_names}).")
-    return _first_n(dataset.with_format("numpy", columns=[column])[:][column], n)
-
-
-def correct_candidates(dataset: Dataset, n: int) -> np.ndarray:
-    """``[P, n]`` booleans: which of the first ``n`` candidates are correct (label >= `CORRECT_THRESHOLD`)."""
-    return per_candidate_values(dataset, "labels", n) >= CORRECT_THRESHOLD
-
-
-def layer_features(dataset: Dataset, layer: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt features ``[P, H]`` and the first ``n`` candidates' features ``[P, n, H]`` of ``layer``, float32."""
-    check_feature_layer(dataset, layer)
-    columns = [prompt_feature_column(layer), candidate_feature_column(layer)]
-    values = dataset.with_format("numpy", columns=columns)[:]
-    prompts = np.asarray(values[columns[0]], dtype=np.float32)
-    return prompts, _first_n(values[columns[1]], n)
 
 
 # ------------------------------------------------------------------------------------------------ choice rules
@@ -105,7 +59,7 @@ def mean_log_prob_choices(dataset: Dataset, n: int) -> np.ndarray:
 
 def self_certainty_choices(dataset: Dataset, n: int) -> np.ndarray:
     """The candidate with the highest self-certainty (Kang et al. 2025, KL of the token distribution from uniform)."""
-    return _argmax_choices(dataset, "self_certainty", n)
+    return _argmax_choices(dataset, SELF_CERTAINTY_COLUMN, n)
 
 
 def majority_vote_choices(dataset: Dataset, n: int) -> np.ndarray:
@@ -119,7 +73,7 @@ def majority_vote_choices(dataset: Dataset, n: int) -> np.ndarray:
     check_num_candidates(dataset, n)
     log_probs = np.nan_to_num(per_candidate_values(dataset, MEAN_LOG_PROBS, n), nan=-np.inf)
     choices = np.zeros(len(dataset), dtype=np.int64)
-    for row, answers in enumerate(dataset.with_format(None)["answers"]):
+    for row, answers in enumerate(dataset.with_format(None)[ANSWERS]):
         answers = list(answers)[:n]
         counts = Counter(answer for answer in answers if answer is not None)
         voters = [index for index, answer in enumerate(answers) if answer is not None]
@@ -168,7 +122,7 @@ def chosen_correct(dataset: Dataset, choices: Sequence[int] | np.ndarray) -> np.
     choices = np.asarray(choices, dtype=np.int64)
     if choices.shape != (len(dataset),):
         raise ValueError(f"Expected one choice per prompt ({len(dataset)}), got an array of shape {choices.shape}.")
-    labels = [np.asarray(row, dtype=np.float64) for row in dataset.with_format(None)["labels"]]
+    labels = [np.asarray(row, dtype=np.float64) for row in dataset.with_format(None)[LABELS]]
     if any(not 0 <= choice < len(row) for choice, row in zip(choices, labels)):
         raise ValueError("A choice points past the candidates of its prompt.")
     return np.asarray([row[choice] >= CORRECT_THRESHOLD for choice, row in zip(choices, labels)], dtype=bool)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import CallableVerifier, Verifier
-from .code import CodeVerifier, SandboxResult, extract_code, run_in_sandbox
+from .code import CodeVerifier, extract_code
 from .math import MathVerifier, answers_match, extract_answer
+from .sandbox import SandboxResult, run_in_sandbox
 from .tools import ToolCallVerifier, parse_tool_calls, tool_calls_match
 
 #: the built-in verifiers by name (the registry lives here, above the modules it names, so none imports back)

@@ -1,0 +1,218 @@
+"""Sampling: N candidates per prompt from one shared prefill, with their features.
+
+`sample_candidates` is the one sampling path, used by ranked `generate` and by candidate collection for
+training, so the features a ranker is trained on are exactly those it sees when serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+
+from .features import CandidateFeatureRecorder, forward_accepts, position_ids_from_attention_mask
+
+#: `generate` arguments that make no sense when N candidates are sampled and one is picked.
+_UNSUPPORTED_WITH_RANKER = {
+    "streamer": "the best candidate is only known once all are finished, so nothing can be streamed",
+    "assistant_model": "assisted decoding is not a sampling of independent candidates",
+    "inputs_embeds": "features are defined on token ids; pass input_ids",
+    "cache": "the prompt cache is built and shared by the ranked path itself",
+    "past_key_values": "the prompt cache is built and shared by the ranked path itself",
+}
+
+
+@dataclass
+class SampledCandidates:
+    """N sampled candidates per prompt with their features (the output of `sample_candidates`).
+
+    Args:
+        sequences: ``[B, N, T]`` prompt columns, generated tokens, then padding.
+        lengths: ``[B, N]`` number of real generated tokens (EOS included).
+        prompt_length: number of prompt columns ``P`` in ``sequences``.
+        prompt_features: layer -> ``[B, H]``.
+        candidate_features: layer -> ``[B, N, H]``.
+        mean_log_probs: ``[B, N]`` mean token log-probability under the model (with token statistics).
+        self_certainty: ``[B, N]`` mean self-certainty of the token distributions (with token statistics).
+    """
+
+    sequences: torch.LongTensor
+    lengths: torch.LongTensor
+    prompt_length: int
+    prompt_features: dict[int, torch.Tensor]
+    candidate_features: dict[int, torch.Tensor]
+    mean_log_probs: torch.Tensor | None = None
+    self_certainty: torch.Tensor | None = None
+
+    @property
+    def generated(self) -> torch.LongTensor:
+        """``[B, N, G]`` only the generated columns."""
+        return self.sequences[:, :, self.prompt_length :]
+
+    def decode(self, tokenizer: Any) -> list[list[str]]:
+        """Each candidate's generated text (its real tokens, special tokens skipped): ``texts[b][n]``."""
+        generated, lengths = self.generated.tolist(), self.lengths.tolist()
+        return [
+            tokenizer.batch_decode([row[:length] for row, length in zip(rows, row_lengths)], skip_special_tokens=True)
+            for rows, row_lengths in zip(generated, lengths)
+        ]
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """Name of the cache argument of the model's forward (`cache` in recent transformers)."""
+    return "cache" if forward_accepts(model, "cache") else "past_key_values"
+
+
+def _output_cache(output: Any) -> Any:
+    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+
+
+def _check_sampling_arguments(
+    num_candidates: int, generate_kwargs: Mapping[str, Any], generation_config: GenerationConfig
+) -> None:
+    if not isinstance(num_candidates, int) or isinstance(num_candidates, bool) or num_candidates < 1:
+        raise ValueError(f"num_candidates must be an integer >= 1, got {num_candidates!r}.")
+    if generate_kwargs.get("do_sample") is False:
+        raise ValueError(
+            "A ranker picks among sampled candidates, but do_sample=False asks for greedy decoding, which would "
+            "produce N identical candidates. Drop do_sample=False (ranked generation always samples)."
+        )
+    num_beams = generate_kwargs.get("num_beams", getattr(generation_config, "num_beams", 1)) or 1
+    if num_beams > 1:
+        raise ValueError(
+            f"A ranker cannot be combined with beam search (num_beams={num_beams}): ranked generation samples "
+            "independent candidates. Use num_beams=1."
+        )
+    num_return_sequences = generate_kwargs.get("num_return_sequences") or 1
+    if num_return_sequences > 1:
+        raise ValueError(
+            "num_return_sequences cannot be combined with a ranker, which returns one best row per prompt. "
+            "Use num_candidates=N to sample N candidates, and return_dict_in_generate=True to see them all."
+        )
+    for name, why in _UNSUPPORTED_WITH_RANKER.items():
+        if generate_kwargs.get(name) is not None:
+            raise ValueError(f"`{name}` is not supported with a ranker: {why}.")
+
+
+def prefill_cache(model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> Any:
+    """Run left-padded ``input_ids`` once and return the model's cache of them, or ``None`` when the model gives no
+    cache whose rows can be repeated and selected (``batch_repeat_interleave``, ``batch_select_indices``)."""
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": True}
+    if forward_accepts(model, "position_ids"):
+        inputs["position_ids"] = position_ids_from_attention_mask(attention_mask)
+    if forward_accepts(model, "logits_to_keep"):
+        inputs["logits_to_keep"] = 1
+    cache = _output_cache(model(**inputs))
+    if cache is None or not all(hasattr(cache, name) for name in ("batch_repeat_interleave", "batch_select_indices")):
+        return None
+    return cache
+
+
+def prefill_shared_prompt(
+    model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor, num_candidates: int
+) -> Any:
+    """Run the prompt (all but its last token) once and repeat its cache for the N candidates."""
+    cache = prefill_cache(model, input_ids, attention_mask)
+    if cache is not None:
+        cache.batch_repeat_interleave(num_candidates)
+    return cache
+
+
+def _feed_last_tokens(
+    model: PreTrainedModel, sequences: torch.LongTensor, prompt_mask: torch.Tensor, cache: Any
+) -> None:
+    """One more forward pass so the hooks see the states of the last sampled tokens."""
+    rows, total = sequences.shape
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(rows, total - prompt_mask.shape[1])], dim=1)
+    start = cache.get_seq_length() if cache is not None else 0
+    inputs: dict[str, Any] = {"input_ids": sequences[:, start:], "attention_mask": mask}
+    if cache is not None:
+        inputs[cache_argument(model)] = cache
+    inputs["use_cache"] = cache is not None
+    if forward_accepts(model, "position_ids"):
+        inputs["position_ids"] = position_ids_from_attention_mask(mask)[:, start:]
+    if forward_accepts(model, "logits_to_keep"):
+        inputs["logits_to_keep"] = 1
+    model(**inputs)
+
+
+def _pad_token_id(model: PreTrainedModel, generate_kwargs: Mapping[str, Any]) -> int | None:
+    """The pad id `generate` uses: from the call, its generation config or the model's; else the first EOS."""
+    configs = [generate_kwargs.get("generation_config"), model.generation_config]
+    sources = [generate_kwargs, *(vars(config) for config in configs if config is not None)]
+    for name in ("pad_token_id", "eos_token_id"):
+        value = next((source[name] for source in sources if source.get(name) is not None), None)
+        if value is not None:
+            return int(value[0] if isinstance(value, (list, tuple)) else value)
+    return None
+
+
+@torch.no_grad()
+def sample_candidates(
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    num_candidates: int,
+    layers: Sequence[int],
+    track_token_statistics: bool = False,
+    **generate_kwargs: Any,
+) -> SampledCandidates:
+    """Sample ``num_candidates`` continuations of each (left-padded) prompt and capture their features.
+
+    The prompt is prefilled once and its cache shared by its candidates. Sampling itself is transformers'
+    own (`generate` with ``do_sample=True``), so every sampling argument, logits processor and stopping
+    criterion applies. Hooks keep only the hidden states at the prompt's last token and at each candidate's
+    last real token for the requested ``layers``.
+    """
+    generation_config = generate_kwargs.get("generation_config") or model.generation_config
+    _check_sampling_arguments(num_candidates, generate_kwargs, generation_config)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, prompt_length], got shape {list(input_ids.shape)}.")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    batch_size, prompt_length = input_ids.shape
+    rows = batch_size * num_candidates
+    expanded_ids = input_ids.repeat_interleave(num_candidates, dim=0)
+    expanded_mask = attention_mask.repeat_interleave(num_candidates, dim=0)
+
+    use_cache = generate_kwargs.get("use_cache", getattr(generation_config, "use_cache", True)) is not False
+    cache_kwargs: dict[str, Any] = {}
+    if use_cache and prompt_length > 1:
+        cache = prefill_shared_prompt(model, input_ids[:, :-1], attention_mask[:, :-1], num_candidates)
+        if cache is not None:
+            cache_kwargs[cache_argument(model)] = cache
+
+    recorder = CandidateFeatureRecorder(model, layers, rows, input_ids.device, track_token_statistics)
+    with recorder:
+        settings = {**generate_kwargs, "do_sample": True, "num_return_sequences": 1, "return_dict_in_generate": True}
+        output = GenerationMixin.generate(
+            model, input_ids=expanded_ids, attention_mask=expanded_mask, **cache_kwargs, **settings
+        )
+        if recorder.needs_final_step:
+            _feed_last_tokens(model, output.sequences, expanded_mask, _output_cache(output) if use_cache else None)
+
+    sequences = output.sequences
+    lengths = recorder.lengths
+    pad_token_id = _pad_token_id(model, generate_kwargs)
+    if pad_token_id is not None:
+        generated_positions = torch.arange(sequences.shape[1] - prompt_length, device=sequences.device)
+        after_end = generated_positions[None, :] >= lengths[:, None]
+        sequences[:, prompt_length:] = sequences[:, prompt_length:].masked_fill(after_end, pad_token_id)
+
+    def per_prompt(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(batch_size, num_candidates, *tensor.shape[1:])
+
+    token_counts = lengths.clamp(min=1).float()
+    return SampledCandidates(
+        sequences=per_prompt(sequences),
+        lengths=per_prompt(lengths),
+        prompt_length=prompt_length,
+        prompt_features={layer: states[::num_candidates] for layer, states in recorder.prompt_features.items()},
+        candidate_features={layer: per_prompt(states) for layer, states in recorder.candidate_features.items()},
+        mean_log_probs=per_prompt(recorder.sum_log_probs / token_counts) if track_token_statistics else None,
+        self_certainty=per_prompt(recorder.sum_self_certainty / token_counts) if track_token_statistics else None,
+    )
