@@ -21,10 +21,11 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, correct_candidates
 from ..prompts import format_prompt, resolve_chat_template, tokenize_prompts
 from ..verifiers import as_verifier
 from .report import PairedDifference, paired_bootstrap
-from .selection import MAJORITY_VOTE, chosen_correct, correct_candidates, majority_vote_choices
+from .selection import MAJORITY_VOTE, chosen_correct, majority_vote_choices
 
 #: the task the demo measures the shipped ranker on (the home task of both shipped rankers)
 SHIPPED_TASK = "arithmetic"
@@ -144,11 +145,11 @@ def compare_with_majority_vote(
             rows["labels"].append([verifier_(example, text) for text in decoded])
             rows["answers"].append([verifier_.parse(text) for text in decoded])
             rows["best"].append(best)
-    dataset = Dataset.from_dict(
+    dataset = Dataset.from_dict(  # the candidate-dataset columns the selection rules read
         {
-            "labels": rows["labels"],
-            "answers": rows["answers"],
-            "mean_log_probs": [[math.nan] * num_candidates for _ in examples],
+            LABELS: rows["labels"],
+            ANSWERS: rows["answers"],
+            MEAN_LOG_PROBS: [[math.nan] * num_candidates for _ in examples],
         }
     )
     majority = majority_vote_choices(dataset, num_candidates)
