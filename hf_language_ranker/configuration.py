@@ -53,6 +53,9 @@ class RankerConfig:
     use_vote_share: bool = False
     #: also feed each candidate's feature centrality among the prompt's candidates (needs no parser)
     use_centrality: bool = False
+    #: subtract the mean of the prompt's candidate features from each candidate feature before the projection, so
+    #: the head sees how a candidate differs from its siblings rather than which task or prompt it belongs to
+    center_features: bool = False
     #: the built-in verifier whose answer parser made the training answers ("math"); `generate` uses it when
     #: no ``answer_extractor`` is passed. ``None``: the answers came from a custom extractor, which must be passed.
     answer_extractor: str | None = None

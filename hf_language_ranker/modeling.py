@@ -61,7 +61,8 @@ class LanguageRanker(
     With ``use_mean_log_prob`` each candidate's mean token log-probability, and its difference from the mean over
     the prompt's candidates, are embedded and added to the candidate's projected feature; ``use_vote_share`` and
     ``use_centrality`` do the same with the agreement inputs of `hf_language_ranker.agreement` (each value and its
-    gap to the prompt's largest value, so "the most common answer" is one input away).
+    gap to the prompt's largest value, so "the most common answer" is one input away). With ``center_features`` the
+    candidate features are centred on their prompt's mean candidate before the projection.
     """
 
     def __init__(self, config: RankerConfig | dict[str, Any]) -> None:
@@ -196,11 +197,14 @@ class LanguageRanker(
         self._check_feature_shapes(prompt_features, candidate_features, candidate_mask)
         parameter = self.projection[0].weight
         prompt = self.projection(prompt_features.to(parameter.device, parameter.dtype))
-        candidates = self.projection(candidate_features.to(parameter.device, parameter.dtype))
         if candidate_mask is None:
-            mask = torch.ones(candidates.shape[:2], dtype=torch.bool, device=candidates.device)
+            mask = torch.ones(candidate_features.shape[:2], dtype=torch.bool, device=parameter.device)
         else:
-            mask = candidate_mask.to(candidates.device, torch.bool)
+            mask = candidate_mask.to(parameter.device, torch.bool)
+        projected = candidate_features.to(parameter.device, parameter.dtype)
+        if self.config.center_features:
+            projected = _centered(projected, mask)
+        candidates = self.projection(projected)
         if self.config.use_mean_log_prob:
             candidates = candidates + self.log_prob_embedding(self._log_prob_inputs(mean_log_probs, mask))
         if self.config.use_vote_share:
@@ -369,6 +373,13 @@ class LanguageRanker(
                 f"{'; '.join(problems)}. Re-save the ranker with `save_pretrained`, or fix config.json."
             )
         self.load_state_dict(state_dict, strict=True)
+
+
+def _centered(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, N, H]`` features minus the mean of each prompt's real candidates (masked slots become zeros)."""
+    weights = mask[..., None].to(features.dtype)
+    mean = (features * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1)
+    return (features - mean) * weights
 
 
 def _with_gap_to_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

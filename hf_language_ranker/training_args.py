@@ -27,8 +27,8 @@ class RankerTrainingArguments(TrainingArguments):
     Every recipe switch lives here, the one source of defaults: ``hf-language-ranker train`` generates its options
     from these fields with `transformers.HfArgumentParser`. The head options (``head``, ``projection_dim``,
     ``num_ranker_layers``, ``dropout``, ``use_prompt_feature``, ``use_mean_log_prob``, ``use_vote_share``,
-    ``use_centrality``) are used only when `RankerTrainer` builds the ranker itself (``model=None``); ``loss`` and
-    ``selection`` are written to the ranker's config either way.
+    ``use_centrality``, ``center_features``) are used only when `RankerTrainer` builds the ranker itself
+    (``model=None``); ``loss`` and ``selection`` are written to the ranker's config either way.
     """
 
     loss: str = field(
@@ -71,6 +71,10 @@ class RankerTrainingArguments(TrainingArguments):
     use_centrality: bool = field(
         default=_ranker_default("use_centrality"),
         metadata={"help": "Also feed each candidate's feature centrality among its prompt's candidates."},
+    )
+    center_features: bool = field(
+        default=_ranker_default("center_features"),
+        metadata={"help": "Subtract the mean of each prompt's candidate features before the head (task-agnostic)."},
     )
     selection: str = field(
         default=_ranker_default("selection"),
@@ -140,7 +144,7 @@ class RankerTrainingArguments(TrainingArguments):
                 "a number in [0, 1)",
             ),
         }
-        for flag in ("use_prompt_feature", "use_mean_log_prob", "use_vote_share", "use_centrality"):
+        for flag in ("use_prompt_feature", "use_mean_log_prob", "use_vote_share", "use_centrality", "center_features"):
             checks[flag] = (isinstance(getattr(self, flag), bool), "True or False")
         for name, (valid, expected) in checks.items():
             if not valid:
@@ -157,6 +161,7 @@ class RankerTrainingArguments(TrainingArguments):
             "use_mean_log_prob": self.use_mean_log_prob,
             "use_vote_share": self.use_vote_share,
             "use_centrality": self.use_centrality,
+            "center_features": self.center_features,
             "loss": self.loss,
             "selection": self.selection,
         }

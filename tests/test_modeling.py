@@ -75,6 +75,19 @@ def test_listwise_candidates_see_each_other_pointwise_do_not():
     assert torch.allclose(pointwise(prompt, candidates).scores[:, 0], pointwise(prompt, changed).scores[:, 0])
 
 
+@pytest.mark.parametrize("head", ["listwise", "pointwise"])
+def test_centred_features_ignore_what_all_candidates_of_a_prompt_share(head):
+    prompt, candidates = features()
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 2:] = False
+    shifted = candidates + torch.randn(3, 1, candidates.shape[-1]) * 5  # one offset per prompt, as a task would add
+    shifted[1, 2:] = torch.randn_like(shifted[1, 2:])  # masked slots must not enter the mean
+    centred = LanguageRanker.for_model(build_model("llama"), head=head, center_features=True).eval()
+    plain = LanguageRanker.for_model(build_model("llama"), head=head).eval()
+    assert torch.allclose(centred(prompt, candidates, mask).scores, centred(prompt, shifted, mask).scores, atol=1e-5)
+    assert not torch.allclose(plain(prompt, candidates, mask).scores, plain(prompt, shifted, mask).scores, atol=1e-3)
+
+
 @pytest.mark.parametrize("loss", ["listwise", "marginal", "pairwise", "pointwise"])
 def test_loss_is_finite_and_trains_on_all_correct_and_all_wrong_groups(loss):
     ranker = LanguageRanker.for_model(build_model("llama"), loss=loss).train()
