@@ -19,10 +19,15 @@ Texts and token ids:
 Memory stays bounded by ``candidate_batch_size``: a chunk holds that many rows of KV cache (prompt and candidate),
 hooks keep only the layers the rankers read (no ``output_hidden_states``), and logits are computed only over the
 answer positions, and only when a ranker reads mean log-probabilities.
+
+Compute stops where the features do: without token statistics (no ranker reads log-probabilities, or the sampler
+reported them) a chunk's forward pass ends at the deepest layer read, skipping the blocks above it, the final norm
+and the LM head.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .features import (
     HiddenStateTap,
+    decoder_layers,
     forward_accepts,
     position_ids_from_attention_mask,
     text_config,
@@ -198,6 +204,29 @@ def _chunk_inputs(
     return input_ids, torch.cat([prompt_mask, answer_mask.to(device)], dim=1), prompt_ids.shape[1], answer_width
 
 
+class _ForwardStopped(Exception):
+    """Raised by `_stop_at_block` to end a forward pass once the deepest layer read has been captured."""
+
+
+@contextlib.contextmanager
+def _stop_at_block(model: PreTrainedModel, layer: int) -> Iterator[None]:
+    """End forward passes at the input of decoder block ``layer`` (its taps, registered earlier, run first): the
+    blocks from ``layer`` on, the final norm and the LM head are skipped. The last layer (``layer == L``) has no
+    block to stop at."""
+    if layer >= int(text_config(model).num_hidden_layers):
+        yield
+        return
+
+    def stop(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        raise _ForwardStopped
+
+    handle = decoder_layers(model)[layer].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @dataclass
 class _ChunkFeatures:
     prompt_states: dict[int, torch.Tensor]  # layer -> [R, H]
@@ -244,10 +273,13 @@ def _read_chunk(
     if keeps_logits:
         answer_positions = torch.arange(prompt_width - 1, prompt_width + answer_width - 1, device=device)
         inputs["logits_to_keep"] = answer_positions if token_statistics else 1
+    if not token_statistics:  # nothing above the deepest layer read is needed
+        stopped = contextlib.suppress(_ForwardStopped)
+        with HiddenStateTap(model, layers, keep), _stop_at_block(model, max(layers)), stopped:
+            model(**inputs)
+        return _ChunkFeatures(prompt_states, candidate_states, lengths, None, None)
     with HiddenStateTap(model, layers, keep):
         output = model(**inputs)
-    if not token_statistics:
-        return _ChunkFeatures(prompt_states, candidate_states, lengths, None, None)
     logits = output.logits if keeps_logits else output.logits[:, prompt_width - 1 : -1]
     sum_log_probs, sum_self_certainty = _token_statistic_sums(logits, input_ids[:, prompt_width:], lengths)
     return _ChunkFeatures(

@@ -67,6 +67,7 @@ def rank_candidates(
     candidate_batch_size: int = 8,
     ranker_selection: str | None = None,
     answer_extractor: AnswerExtractorLike | None = None,
+    mean_log_probs: Sequence[Sequence[float]] | None = None,
     return_features: bool = False,
 ) -> RankedCandidatesOutput:
     """Score candidates sampled anywhere with the model's own hidden states and pick the best of each prompt.
@@ -84,6 +85,11 @@ def rank_candidates(
             all, or one per candidate. Ignored for ids.
         candidate_batch_size: (prompt, candidate) pairs per forward pass; bounds memory.
         ranker_selection, answer_extractor: as in ranked `generate` (default: what each ranker records).
+        mean_log_probs: ``mean_log_probs[i][j]``, the mean token log-probability of ``candidates[i][j]`` as the
+            sampler reported it: over the candidate's tokens (EOS included when it ended on one), under the model's
+            raw distribution (before temperature or top-p), e.g. vLLM's ``cumulative_logprob / len(token_ids)``
+            with its default ``logprobs_mode="raw_logprobs"``. Rankers that read log-probabilities then use these,
+            and the pass stops at the deepest layer the rankers read instead of running the whole model.
         return_features: also return the `CandidateFeatures` that were read.
     """
     if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence):
@@ -104,15 +110,18 @@ def rank_candidates(
     use_chat_template = resolve_chat_template(tokenizer, chat_template)
     prompt_ids = prompt_token_ids(tokenizer, prompts, use_chat_template, vocab_size)
     ids = candidate_token_ids(tokenizer, candidates, eos_token_ids(model, tokenizer), vocab_size, append_eos)
+    reported = None if mean_log_probs is None else _reported_log_probs(mean_log_probs, candidates, model.device)
     features = featurize_token_candidates(
         model,
         prompt_ids,
         ids,
         ranking.layers,
-        token_statistics=ranking.reads_log_probs,
+        token_statistics=ranking.reads_log_probs and reported is None,
         candidate_batch_size=candidate_batch_size,
         pad_token_id=padding_tokenizer(tokenizer).pad_token_id,
     )
+    if reported is not None:
+        features.mean_log_probs = reported
     texts = [
         [
             candidate if isinstance(candidate, str) else tokenizer.decode(tokens, skip_special_tokens=True)
@@ -142,3 +151,31 @@ def rank_candidates(
         ranker_scores=per_prompt if several else None,
         ranker_best_indices=best if several else None,
     )
+
+
+def _reported_log_probs(
+    mean_log_probs: Sequence[Sequence[float]], candidates: Sequence[Sequence[CandidateLike]], device: torch.device
+) -> torch.Tensor:
+    """The sampler's mean log-probabilities as ``[B, N]`` (zeros where a prompt has fewer candidates), checked
+    against the candidates they belong to."""
+    if isinstance(mean_log_probs, (str, torch.Tensor)) or not isinstance(mean_log_probs, Sequence):
+        raise TypeError(
+            "mean_log_probs must be a list with one list of floats per prompt (mean_log_probs[i][j] for "
+            f"candidates[i][j]), got {describe_value(mean_log_probs)}."
+        )
+    lengths = [len(group) for group in candidates]
+    given = [len(row) if isinstance(row, Sequence) else None for row in mean_log_probs]
+    if given != lengths:
+        raise ValueError(
+            f"mean_log_probs must hold one value per candidate: candidates have {lengths} per prompt, mean_log_probs "
+            f"{given}."
+        )
+    values = torch.zeros(len(lengths), max(lengths), dtype=torch.float32)
+    for row, group in enumerate(mean_log_probs):
+        values[row, : len(group)] = torch.tensor([float(value) for value in group], dtype=torch.float32)
+    if not torch.isfinite(values).all() or (values > 0).any():
+        raise ValueError(
+            "mean_log_probs must be finite and <= 0 (a mean of token log-probabilities): pass the sampler's "
+            "cumulative log-probability divided by the number of tokens."
+        )
+    return values.to(device)

@@ -9,6 +9,7 @@ from test_feature_parity import TOLERANCE, expected_lengths, ranked_generate_out
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, rank_candidates
+from hf_language_ranker.features import decoder_layers
 from hf_language_ranker.sampling import cache_argument
 
 
@@ -117,27 +118,54 @@ def test_ids_after_the_first_eos_are_ignored():
 
 
 def test_prefills_each_prompt_once_and_reads_only_the_ranker_layers_and_answer_logits_in_chunks():
-    model = build_model("llama")
+    model = build_model("llama")  # 4 decoder blocks
     tokenizer = build_tokenizer()
-    calls = []
-    model.register_forward_hook(lambda module, args, kwargs, out: calls.append((kwargs, out)), with_kwargs=True)
+    calls, block_runs = [], [0] * 4
+    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
+    for index, block in enumerate(decoder_layers(model)):
+        block.register_forward_hook(  # after the block ran
+            lambda module, args, output, index=index: block_runs.__setitem__(index, block_runs[index] + 1)
+        )
     candidates = [[[3 + n] * (n + 1) for n in range(5)]]
     plain = LanguageRanker.for_model(model, feature_layer=2)
     twice = rank_candidates(model, tokenizer, [[5, 6, 7]] * 2, candidates * 2, plain, candidate_batch_size=2)
     assert torch.allclose(twice.scores[0], twice.scores[1], atol=TOLERANCE)
     prefill, *chunks = calls
-    assert prefill[0]["input_ids"].tolist() == [[5, 6]]  # the shared prompt, all but its last token, once
+    assert prefill["input_ids"].tolist() == [[5, 6]]  # the shared prompt, all but its last token, once
     assert len(chunks) == 5  # 10 candidates, 2 per forward pass, each on its copy of the prompt's cache
-    for kwargs, _ in chunks:
+    for kwargs in chunks:
         assert kwargs["input_ids"][:, 0].tolist() == [7] * 2  # the prompt's last token, then the candidate
         cache = kwargs[cache_argument(model)]  # grown by the chunk's columns in the forward pass
         assert cache.get_seq_length() == 2 + kwargs["input_ids"].shape[1] and cache.layers[0].keys.shape[0] == 2
-    assert all(not kwargs.get("output_hidden_states") and out.hidden_states is None for kwargs, out in calls)
-    assert [tuple(out.logits.shape) for _, out in chunks] == [(2, 1, VOCAB_SIZE)] * 5
+    assert all(not kwargs.get("output_hidden_states") for kwargs in calls)
+    # no ranker reads log-probs: the chunks stop at block 2, whose input is the feature (no LM head either)
+    assert block_runs == [6, 6, 1, 1]
     calls.clear()
+    outputs = []
+    model.register_forward_hook(lambda module, args, output: outputs.append(output))
     with_log_prob = LanguageRanker.for_model(model, feature_layer=2, use_mean_log_prob=True)
     rank_candidates(model, tokenizer, [[5, 6, 7]], candidates, with_log_prob, candidate_batch_size=5)
-    assert [tuple(out.logits.shape) for _, out in calls[1:]] == [(5, 5, VOCAB_SIZE)]  # answer positions only
+    assert [tuple(out.logits.shape) for out in outputs[1:]] == [(5, 5, VOCAB_SIZE)]  # answer positions only
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_log_probs_reported_by_the_sampler_give_the_same_scores_without_the_blocks_above_the_feature(family):
+    model = build_model(family, seed=4)
+    tokenizer = build_tokenizer()
+    ranker = LanguageRanker.for_model(model, feature_layer=2, use_mean_log_prob=True)
+    prompts = [[5, 6, 7], [8, 9, 10, 11]]
+    candidates = [[[3, 4, EOS], [9, 9, 9, 9]], [[6, EOS], [10, 11, 12], [13]]]
+    computed = rank_candidates(model, tokenizer, prompts, candidates, ranker, return_features=True)
+    reported = [row[: len(group)].tolist() for row, group in zip(computed.features.mean_log_probs, candidates)]
+    last_block = decoder_layers(model)[-1]
+    runs = []
+    handle = last_block.register_forward_hook(lambda module, args, output: runs.append(1))
+    given = rank_candidates(model, tokenizer, prompts, candidates, ranker, mean_log_probs=reported)
+    handle.remove()
+    assert len(runs) == 1  # the prompts' shared prefill only; no candidate reached the last block
+    for by_sampler, by_model in zip(given.scores, computed.scores):
+        assert torch.allclose(by_sampler, by_model, atol=TOLERANCE)
+    assert torch.equal(given.best_indices, computed.best_indices)
 
 
 def test_several_rankers_share_one_read_and_text_prompts_use_the_chat_template():
@@ -192,6 +220,10 @@ BAD_INPUTS = [
     ({"candidate_batch_size": "8"}, ValueError, "candidate_batch_size must be an integer >= 1, got '8'"),
     ({"ranker_selection": "best"}, ValueError, "Unknown ranker_selection 'best'"),
     ({"ranker": 3}, TypeError, "ranker must be a LanguageRanker"),
+    ({"mean_log_probs": [[-0.5]]}, ValueError, r"one value per candidate: candidates have \[1, 1\] per prompt"),
+    ({"mean_log_probs": [[-0.5], [0.5]]}, ValueError, "finite and <= 0"),
+    ({"mean_log_probs": [[-0.5], [float("nan")]]}, ValueError, "finite and <= 0"),
+    ({"mean_log_probs": torch.zeros(2, 1)}, TypeError, "one list of floats per prompt"),
 ]
 
 
