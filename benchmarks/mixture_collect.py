@@ -18,6 +18,18 @@ in bfloat16 (on a GPU when there is one; worker processes each load the model on
 4. collection of those splits with `collect_candidates` (layers ``LAYERS``, resumable), highest priority first,
    until ``--deadline-minutes``.
 
+A second round (`benchmarks/unseen_tasks.py` found that numeric tasks do not predict the held-out word problems)
+screens three word and picture problems (``weekday_count``, ``rectangle_count``, ``triangle_angle``) with the same
+window rule, on a CPU in float32::
+
+    python benchmarks/mixture_collect.py prepare --tasks weekday_count rectangle_count triangle_angle \
+        --output runs/word/prompts.json
+    python benchmarks/mixture_collect.py run --prompts runs/word/prompts.json --output-dir runs/word \
+        --dtype float32 --jobs weekday_count:screening rectangle_count:screening triangle_angle:screening
+
+and collects the validation split (then the train split) of those in the window, with ``--jobs <task>:validation``.
+They join the pool of unseen-task validation tasks; they are never held out.
+
 Writes ``screening.json`` (the per-task screening table) and ``plan.json`` (the rule's outcome, timings) beside
 the collections ``<task>/<split>/``. `benchmarks/mixture.py` trains and evaluates on them. ``pack`` copies them
 with only the layers the analysis uses (``benchmarks/data/mixture`` is such a copy: layer 12, the
@@ -86,13 +98,13 @@ MIN_ORACLE_GAIN = 0.15
 
 
 # ------------------------------------------------------------------------------------------- prepare
-def prepare(output: Path) -> None:
+def prepare(output: Path, tasks: list[str]) -> None:
     """Every prompt the run needs, per task: screening prompts and the split prompts."""
     from hf_language_ranker.evaluation.experiment import PRESETS, Preset, task_splits
     from hf_language_ranker.tasks import load_task
 
     prompts: dict[str, Any] = {}
-    for task in CANDIDATE_TASKS:
+    for task in tasks:
         if task == "arithmetic":  # prefixes of the specialist's own splits: its test prompts stay unseen in training
             splits = task_splits(PRESETS["arithmetic"])
         else:
@@ -308,6 +320,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare")
     prep.add_argument("--output", type=Path, default=Path("runs/mixture/prompts.json"))
+    prep.add_argument("--tasks", nargs="+", default=list(CANDIDATE_TASKS), help=f"default: {' '.join(CANDIDATE_TASKS)}")
     go = commands.add_parser("run")
     go.add_argument("--prompts", default="runs/mixture/prompts.json")
     go.add_argument("--output-dir", default="runs/mixture")
@@ -325,7 +338,7 @@ def main() -> None:
     keep.add_argument("--skip", nargs="*", default=[], help="task/split folders to leave out")
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.output)
+        prepare(args.output, args.tasks)
     elif args.command == "pack":
         pack(args.source, args.target, args.layers, args.skip)
     else:

@@ -7,7 +7,9 @@ Not run by the tests (no GPU here); the path it feeds, `rank_candidates` with pr
 ids, is the one `tests/test_ranking.py` holds equal to ranked `generate`. vLLM's ``CompletionOutput.token_ids``
 hold the generated ids; the EOS that ended an answer is appended when vLLM left it out (``finish_reason == "stop"``
 with no ``stop_reason``), so the feature sits on EOS as in ranked `generate`. Answers stopped by a stop *string*
-end at their last token, as do answers cut by ``max_tokens``.
+end at their last token, as do answers cut by ``max_tokens``. With ``logprobs=0`` vLLM also reports each answer's
+``cumulative_logprob`` under the raw distribution (its default ``logprobs_mode``); passed as ``mean_log_probs``, the
+ranking pass stops at the ranker's layer instead of running the whole model.
 
 SGLang (``engine.generate(input_ids=..., sampling_params={"n": N, ...})`` returns ``output_ids`` and
 ``meta_info.finish_reason``) and TGI / OpenAI-compatible servers (texts with ``finish_reason``) fit the same way:
@@ -57,12 +59,19 @@ def main() -> None:
         tokenizer(format_prompt(tokenizer, prompt, True), add_special_tokens=False)["input_ids"] for prompt in prompts
     ]
     llm = LLM(model=args.model, gpu_memory_utilization=0.5)
-    params = SamplingParams(n=args.num_candidates, temperature=args.temperature, max_tokens=args.max_new_tokens)
+    params = SamplingParams(
+        n=args.num_candidates, temperature=args.temperature, max_tokens=args.max_new_tokens, logprobs=0
+    )
     outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params)
 
     eos_ids = eos_token_ids(model, tokenizer)
     candidates = [[finished_ids(answer, eos_ids) for answer in output.outputs] for output in outputs]
-    result = rank_candidates(model, tokenizer, prompt_ids, candidates, ranker, candidate_batch_size=32)
+    mean_log_probs = [
+        [answer.cumulative_logprob / max(len(answer.token_ids), 1) for answer in output.outputs] for output in outputs
+    ]
+    result = rank_candidates(
+        model, tokenizer, prompt_ids, candidates, ranker, candidate_batch_size=32, mean_log_probs=mean_log_probs
+    )
     for prompt, text in zip(prompts, result.best_texts):
         print(f"### {prompt}\n-> {text.strip()}\n")
 

@@ -92,7 +92,8 @@ def rank_candidates_file(
     Args:
         model, tokenizer: the causal LM the ranker was trained on and its tokenizer.
         candidates: the JSON-lines file (``"prompt"``, ``"candidates"`` as texts or token ids, optional
-            ``"finished"``), as for ``collect --candidates``. Every line is checked before any work.
+            ``"finished"`` and ``"mean_log_probs"``), as for ``collect --candidates``. Every line is checked before
+            any work.
         ranker: a `LanguageRanker`, Hub id or folder.
         output_dir: folder for the manifest, the shards, ``dataset/`` and ``ranked.jsonl``.
         shard_size: prompts per shard, the unit of resumption and of the split across processes.
@@ -191,6 +192,7 @@ def _rank_batch(
         [line.candidates for line in lines],
         ranker,
         append_eos=[line.finished for line in lines],
+        mean_log_probs=[line.mean_log_probs for line in lines] if samples.has_mean_log_probs else None,
         **options,
     )
     return [

@@ -6,13 +6,16 @@ One prompt per line::
     {"prompt": "What is 12 * 7?", "candidates": ["84", [56, 19, 2], ...], "finished": [true, true, ...], ...}
 
 ``candidates`` are texts or token id lists; ``finished`` (optional, default all true) says whether each text ended
-with EOS (engines strip it: ``finish_reason == "stop"``); other fields (e.g. ``"answer"`` for a verifier) are kept
-with the prompt. Blank lines are skipped. A bad line is an error naming the file, the line and the key.
+with EOS (engines strip it: ``finish_reason == "stop"``); ``mean_log_probs`` (optional, on every line or on none)
+gives each candidate's mean token log-probability as the engine reported it (see `rank_candidates`), which lets
+``rank`` skip the blocks above the ranker's layer; other fields (e.g. ``"answer"`` for a verifier) are kept with the
+prompt. Blank lines are skipped. A bad line is an error naming the file, the line and the key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +37,8 @@ class SampleLine:
     example: dict[str, Any]
     candidates: list[FileCandidate]
     finished: list[bool]
+    #: each candidate's mean token log-probability as the sampler reported it, when the line gives them
+    mean_log_probs: list[float] | None = None
 
 
 def _is_token_ids(value: Any) -> bool:
@@ -53,6 +58,16 @@ def parse_sample_line(path: str | os.PathLike, number: int, line: str, vocab_siz
     finished = record.pop("finished", [True] * len(group))
     if not isinstance(finished, list) or len(finished) != len(group) or not all(isinstance(v, bool) for v in finished):
         raise ValueError(f'{where}: "finished" must be a list of {len(group)} booleans.')
+    mean_log_probs = record.pop("mean_log_probs", None)
+    if mean_log_probs is not None and not (
+        isinstance(mean_log_probs, list)
+        and len(mean_log_probs) == len(group)
+        and all(_is_log_prob(value) for value in mean_log_probs)
+    ):
+        raise ValueError(
+            f'{where}: "mean_log_probs" must be a list of {len(group)} finite numbers <= 0 (each candidate\'s mean '
+            "token log-probability), or left out."
+        )
     for position, (candidate, ended) in enumerate(zip(group, finished)):
         key = f'"candidates"[{position}]'
         if isinstance(candidate, str):
@@ -66,7 +81,11 @@ def parse_sample_line(path: str | os.PathLike, number: int, line: str, vocab_siz
             )
         elif vocab_size is not None and not all(0 <= token < vocab_size for token in candidate):
             raise ValueError(f"{where}: {key} holds token ids outside the model's vocabulary 0..{vocab_size - 1}.")
-    return SampleLine(number, record, group, finished)
+    return SampleLine(number, record, group, finished, mean_log_probs)
+
+
+def _is_log_prob(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value <= 0
 
 
 def read_candidates_jsonl(
@@ -90,27 +109,38 @@ class SampleFile:
 
     `SampleFile.open` reads the file once: it checks every line (so a bad line fails before any work), hashes the
     bytes (so a resumed job can refuse a changed file) and keeps the byte offset of each prompt's line.
+    ``has_mean_log_probs`` says whether the lines give the sampler's mean log-probabilities (all of them or none).
     """
 
-    def __init__(self, path: Path, offsets: list[int], numbers: list[int], sha256: str) -> None:
+    def __init__(
+        self, path: Path, offsets: list[int], numbers: list[int], sha256: str, has_mean_log_probs: bool = False
+    ) -> None:
         self.path, self.offsets, self.numbers, self.sha256 = path, offsets, numbers, sha256
+        self.has_mean_log_probs = has_mean_log_probs
 
     @classmethod
     def open(cls, path: str | os.PathLike, vocab_size: int | None = None) -> SampleFile:
         path = Path(path)
         offsets, numbers, digest, offset = [], [], hashlib.sha256(), 0
+        with_log_probs: dict[bool, int] = {}  # whether a line gives mean_log_probs -> the first such line
         with path.open("rb") as file:
             for number, raw in enumerate(file, start=1):
                 digest.update(raw)
                 line = raw.decode("utf-8")
                 if line.strip():
-                    parse_sample_line(path, number, line, vocab_size)
+                    parsed = parse_sample_line(path, number, line, vocab_size)
+                    with_log_probs.setdefault(parsed.mean_log_probs is not None, number)
                     offsets.append(offset)
                     numbers.append(number)
                 offset += len(raw)
         if not offsets:
             raise ValueError(f"{path} holds no prompts.")
-        return cls(path, offsets, numbers, digest.hexdigest())
+        if len(with_log_probs) == 2:
+            raise ValueError(
+                f'{path}, line {max(with_log_probs.values())}: "mean_log_probs" is given on line '
+                f"{with_log_probs[True]} but not on line {with_log_probs[False]}: give it on every line or on none."
+            )
+        return cls(path, offsets, numbers, digest.hexdigest(), has_mean_log_probs=True in with_log_probs)
 
     def __len__(self) -> int:
         return len(self.offsets)

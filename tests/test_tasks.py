@@ -26,6 +26,9 @@ SMALL_MODEL = [
     "leg_counting",
     "count_primes",
     "family_counting",
+    "weekday_count",
+    "rectangle_count",
+    "triangle_angle",
 ]
 GENERATED = ["arithmetic", "chain_sum", "products", "gsm_symbolic", *SMALL_MODEL]
 EXPRESSION = ["arithmetic", "chain_sum", "products", "addition"]
