@@ -27,8 +27,9 @@ window rule, on a CPU in float32::
     python benchmarks/mixture_collect.py run --prompts runs/word/prompts.json --output-dir runs/word \
         --dtype float32 --jobs weekday_count:screening rectangle_count:screening triangle_angle:screening
 
-and collects the validation split (then the train split) of those in the window, with ``--jobs <task>:validation``.
-They join the pool of unseen-task validation tasks; they are never held out.
+Sampling at about 25 tokens/s there, the screening draws are all this round collects: those of the tasks in the
+window (same rule) join the pool of unseen-task validation tasks as their validation split (``pack --source
+runs/word/screening --rename screening=validation``), and are never held out.
 
 Writes ``screening.json`` (the per-task screening table) and ``plan.json`` (the rule's outcome, timings) beside
 the collections ``<task>/<split>/``. `benchmarks/mixture.py` trains and evaluates on them. ``pack`` copies them
@@ -281,14 +282,16 @@ def run(args: argparse.Namespace) -> None:
     print(f"done in {plan['wall_seconds']} s", flush=True)
 
 
-def pack(source: Path, target: Path, layers: list[int], skip: list[str]) -> None:
+def pack(source: Path, target: Path, layers: list[int], skip: list[str], rename: dict[str, str]) -> None:
     """Copy the merged collections keeping only ``layers`` and leaving out the ``task/split`` folders in ``skip``
-    (for committing under benchmarks/data, ~60 MB at most)."""
+    (for committing under benchmarks/data, ~60 MB at most); ``rename`` maps a split's name to the one it is saved
+    under (``{"screening": "validation"}``)."""
     import datasets
 
     from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 
-    plan = json.loads((source / "plan.json").read_text())
+    plan_file = source / "plan.json"  # absent for --jobs runs, whose collections record their dtype themselves
+    plan = json.loads(plan_file.read_text()) if plan_file.exists() else None
     for folder in sorted(source.glob("*/*/dataset")):
         if str(folder.parent.relative_to(source)) in skip:
             continue
@@ -299,14 +302,17 @@ def pack(source: Path, target: Path, layers: list[int], skip: list[str]) -> None
             [column(layer) for layer in dropped for column in (prompt_feature_column, candidate_feature_column)]
         )
         info.layers = [layer for layer in info.layers if layer in layers]
-        info.model_dtype = info.model_dtype or plan["settings"]["dtype"]  # collected before collections recorded it
+        if info.model_dtype is None:  # collected before collections recorded it
+            info.model_dtype = plan["settings"]["dtype"]
         dataset.info.description = info.to_json()
-        destination = target / folder.relative_to(source)
+        task, split = folder.parent.relative_to(source).parts
+        destination = target / task / rename.get(split, split) / "dataset"
         dataset.save_to_disk(str(destination))
         print(f"{destination}: {len(dataset)} prompts, layers {info.layers}")
-    plan["settings"]["layers"] = layers
-    (target / "plan.json").write_text(json.dumps(plan, indent=2))
-    (target / "screening.json").write_text((source / "screening.json").read_text())
+    if plan is not None:
+        plan["settings"]["layers"] = layers
+        (target / "plan.json").write_text(json.dumps(plan, indent=2))
+        (target / "screening.json").write_text((source / "screening.json").read_text())
 
 
 def _cuda() -> bool:
@@ -336,11 +342,14 @@ def main() -> None:
     keep.add_argument("--target", type=Path, default=Path("benchmarks/data/mixture"))
     keep.add_argument("--layers", type=int, nargs="+", default=[12])
     keep.add_argument("--skip", nargs="*", default=[], help="task/split folders to leave out")
+    keep.add_argument(
+        "--rename", nargs="*", default=[], help="split=new_name pairs, e.g. screening=validation (a --jobs run)"
+    )
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.output, args.tasks)
     elif args.command == "pack":
-        pack(args.source, args.target, args.layers, args.skip)
+        pack(args.source, args.target, args.layers, args.skip, dict(pair.split("=", 1) for pair in args.rename))
     else:
         run(args)
 

@@ -21,8 +21,9 @@ plus every other task of ``--data`` that is not held out (the unseen-task valida
    used for a choice) and on the training tasks' test splits, beside majority vote, mean log-prob, the oracle and the
    mixture ranker shipped before.
 
-Writes ``benchmarks/results/mixture/unseen_tasks.md`` and ``.json``; ``--ship`` saves the chosen ranker (only when its
-rule is one `generate` can serve). Nothing here samples: it runs in minutes on a CPU.
+Writes ``benchmarks/results/mixture/unseen_tasks.md`` and ``.json`` (or ``--output-name``); ``--leave-out`` drops
+tasks from the pool (the first round ran before the word tasks were collected); ``--ship`` saves the chosen ranker
+(only when its rule is one `generate` can serve). Nothing here samples: it runs in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def conditional_majority(tau: float) -> Rule:
     return choose
 
 
+#: the rules `generate` can serve, by the vote temperature they divide the scores by (`fold_vote_temperature`)
+VOTE_TEMPERATURES = {"weighted vote": 1, "weighted vote, T=2": 2}
 RULES: dict[str, Rule] = {
     "weighted vote": weighted_vote_from_scores,
     "weighted vote, T=2": lambda dataset, scores: weighted_vote_from_scores(dataset, scores / 2),
@@ -127,6 +130,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "benchmarks" / "data" / "mixture"))
     parser.add_argument("--ship", default=None, help="folder to save the chosen ranker to (if generate can serve it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the rankers are tiny; 1 is enough)")
+    parser.add_argument("--leave-out", nargs="*", default=[], help="tasks of --data to leave out of the pool")
+    parser.add_argument("--output-name", default="unseen_tasks", help="results file stem under " + str(RESULTS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -136,7 +141,9 @@ def main() -> None:
     unseen_validation = sorted(
         folder.name
         for folder in data.iterdir()
-        if folder.is_dir() and folder.name not in training_tasks + held_out and (folder / "validation").is_dir()
+        if folder.is_dir()
+        and folder.name not in training_tasks + held_out + args.leave_out
+        and (folder / "validation").is_dir()
     )
     pool = training_tasks + unseen_validation
 
@@ -242,16 +249,55 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - started),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "unseen_tasks.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{args.output_name}.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = to_markdown(report)
-    (RESULTS / "unseen_tasks.md").write_text(markdown)
+    (RESULTS / f"{args.output_name}.md").write_text(markdown)
     print(markdown)
     if args.ship:
-        if rule != "weighted vote":
+        if rule not in VOTE_TEMPERATURES:
             print(f"not shipped: generate cannot serve the rule {rule!r}")
         else:
-            final.ranker.save_pretrained(args.ship)
-            print(f"saved the chosen ranker to {args.ship}")
+            ship(fold_vote_temperature(final.ranker, VOTE_TEMPERATURES[rule]), Path(args.ship), report)
+
+
+def fold_vote_temperature(ranker: LanguageRanker, temperature: float) -> LanguageRanker:
+    """The ranker with its scores divided by ``temperature``: the last linear layer of the score head scaled, so
+    `generate`'s weighted vote (a softmax over the scores) is the tempered vote, and argmax picks are unchanged."""
+    last = ranker.score_head if isinstance(ranker.score_head, torch.nn.Linear) else ranker.score_head[-1]
+    with torch.no_grad():
+        last.weight /= temperature
+        last.bias /= temperature
+    ranker.config.extra["vote_temperature_folded_into_score_head"] = temperature
+    return ranker
+
+
+def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
+    """Save the chosen ranker with a card: training tasks, the choice, the held-out table, how to reproduce it."""
+    chosen, pooled = report["chosen"], report["tests"]["held-out tasks, pooled"]
+    (folder / "README.md").unlink(missing_ok=True)
+    ranker.save_pretrained(
+        folder,
+        model_card_kwargs={
+            "training": {
+                "training tasks (reasoning-gym, built-in)": ", ".join(chosen["tasks"]),
+                "held-out tasks (never trained on, never used for a choice)": ", ".join(report["held_out_tasks"]),
+                "data": "train splits (8 candidates per prompt) of the training tasks, balanced, and the first 8 "
+                "candidates of the other tasks' validation draws; sampled from SmolLM2-135M-Instruct at temperature "
+                "0.8, 64 new tokens (bfloat16 on a GPU; rectangle_count in float32 on a CPU)",
+                "chosen on leave-one-task-out validation": f"{chosen['recipe']}, {chosen['rule']} (the vote "
+                "temperature is folded into the score head)",
+                "held-out tasks at N=16 (pooled)": f"chosen ranker − majority vote {pooled['chosen_minus_majority']}",
+                "reproduce": "`python benchmarks/unseen_tasks.py --ship model_cards/smollm2-135m-instruct-mixture` "
+                "on the committed collections (tables: benchmarks/results/mixture/unseen_tasks.md)",
+            },
+            "evaluation": {
+                "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
+                "dataset": f"{pooled['num_prompts']} test prompts of tasks the ranker never saw",
+                "accuracy": {method: {N: value} for method, value in pooled["accuracy"].items()},
+            },
+        },
+    )
+    print(f"saved the chosen ranker to {folder}")
 
 
 def summarize(is_held_out: bool, methods: dict[str, np.ndarray]) -> dict[str, Any]:

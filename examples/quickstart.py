@@ -5,7 +5,7 @@
 
 It samples N answers, scores each from the model's own hidden states, prints every candidate with its
 score and marks the one `generate` returns. On the embedded model it uses the ranker this project ships for it,
-`model_cards/smollm2-135m-instruct-mixture` (trained on five reasoning-gym tasks; it reads each candidate's
+`model_cards/smollm2-135m-instruct-mixture` (trained on nine reasoning-gym tasks; it reads each candidate's
 answer vote share and picks by ranker-weighted vote; the README's benchmarks say where it helps and where not).
 With another --model and no --ranker it uses a freshly initialised ranker: the mechanics are the same, but its
 choice is arbitrary until trained (`hf-language-ranker demo`).
@@ -47,7 +47,7 @@ def main() -> None:
     elif args.model is None:
         shipped = embedded_default_ranker()
         ranker = LanguageRanker.from_pretrained(shipped)
-        print(f"Using the shipped ranker {shipped.name} (trained on five tasks for SmolLM2-135M-Instruct).")
+        print(f"Using the shipped ranker {shipped.name} (trained on nine tasks for SmolLM2-135M-Instruct).")
     else:
         ranker = LanguageRanker.for_model(model)
         print(
