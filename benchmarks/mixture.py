@@ -1,6 +1,9 @@
 """One ranker for SmolLM2 across tasks: mixture training, leave-one-task-out, held-out tasks.
 
-    python benchmarks/mixture.py [--data benchmarks/data/mixture] [--ship model_cards/smollm2-135m-instruct-mixture]
+    python benchmarks/mixture.py [--data benchmarks/data/mixture] [--ship <folder>]
+
+(The shipped mixture ranker came from here first; it now comes from `benchmarks/unseen_tasks.py`, which chooses on
+leave-one-task-out validation.)
 
 Reads the collections written by `benchmarks/mixture_collect.py` (its ``plan.json`` names the training and the
 held-out tasks; every split is 16 candidates per prompt except train, 8) and:
