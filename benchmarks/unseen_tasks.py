@@ -32,7 +32,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,8 @@ import numpy as np
 import torch
 
 from hf_language_ranker import LanguageRanker
-from hf_language_ranker.candidates import ANSWERS, first_candidates
+from hf_language_ranker.agreement import vote_shares
+from hf_language_ranker.candidates import dataset_answer_ids, first_candidates
 from hf_language_ranker.evaluation.report import paired_bootstrap
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
@@ -78,11 +78,8 @@ Rule = Callable[[datasets.Dataset, np.ndarray], np.ndarray]
 
 def top_answer_shares(dataset: datasets.Dataset) -> np.ndarray:
     """Per prompt, the share of the first N candidates that carry the most common parsed answer."""
-    shares = []
-    for answers in dataset.with_format(None)[ANSWERS]:
-        counts = Counter(answer for answer in list(answers)[:N] if answer is not None)
-        shares.append(max(counts.values(), default=0) / N)
-    return np.asarray(shares)
+    ids = dataset_answer_ids(dataset, N)
+    return vote_shares(ids, torch.ones_like(ids, dtype=torch.bool)).max(-1).values.numpy()
 
 
 def conditional_majority(tau: float) -> Rule:
