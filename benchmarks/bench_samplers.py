@@ -29,6 +29,7 @@ so logits over the answer positions are computed). Writes ``benchmarks/results/s
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import resource
@@ -44,6 +45,7 @@ import torch
 
 from hf_language_ranker import LanguageRanker, rank_candidates
 from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder, load_model_and_tokenizer
+from hf_language_ranker.features import token_statistics
 from hf_language_ranker.layout import eos_token_ids
 from hf_language_ranker.prompts import format_prompt
 from hf_language_ranker.tasks import load_task, task_verifier
@@ -204,9 +206,7 @@ class BatchedLlamaCpp:
 def sampled_mean_log_probs(logits: Sequence[torch.Tensor], tokens: torch.Tensor, eos_ids: list[int]) -> list[float]:
     """Each sampled row's mean token log-probability under the raw logits ``generate`` returned
     (``output_logits=True``), over its tokens up to and including its first EOS: what a serving engine reports."""
-    log_probs = torch.stack(
-        [torch.log_softmax(step.float(), -1).gather(-1, tokens[:, i, None])[:, 0] for i, step in enumerate(logits)], 1
-    )
+    log_probs = torch.stack([token_statistics(step, tokens[:, i])[0] for i, step in enumerate(logits)], 1)
     is_eos = torch.isin(tokens, torch.tensor(eos_ids))
     real = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # up to and including the first EOS
     return ((log_probs * real).sum(1) / real.sum(1)).tolist()
@@ -272,26 +272,24 @@ def run_path(path: str, args: argparse.Namespace) -> dict:
                     texts, finished = sample_one_at_a_time(llm, ids, args, seed)
                 answers, append_eos = texts, [finished]
             sample_seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            result = rank_candidates(
-                model, tokenizer, [ids], [answers], ranker, append_eos=append_eos, candidate_batch_size=n
+            rank = functools.partial(
+                rank_candidates,
+                model,
+                tokenizer,
+                [ids],
+                [answers],
+                ranker,
+                append_eos=append_eos,
+                candidate_batch_size=n,
             )
+            started = time.perf_counter()
+            best = int(rank().best_indices[0])
             rank_seconds += time.perf_counter() - started
-            best = int(result.best_indices[0])
             if reported is not None:  # the same ranking on the sampler's log-probs: no pass above the ranker's layer
                 started = time.perf_counter()
-                again = rank_candidates(
-                    model,
-                    tokenizer,
-                    [ids],
-                    [answers],
-                    ranker,
-                    append_eos=append_eos,
-                    candidate_batch_size=n,
-                    mean_log_probs=[reported],
-                )
+                again = int(rank(mean_log_probs=[reported]).best_indices[0])
                 reported_rank_seconds += time.perf_counter() - started
-                reported_same_pick += int(again.best_indices[0]) == best
+                reported_same_pick += again == best
         candidates.append(texts)
         picks.append(best)
     if batched is not None:
