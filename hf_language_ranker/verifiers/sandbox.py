@@ -50,6 +50,11 @@ class SandboxResult:
     reason: str
     sandbox_uid: int | None = None  # the throwaway uid the program ran as (None: not switched)
 
+    @classmethod
+    def not_started(cls, reason: str, sandbox_uid: int | None = None) -> SandboxResult:
+        """The result of a run the sandbox could not set up: nothing ran, ``reason`` says why."""
+        return cls(False, None, False, "", "", reason, sandbox_uid)
+
 
 # ----------------------------------------------------------------------------------------------
 # Sandbox internals
@@ -466,24 +471,14 @@ def run_in_sandbox(
     if hasattr(os, "setuid") and os.geteuid() == 0:
         ids = _allocate_ids()
         if ids is None:
-            return SandboxResult(
-                False,
-                None,
-                False,
-                "",
-                "",
+            return SandboxResult.not_started(
                 "no unused uid/gid is available for the sandbox (see /proc/self/uid_map); run with a wider "
-                "uid range or as a non-root user.",
+                "uid range or as a non-root user."
             )
         uid, gid = ids
     interpreter = _pick_interpreter(python, uid, gid)
     if interpreter is None:
-        return SandboxResult(
-            False,
-            None,
-            False,
-            "",
-            "",
+        return SandboxResult.not_started(
             f"no Python interpreter can run as the unprivileged sandbox user: {sys.executable} is not "
             "executable by other users (e.g. it lives under /root, mode 0700). Install a system python3, "
             "make the interpreter world-readable, or pass python='/path/to/python'.",
@@ -515,7 +510,7 @@ def run_in_sandbox(
                 close_fds=True,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            return SandboxResult(False, None, False, "", "", f"sandbox could not start {interpreter}: {exc}", uid)
+            return SandboxResult.not_started(f"sandbox could not start {interpreter}: {exc}", uid)
         try:
             out, err, timed_out, seen = _read_bounded(
                 proc, timeout, max_output_bytes, lambda: _kill_all(proc, uid, gid, interpreter)
