@@ -15,15 +15,24 @@ plus every other task of ``--data`` that is not held out (the unseen-task valida
    LiLaVe's conditional majority voting (majority vote when the top answer holds at least a share tau of the N
    answers, else the weighted vote).
 3. A row (recipe, rule) is eligible when on no pool task it is significantly below majority vote (paired 95% upper
-   bound >= 0). The eligible row with the best pooled accuracy is chosen; it must beat the shipped recipe's row
-   (recipe "training tasks", weighted vote) by more than one paired standard error, else that row stays.
+   bound >= 0). The eligible row with the best pooled accuracy is chosen; it must beat the incumbent row (the
+   shipped ranker's recipe and rule, ``--incumbent``) by more than one paired standard error, else that row stays.
 4. The chosen recipe is trained on its whole pool and tested once on the held-out tasks (never trained on, never
    used for a choice) and on the training tasks' test splits, beside majority vote, mean log-prob, the oracle and the
    mixture ranker shipped before.
 
-Writes ``benchmarks/results/mixture/unseen_tasks.md`` and ``.json`` (or ``--output-name``); ``--leave-out`` drops
-tasks from the pool (the first round ran before the word tasks were collected); ``--ship`` saves the chosen ranker
-(only when its rule is one `generate` can serve). Nothing here samples: it runs in minutes on a CPU.
+Writes ``benchmarks/results/mixture/unseen_tasks.md`` and ``.json`` (or ``--output-name``); ``--ship`` saves the
+chosen ranker (only when its rule is one `generate` can serve). Nothing here samples: it runs in minutes on a CPU.
+Earlier rounds had smaller pools and fewer recipes; ``--leave-out``, ``--recipes`` and ``--incumbent`` rebuild them::
+
+    # round 1: eight numeric tasks
+    python benchmarks/unseen_tasks.py --leave-out rectangle_count animal_legs largest_island pick_number \
+        --recipes "training tasks" pool "pool, centred features" "pool, centred features, no prompt feature" \
+        --incumbent "training tasks | weighted vote" --output-name unseen_tasks_round1
+    # round 2: with rectangle_count
+    python benchmarks/unseen_tasks.py --leave-out animal_legs largest_island pick_number \
+        --recipes "training tasks" pool "pool, centred features" "pool, centred features, no prompt feature" \
+        --incumbent "training tasks | weighted vote" --output-name unseen_tasks_round2
 """
 
 from __future__ import annotations
@@ -70,8 +79,11 @@ RECIPES: dict[str, tuple[dict[str, Any], str]] = {
         BASE | {"center_features": True, "use_prompt_feature": False},
         "pool",
     ),
+    # added for the third round, before its tasks were screened: a head that scores each candidate on its own
+    "pool, pointwise head": (BASE | {"head": "pointwise"}, "pool"),
 }
-SHIPPED_ROW = ("training tasks", "weighted vote")
+#: the row the shipped ranker was chosen as; rounds 1 and 2 ran against "training tasks | weighted vote"
+INCUMBENT = "pool | weighted vote, T=2"
 TRAINING = {"seed": 0, "report_to": "none", "disable_tqdm": True}
 Rule = Callable[[datasets.Dataset, np.ndarray], np.ndarray]
 
@@ -129,7 +141,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the rankers are tiny; 1 is enough)")
     parser.add_argument("--leave-out", nargs="*", default=[], help="tasks of --data to leave out of the pool")
     parser.add_argument("--output-name", default="unseen_tasks", help="results file stem under " + str(RESULTS))
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="recipes to try")
+    parser.add_argument("--incumbent", default=INCUMBENT, help="'recipe | rule' a new choice must beat")
     args = parser.parse_args()
+    recipes = {name: RECIPES[name] for name in args.recipes}
+    if args.incumbent not in {f"{recipe} | {rule}" for recipe in recipes for rule in RULES}:
+        parser.error(f"--incumbent {args.incumbent!r} is not a 'recipe | rule' row of the recipes tried")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data = Path(args.data)
@@ -166,13 +183,13 @@ def main() -> None:
         return mix_tasks({task: validation[task] for task in tasks if task in training_tasks})
 
     def recipe_tasks(recipe: str) -> list[str]:
-        return training_tasks if RECIPES[recipe][1] == "training" else pool
+        return training_tasks if recipes[recipe][1] == "training" else pool
 
     # 1-2. leave-one-task-out validation: every recipe without each pool task, every rule on its scores
     majority = {task: outcome(validation[task], majority_vote_choices(validation[task], N)) for task in pool}
     loto: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for task in pool:
-        for recipe, (options, _) in RECIPES.items():
+        for recipe, (options, _) in recipes.items():
             others = [other for other in recipe_tasks(recipe) if other != task]
             scorer = fit(options, training_data(others), early_stopping_data(others))
             scores = scores_of(scorer, validation[task])
@@ -200,19 +217,19 @@ def main() -> None:
             "eligible": all(difference.high >= 0 for difference in per_task.values()),
             "outcomes": pooled,
         }
-    shipped_row = rows[" | ".join(SHIPPED_ROW)]
+    incumbent_row = rows[args.incumbent]
     eligible = [name for name, row in rows.items() if row["eligible"]]
     best = max(eligible, key=lambda name: rows[name]["pooled"]) if eligible else None
-    chosen = " | ".join(SHIPPED_ROW)
+    chosen = args.incumbent
     if best is not None:
-        margin = rows[best]["pooled"] - shipped_row["pooled"]
-        if margin > standard_error(rows[best]["outcomes"], shipped_row["outcomes"]):
+        margin = rows[best]["pooled"] - incumbent_row["pooled"]
+        if margin > standard_error(rows[best]["outcomes"], incumbent_row["outcomes"]):
             chosen = best
     recipe, rule = rows[chosen]["recipe"], rows[chosen]["rule"]
-    print(f"chosen on leave-one-task-out validation: {chosen} (best eligible: {best})", flush=True)
+    print(f"chosen on leave-one-task-out validation: {chosen} (best eligible: {best}; incumbent: {args.incumbent})")
 
     # 4. the chosen recipe on its whole pool, tested once
-    options, _ = RECIPES[recipe]
+    options, _ = recipes[recipe]
     final = fit(options, training_data(recipe_tasks(recipe)), early_stopping_data(recipe_tasks(recipe)))
     shipped = RankerScorer.from_trained(LanguageRanker.from_pretrained(SHIPPED_MIXTURE))
     report_tests: dict[str, Any] = {}
@@ -241,6 +258,7 @@ def main() -> None:
         "validation": {name: {k: v for k, v in row.items() if k != "outcomes"} for name, row in rows.items()},
         "majority_on_validation": float(pooled_majority.mean()),
         "best_eligible": best,
+        "incumbent": args.incumbent,
         "chosen": {"recipe": recipe, "rule": rule, "options": options, "tasks": recipe_tasks(recipe)},
         "tests": report_tests,
         "wall_seconds": round(time.perf_counter() - started),
@@ -280,7 +298,7 @@ def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
                 "held-out tasks (never trained on, never used for a choice)": ", ".join(report["held_out_tasks"]),
                 "data": "train splits (8 candidates per prompt) of the training tasks, balanced, and the first 8 "
                 "candidates of the other tasks' validation draws; sampled from SmolLM2-135M-Instruct at temperature "
-                "0.8, 64 new tokens (bfloat16 on a GPU; rectangle_count in float32 on a CPU)",
+                "0.8, 64 new tokens (bfloat16 on a GPU; the later rounds' screening draws in float32 on a CPU)",
                 "chosen on leave-one-task-out validation": f"{chosen['recipe']}, {chosen['rule']} (the vote "
                 "temperature is folded into the score head)",
                 "held-out tasks at N=16 (pooled)": f"chosen ranker − majority vote {pooled['chosen_minus_majority']}",
@@ -340,8 +358,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     chosen = report["chosen"]
     lines += [
         "",
-        f"Chosen: **{chosen['recipe']}, {chosen['rule']}** (best eligible row: {report['best_eligible']}); trained "
-        f"on {', '.join(chosen['tasks'])}.",
+        f"Chosen: **{chosen['recipe']}, {chosen['rule']}** (best eligible row: {report['best_eligible']}; it had "
+        f"to beat the incumbent row {report['incumbent']} by one paired s.e.); trained on "
+        f"{', '.join(chosen['tasks'])}.",
         "",
         "## Test splits, once",
         "",

@@ -29,6 +29,9 @@ SMALL_MODEL = [
     "weekday_count",
     "rectangle_count",
     "triangle_angle",
+    "animal_legs",
+    "largest_island",
+    "pick_number",
 ]
 GENERATED = ["arithmetic", "chain_sum", "products", "gsm_symbolic", *SMALL_MODEL]
 EXPRESSION = ["arithmetic", "chain_sum", "products", "addition"]
