@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -250,7 +251,8 @@ def main() -> None:
         True, {method: np.concatenate(values) for method, values in pooled_held_out.items()}
     )
     report = {
-        "command": " ".join(["python benchmarks/unseen_tasks.py", *sys.argv[1:]]),
+        "command": " ".join(["python benchmarks/unseen_tasks.py", *(shlex.quote(arg) for arg in sys.argv[1:])]),
+        "output_name": args.output_name,
         "pool": pool,
         "training_tasks": training_tasks,
         "unseen_task_validation": unseen_validation,
@@ -302,8 +304,8 @@ def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
                 "chosen on leave-one-task-out validation": f"{chosen['recipe']}, {chosen['rule']} (the vote "
                 "temperature is folded into the score head)",
                 "held-out tasks at N=16 (pooled)": f"chosen ranker − majority vote {pooled['chosen_minus_majority']}",
-                "reproduce": "`python benchmarks/unseen_tasks.py --ship model_cards/smollm2-135m-instruct-mixture` "
-                "on the committed collections (tables: benchmarks/results/mixture/unseen_tasks.md)",
+                "reproduce": f"`{report['command']}` on the committed collections (tables: "
+                f"benchmarks/results/mixture/{report['output_name']}.md)",
             },
             "evaluation": {
                 "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
