@@ -1,7 +1,8 @@
 """Which path to take on a CPU: ranked `generate` against sampling elsewhere + `rank_candidates`, in each dtype.
 
     python benchmarks/bench_samplers.py [--prompts 8] [--num-candidates 16] [--max-new-tokens 64]
-                                        [--dtypes float32 bfloat16] [--no-memory-check]
+                                        [--dtypes float32 bfloat16] [--paths ...] [--no-memory-check]
+                                        [--output-name results]
 
 On the embedded SmolLM2-135M-Instruct with the shipped arithmetic ranker, the same arithmetic prompts, N answers
 each, four paths, each in its own process (so peak RSS is the path's own) and run once per transformers dtype:
@@ -23,7 +24,8 @@ prompts it sampled the same candidates and picked the same one as ``generate`` (
 samples, so its picks are not comparable). A last process per dtype checks the memory bound: `rank_candidates` on
 64 candidates of 1,024 random tokens for one prompt (``candidate_batch_size=8``; the shipped ranker reads log-probs,
 so logits over the answer positions are computed). Writes ``benchmarks/results/samplers/results.md`` and
-``results.json``; the last line printed is the JSON.
+``results.json`` (or ``--output-name``); the last line printed is the JSON. The report names the CPU's kernels and
+whether it computes bfloat16 natively (AMX-BF16 or AVX512-BF16), which bounds the bfloat16 rows.
 """
 
 from __future__ import annotations
@@ -44,7 +46,12 @@ import numpy as np
 import torch
 
 from hf_language_ranker import LanguageRanker, rank_candidates
-from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder, load_model_and_tokenizer
+from hf_language_ranker.embedded import (
+    BF16_CPU_CAPABILITIES,
+    EMBEDDED_GGUF,
+    embedded_model_folder,
+    load_model_and_tokenizer,
+)
 from hf_language_ranker.features import token_statistics
 from hf_language_ranker.layout import eos_token_ids
 from hf_language_ranker.prompts import format_prompt
@@ -354,6 +361,12 @@ def report(
                 targets.append(
                     f"ranked generate ({dtype}) / {path.removesuffix('+rank')} sampling: {generate / sampling:.2f}"
                 )
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    native = ", ".join(name for name in BF16_CPU_CAPABILITIES if capabilities.get(name))
+    absent = " and ".join(BF16_CPU_CAPABILITIES) + " absent: bfloat16 is emulated"
+    notes.append(
+        f"CPU: {torch.backends.cpu.get_cpu_capability()} kernels; native bfloat16 matrix products: {native or absent}."
+    )
     for dtype, check in memory.items():
         notes.append(
             f"Memory bound ({dtype}): rank_candidates on 64 candidates x 1,024 tokens (one prompt, "
@@ -396,6 +409,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES), help="transformers dtypes to run")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="paths to run (default: all)")
+    parser.add_argument("--output-name", default="results", help=f"results file stem under {RESULTS}")
     parser.add_argument(
         "--memory-check", action=argparse.BooleanOptionalAction, default=True, help="rank 64 x 1,024 tokens per dtype"
     )
@@ -414,7 +429,7 @@ def main() -> None:
     if importlib.util.find_spec("llama_cpp") is None:
         notes.append('llama.cpp paths skipped: llama-cpp-python is not installed (pip install ".[llama-cpp]").')
     for dtype in args.dtypes:
-        for path in (*PATHS, MEMORY_CHECK) if args.memory_check else PATHS:
+        for path in (*args.paths, MEMORY_CHECK) if args.memory_check else args.paths:
             if path in LLAMA_CPP_PATHS and importlib.util.find_spec("llama_cpp") is None:
                 continue
             completed = subprocess.run(
@@ -431,13 +446,13 @@ def main() -> None:
 
     markdown = report(runs, memory, notes, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.md").write_text(markdown)
+    (RESULTS / f"{args.output_name}.md").write_text(markdown)
     summary = {
         f"{path} [{dtype}]": {k: v for k, v in run.items() if k not in ("candidates", "picks")}
         for (path, dtype), run in runs.items()
     }
     command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
-    (RESULTS / "results.json").write_text(
+    (RESULTS / f"{args.output_name}.json").write_text(
         json.dumps({"command": command, "runs": summary, "memory_check": memory}, indent=2) + "\n"
     )
     print(markdown)
