@@ -19,6 +19,7 @@ from hf_language_ranker.cli import build_parser, main, training_options
 from hf_language_ranker.evaluation import EvaluationResult
 from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
 from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, Preset
+from hf_language_ranker.tasks import TASKS
 from hf_language_ranker.training_args import RankerTrainingArguments
 
 
@@ -257,7 +258,10 @@ def _cli_bad_inputs(tmp_path):
         (["evaluate", *folders, "--prompts", str(no_answer), *out], "either --prompts or --train-dataset"),
         (["evaluate", *folders, *out], "not-collected is not a dataset folder"),
         (["train", "--dataset", str(not_collected), *out], "not-collected is not a dataset folder"),
-        (["collect", "--task", "nosuchtask", *out], "Unknown task 'nosuchtask'; known tasks: addition, arithmetic"),
+        (
+            ["collect", "--task", "nosuchtask", *out],
+            "Unknown task 'nosuchtask'; known tasks: " + ", ".join(sorted(TASKS)),
+        ),
         (["collect", "--prompts", str(prompts), *out], "--prompts needs --verifier"),
         (["collect", "--prompts", str(prompts), "--verifier", "nosuch", *out], "Unknown verifier name 'nosuch'"),
         (["collect", "--candidates", str(tmp_path / "missing.jsonl"), "--verifier", "math", *out], "missing.jsonl"),
