@@ -51,6 +51,7 @@ from hf_language_ranker.embedded import (
     EMBEDDED_GGUF,
     embedded_model_folder,
     load_model_and_tokenizer,
+    native_bf16_cpu_capabilities,
 )
 from hf_language_ranker.features import token_statistics
 from hf_language_ranker.layout import eos_token_ids
@@ -361,8 +362,7 @@ def report(
                 targets.append(
                     f"ranked generate ({dtype}) / {path.removesuffix('+rank')} sampling: {generate / sampling:.2f}"
                 )
-    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
-    native = ", ".join(name for name in BF16_CPU_CAPABILITIES if capabilities.get(name))
+    native = ", ".join(native_bf16_cpu_capabilities())
     absent = " and ".join(BF16_CPU_CAPABILITIES) + " absent: bfloat16 is emulated"
     notes.append(
         f"CPU: {torch.backends.cpu.get_cpu_capability()} kernels; native bfloat16 matrix products: {native or absent}."

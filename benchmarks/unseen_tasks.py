@@ -227,7 +227,10 @@ def main() -> None:
         if margin > standard_error(rows[best]["outcomes"], incumbent_row["outcomes"]):
             chosen = best
     recipe, rule = rows[chosen]["recipe"], rows[chosen]["rule"]
-    print(f"chosen on leave-one-task-out validation: {chosen} (best eligible: {best}; incumbent: {args.incumbent})")
+    print(
+        f"chosen on leave-one-task-out validation: {chosen} (best eligible: {best}; incumbent: {args.incumbent})",
+        flush=True,
+    )
 
     # 4. the chosen recipe on its whole pool, tested once
     options, _ = recipes[recipe]

@@ -60,9 +60,15 @@ def auto_dtype() -> torch.dtype:
     """
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if native_bf16_cpu_capabilities() else torch.float32
+
+
+def native_bf16_cpu_capabilities() -> list[str]:
+    """Which of `BF16_CPU_CAPABILITIES` this CPU reports (``torch.cpu.get_capabilities()``); empty when none, or when
+    the torch build does not say."""
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)
     capabilities = get_capabilities() if get_capabilities is not None else {}
-    return torch.bfloat16 if any(capabilities.get(name) for name in BF16_CPU_CAPABILITIES) else torch.float32
+    return [name for name in BF16_CPU_CAPABILITIES if capabilities.get(name)]
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
