@@ -11,9 +11,9 @@ plus every other task of ``--data`` that is not held out (the unseen-task valida
 1. For each pool task t and each recipe: train the recipe without t (early stopping on the other training tasks'
    validation splits) and score t's validation split at N=16. A training task trains on its train split (8
    candidates); an unseen-task validation task, which has only a validation split, trains on its first 8 candidates.
-2. Each recipe's scores are turned into choices by each rule: the weighted vote (T=1, or scores divided by T=2), and
-   LiLaVe's conditional majority voting (majority vote when the top answer holds at least a share tau of the N
-   answers, else the weighted vote).
+2. Each recipe's scores are turned into choices by each rule: the weighted vote (T=1, or scores divided by T=2 or 4),
+   the best-scored candidate, and LiLaVe's conditional majority voting (majority vote when the top answer holds at
+   least a share tau of the N answers, else the weighted vote).
 3. A row (recipe, rule) is eligible when on no pool task it is significantly below majority vote (paired 95% upper
    bound >= 0). The eligible row with the best pooled accuracy is chosen; it must beat the incumbent row (the
    shipped ranker's recipe and rule, ``--incumbent``) by more than one paired standard error, else that row stays.
@@ -23,16 +23,27 @@ plus every other task of ``--data`` that is not held out (the unseen-task valida
 
 Writes ``benchmarks/results/mixture/unseen_tasks.md`` and ``.json`` (or ``--output-name``); ``--ship`` saves the
 chosen ranker (only when its rule is one `generate` can serve). Nothing here samples: it runs in minutes on a CPU.
-Earlier rounds had smaller pools and fewer recipes; ``--leave-out``, ``--recipes`` and ``--incumbent`` rebuild them::
+Earlier rounds had smaller pools, fewer recipes and rules; ``--leave-out``, ``--recipes``, ``--rules`` and
+``--incumbent`` rebuild them (the fourth round, with every recipe and rule, is the default)::
 
     # round 1: eight numeric tasks
     python benchmarks/unseen_tasks.py --leave-out rectangle_count animal_legs largest_island pick_number \
         --recipes "training tasks" pool "pool, centred features" "pool, centred features, no prompt feature" \
+        --rules "weighted vote" "weighted vote, T=2" "majority if top share >= 0.25, else weighted vote" \
+        "majority if top share >= 0.375, else weighted vote" "majority if top share >= 0.5, else weighted vote" \
         --incumbent "training tasks | weighted vote" --output-name unseen_tasks_round1
     # round 2: with rectangle_count
     python benchmarks/unseen_tasks.py --leave-out animal_legs largest_island pick_number \
         --recipes "training tasks" pool "pool, centred features" "pool, centred features, no prompt feature" \
-        --incumbent "training tasks | weighted vote" --output-name unseen_tasks_round2
+        --rules <the five rules of round 1> --incumbent "training tasks | weighted vote" \
+        --output-name unseen_tasks_round2
+    # round 3: with largest_island and pick_number, and the pointwise head
+    python benchmarks/unseen_tasks.py --recipes "training tasks" pool "pool, centred features" \
+        "pool, centred features, no prompt feature" "pool, pointwise head" --rules <the five rules of round 1> \
+        --output-name unseen_tasks_round3
+
+The test table's "shipped before" column reads the mixture ranker shipped when the command runs: rebuilt today,
+rounds 1 and 2 compare with the ranker round 2 chose, while their committed tables compare with the one shipped then.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ from hf_language_ranker.candidates import dataset_answer_ids, first_candidates
 from hf_language_ranker.evaluation.report import paired_bootstrap
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
+    choices_from_scores,
     chosen_correct,
     majority_vote_choices,
     mean_log_prob_choices,
@@ -82,9 +94,15 @@ RECIPES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     # added for the third round, before its tasks were screened: a head that scores each candidate on its own
     "pool, pointwise head": (BASE | {"head": "pointwise"}, "pool"),
+    # added for the fourth round, after the confidence table showed agreement to be mostly a shared error off
+    # arithmetic: heads that cannot lean on how many siblings agree
+    "pool, no agreement inputs": ({"head": "listwise", "use_mean_log_prob": True}, "pool"),
+    "pool, hidden states only": ({"head": "listwise"}, "pool"),
 }
 #: the row the shipped ranker was chosen as; rounds 1 and 2 ran against "training tasks | weighted vote"
 INCUMBENT = "pool | weighted vote, T=2"
+#: the thresholds of conditional majority voting (the rules below), also those of the confidence table
+CONFIDENCE_TAUS = (0.25, 0.375, 0.5)
 TRAINING = {"seed": 0, "report_to": "none", "disable_tqdm": True}
 Rule = Callable[[datasets.Dataset, np.ndarray], np.ndarray]
 
@@ -105,14 +123,33 @@ def conditional_majority(tau: float) -> Rule:
     return choose
 
 
-#: the rules `generate` can serve, by the vote temperature they divide the scores by (`fold_vote_temperature`)
-VOTE_TEMPERATURES = {"weighted vote": 1, "weighted vote, T=2": 2}
+def majority_when_confident(dataset: datasets.Dataset, tau: float) -> dict[str, Any]:
+    """How often majority vote is right where the top answer holds at least ``tau`` of the N answers, and elsewhere:
+    what conditional majority voting, and any self-training on majority-vote labels, have to stand on."""
+    confident = top_answer_shares(dataset) >= tau
+    correct = outcome(dataset, majority_vote_choices(dataset, N))
+    return {
+        "prompts": int(confident.sum()),
+        "share_of_prompts": float(confident.mean()),
+        "majority_accuracy": float(correct[confident].mean()) if confident.any() else None,
+        "majority_accuracy_elsewhere": float(correct[~confident].mean()) if not confident.all() else None,
+    }
+
+
+#: the rules `generate` can serve: its selection, and the vote temperature folded into the scores
+#: (`fold_vote_temperature`)
+SERVED_RULES = {
+    "weighted vote": ("weighted_vote", 1),
+    "weighted vote, T=2": ("weighted_vote", 2),
+    "weighted vote, T=4": ("weighted_vote", 4),
+    "best-scored candidate": ("argmax", 1),
+}
 RULES: dict[str, Rule] = {
     "weighted vote": weighted_vote_from_scores,
     "weighted vote, T=2": lambda dataset, scores: weighted_vote_from_scores(dataset, scores / 2),
-    **{
-        f"majority if top share >= {tau:g}, else weighted vote": conditional_majority(tau) for tau in (0.25, 0.375, 0.5)
-    },
+    "weighted vote, T=4": lambda dataset, scores: weighted_vote_from_scores(dataset, scores / 4),
+    "best-scored candidate": lambda dataset, scores: choices_from_scores(scores),
+    **{f"majority if top share >= {tau:g}, else weighted vote": conditional_majority(tau) for tau in CONFIDENCE_TAUS},
 }
 
 
@@ -143,10 +180,12 @@ def main() -> None:
     parser.add_argument("--leave-out", nargs="*", default=[], help="tasks of --data to leave out of the pool")
     parser.add_argument("--output-name", default="unseen_tasks", help="results file stem under " + str(RESULTS))
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="recipes to try")
+    parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES), help="rules to try")
     parser.add_argument("--incumbent", default=INCUMBENT, help="'recipe | rule' a new choice must beat")
     args = parser.parse_args()
     recipes = {name: RECIPES[name] for name in args.recipes}
-    if args.incumbent not in {f"{recipe} | {rule}" for recipe in recipes for rule in RULES}:
+    rules = {name: RULES[name] for name in args.rules}
+    if args.incumbent not in {f"{recipe} | {rule}" for recipe in recipes for rule in rules}:
         parser.error(f"--incumbent {args.incumbent!r} is not a 'recipe | rule' row of the recipes tried")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -194,14 +233,18 @@ def main() -> None:
             others = [other for other in recipe_tasks(recipe) if other != task]
             scorer = fit(options, training_data(others), early_stopping_data(others))
             scores = scores_of(scorer, validation[task])
-            for rule, choose in RULES.items():
+            for rule, choose in rules.items():
                 loto.setdefault((recipe, rule), {})[task] = outcome(validation[task], choose(validation[task], scores))
             print(
                 f"left out {task}: {recipe}: "
-                + ", ".join(f"{rule} {loto[recipe, rule][task].mean():.3f}" for rule in RULES)
+                + ", ".join(f"{rule} {loto[recipe, rule][task].mean():.3f}" for rule in rules)
                 + f" (majority {majority[task].mean():.3f})",
                 flush=True,
             )
+
+    confidence = {
+        f"{tau:g}": {task: majority_when_confident(validation[task], tau) for task in pool} for tau in CONFIDENCE_TAUS
+    }
 
     # 3. the choice
     pooled_majority = np.concatenate([majority[task] for task in pool])
@@ -262,6 +305,7 @@ def main() -> None:
         "held_out_tasks": held_out,
         "validation": {name: {k: v for k, v in row.items() if k != "outcomes"} for name, row in rows.items()},
         "majority_on_validation": float(pooled_majority.mean()),
+        "majority_when_confident": confidence,
         "best_eligible": best,
         "incumbent": args.incumbent,
         "chosen": {"recipe": recipe, "rule": rule, "options": options, "tasks": recipe_tasks(recipe)},
@@ -274,10 +318,12 @@ def main() -> None:
     (RESULTS / f"{args.output_name}.md").write_text(markdown)
     print(markdown)
     if args.ship:
-        if rule not in VOTE_TEMPERATURES:
+        if rule not in SERVED_RULES:
             print(f"not shipped: generate cannot serve the rule {rule!r}")
         else:
-            ship(fold_vote_temperature(final.ranker, VOTE_TEMPERATURES[rule]), Path(args.ship), report)
+            selection, temperature = SERVED_RULES[rule]
+            final.ranker.config.selection = selection
+            ship(fold_vote_temperature(final.ranker, temperature), Path(args.ship), report)
 
 
 def fold_vote_temperature(ranker: LanguageRanker, temperature: float) -> LanguageRanker:
@@ -334,6 +380,34 @@ def summarize(is_held_out: bool, methods: dict[str, np.ndarray]) -> dict[str, An
     }
 
 
+def confidence_markdown(confidence: dict[str, dict[str, dict[str, Any]]], pool: list[str]) -> list[str]:
+    """The validation table of `majority_when_confident`: one row per threshold, one cell per pool task."""
+
+    def cell(entry: dict[str, Any]) -> str:
+        if entry["majority_accuracy"] is None:
+            return "0 prompts"
+        elsewhere = entry["majority_accuracy_elsewhere"]
+        return f"{entry['majority_accuracy']:.2f} on {entry['prompts']} ({entry['share_of_prompts']:.0%}); " + (
+            "—" if elsewhere is None else f"{elsewhere:.2f}"
+        )
+
+    return [
+        "",
+        "### Is majority vote right where it is confident? (validation, no ranker)",
+        "",
+        "Majority-vote accuracy on the prompts whose top answer holds at least tau of the 16 answers (how many, share "
+        "of the task's prompts); then its accuracy on the other prompts. Conditional majority voting defers to these "
+        "votes, and self-training on majority-vote labels would learn from them.",
+        "",
+        "| tau | " + " | ".join(pool) + " |",
+        "|---|" + "---|" * len(pool),
+        *(
+            f"| {tau} | " + " | ".join(cell(by_task[task]) for task in pool) + " |"
+            for tau, by_task in confidence.items()
+        ),
+    ]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     pool = report["pool"]
     lines = [
@@ -360,6 +434,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             + " | ".join(row["per_task_minus_majority"][task] for task in pool)
             + " |"
         )
+    lines += confidence_markdown(report["majority_when_confident"], pool)
     chosen = report["chosen"]
     lines += [
         "",

@@ -76,6 +76,16 @@ def left_padded_prompts() -> tuple[torch.Tensor, torch.Tensor]:
     return input_ids, attention_mask
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models and rankers (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): one
+    thread is fastest and immune to other processes competing for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny Llama with its tokenizer, loadable by `from_pretrained` and the examples' --model."""

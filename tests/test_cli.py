@@ -9,7 +9,6 @@ import logging
 from dataclasses import MISSING, fields
 
 import pytest
-import torch
 from datasets import load_from_disk
 from transformers.utils.logging import warning_once
 
@@ -22,14 +21,7 @@ from hf_language_ranker.evaluation.experiment import CHOSEN, PRESETS, Preset
 from hf_language_ranker.tasks import TASKS
 from hf_language_ranker.training_args import RankerTrainingArguments
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models and rankers: one thread is fastest and immune to other processes competing for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

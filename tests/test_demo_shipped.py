@@ -17,13 +17,7 @@ from hf_language_ranker.configuration import RankerConfig
 from hf_language_ranker.evaluation import paired_bootstrap
 from hf_language_ranker.evaluation.shipped import SHIPPED_JSON, fresh_prompts
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -26,13 +26,7 @@ HIDDEN = 32
 LAYER = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The ranker is tiny: one thread is fastest and immune to other processes competing for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def candidate_dataset(
