@@ -67,7 +67,7 @@ from hf_language_ranker.candidates import dataset_answer_ids, first_candidates
 from hf_language_ranker.evaluation.report import paired_bootstrap
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
-    choices_from_scores,
+    SELECTION_RULES,
     chosen_correct,
     majority_vote_choices,
     mean_log_prob_choices,
@@ -123,17 +123,22 @@ def conditional_majority(tau: float) -> Rule:
     return choose
 
 
-def majority_when_confident(dataset: datasets.Dataset, tau: float) -> dict[str, Any]:
-    """How often majority vote is right where the top answer holds at least ``tau`` of the N answers, and elsewhere:
-    what conditional majority voting, and any self-training on majority-vote labels, have to stand on."""
-    confident = top_answer_shares(dataset) >= tau
-    correct = outcome(dataset, majority_vote_choices(dataset, N))
+def majority_when_confident(top_shares: np.ndarray, majority_correct: np.ndarray, tau: float) -> dict[str, Any]:
+    """How often majority vote is right (``majority_correct`` per prompt) where the top answer holds at least ``tau``
+    of the N answers (`top_answer_shares`), and elsewhere: what conditional majority voting, and any self-training on
+    majority-vote labels, have to stand on."""
+    confident = top_shares >= tau
     return {
         "prompts": int(confident.sum()),
         "share_of_prompts": float(confident.mean()),
-        "majority_accuracy": float(correct[confident].mean()) if confident.any() else None,
-        "majority_accuracy_elsewhere": float(correct[~confident].mean()) if not confident.all() else None,
+        "majority_accuracy": float(majority_correct[confident].mean()) if confident.any() else None,
+        "majority_accuracy_elsewhere": float(majority_correct[~confident].mean()) if not confident.all() else None,
     }
+
+
+def served_rule(selection: str, temperature: float) -> Rule:
+    """`generate`'s ``selection`` (`SELECTION_RULES`) on the scores divided by ``temperature``."""
+    return lambda dataset, scores: SELECTION_RULES[selection](dataset, scores / temperature)
 
 
 #: the rules `generate` can serve: its selection, and the vote temperature folded into the scores
@@ -145,10 +150,7 @@ SERVED_RULES = {
     "best-scored candidate": ("argmax", 1),
 }
 RULES: dict[str, Rule] = {
-    "weighted vote": weighted_vote_from_scores,
-    "weighted vote, T=2": lambda dataset, scores: weighted_vote_from_scores(dataset, scores / 2),
-    "weighted vote, T=4": lambda dataset, scores: weighted_vote_from_scores(dataset, scores / 4),
-    "best-scored candidate": lambda dataset, scores: choices_from_scores(scores),
+    **{name: served_rule(*served) for name, served in SERVED_RULES.items()},
     **{f"majority if top share >= {tau:g}, else weighted vote": conditional_majority(tau) for tau in CONFIDENCE_TAUS},
 }
 
@@ -242,8 +244,10 @@ def main() -> None:
                 flush=True,
             )
 
+    shares = {task: top_answer_shares(validation[task]) for task in pool}
     confidence = {
-        f"{tau:g}": {task: majority_when_confident(validation[task], tau) for task in pool} for tau in CONFIDENCE_TAUS
+        f"{tau:g}": {task: majority_when_confident(shares[task], majority[task], tau) for task in pool}
+        for tau in CONFIDENCE_TAUS
     }
 
     # 3. the choice
