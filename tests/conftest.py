@@ -20,11 +20,36 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+import hf_language_ranker.embedded as embedded
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+#: what ``--dtype auto`` resolves to in a test's worker processes (`pin_auto_dtype` reads it there)
+AUTO_DTYPE_VARIABLE = "HF_LANGUAGE_RANKER_TEST_AUTO_DTYPE"
+#: run a test twice, with ``--dtype auto`` resolving as on a CPU without native bfloat16 and as on one with it
+BOTH_AUTO_DTYPES = pytest.mark.parametrize("auto_resolves_to", ["float32", "bfloat16"], indirect=True)
 VOCAB_SIZE = 24
 PAD, BOS, EOS = 0, 1, 2
+
+
+def pin_auto_dtype(name: str) -> None:
+    """Make ``--dtype auto`` (`embedded.auto_dtype`) resolve to the dtype ``name`` in this process."""
+    dtype = getattr(torch, name)
+    embedded.auto_dtype = lambda: dtype
+
+
+@pytest.fixture(autouse=True)
+def auto_resolves_to(request, monkeypatch) -> torch.dtype:
+    """What ``--dtype auto`` resolves to in this test, here and in its worker processes: float32 unless the test is
+    marked `BOTH_AUTO_DTYPES`. So no test's outcome depends on the CPU it runs on (``auto`` is bfloat16 on a CPU with
+    AVX512-BF16 or AMX), and the paths that use ``auto`` are checked both ways on any CPU. The real choice is
+    tested in test_dtype.py."""
+    name = getattr(request, "param", "float32")
+    monkeypatch.setattr(embedded, "auto_dtype", embedded.auto_dtype)  # restored after the test
+    pin_auto_dtype(name)
+    monkeypatch.setenv(AUTO_DTYPE_VARIABLE, name)
+    return getattr(torch, name)
 
 
 def _decoder_kwargs(**overrides):
@@ -114,14 +139,28 @@ def build_tokenizer():
     )
 
 
+#: runs a script as ``__main__`` with ``--dtype auto`` pinned as in the test that starts it
+PINNED_RUN = (
+    "import os, runpy, sys; from conftest import AUTO_DTYPE_VARIABLE, pin_auto_dtype; "
+    "pin_auto_dtype(os.environ[AUTO_DTYPE_VARIABLE]); sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def run_example(name: str, *args: str, timeout: int = 300) -> str:
-    """Run ``examples/<name>`` offline in a subprocess; fail with its stderr if it fails."""
+    """Run ``examples/<name>`` offline in a subprocess (``--dtype auto`` as in this test); fail with its stderr if it
+    fails."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *args],
+        [sys.executable, "-c", PINNED_RUN, str(ROOT / "examples" / name), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        env={
+            "HF_HUB_OFFLINE": "1",
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+            AUTO_DTYPE_VARIABLE: os.environ[AUTO_DTYPE_VARIABLE],
+        },
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout

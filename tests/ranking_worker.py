@@ -7,9 +7,12 @@ The tests run it plain or under ``accelerate launch``::
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
+
+from conftest import AUTO_DTYPE_VARIABLE, pin_auto_dtype
 
 from hf_language_ranker import file_ranking
 from hf_language_ranker.cli import main
@@ -27,6 +30,7 @@ def slowed(delay: float) -> None:
 
 
 if __name__ == "__main__":
+    pin_auto_dtype(os.environ[AUTO_DTYPE_VARIABLE])  # as in the test that started this process
     arguments = sys.argv[1:]
     if arguments[0] == "--delay":
         slowed(float(arguments[1]))

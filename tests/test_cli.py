@@ -9,6 +9,7 @@ import logging
 from dataclasses import MISSING, fields
 
 import pytest
+from conftest import BOTH_AUTO_DTYPES
 from datasets import load_from_disk
 from transformers.utils.logging import warning_once
 
@@ -85,6 +86,24 @@ def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys, c
         )
     assert status == 0 and modes == ["weighted_vote"]
     assert "computed in bfloat16 but the model runs in float32" in caplog.text
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:2] in ("->", "+0", "-0")]
+    assert len(lines) == 3 and sum(line.startswith("->") for line in lines) == 1
+
+
+@BOTH_AUTO_DTYPES
+def test_generate_serves_in_the_dtype_auto_picks(tiny_model_dir, tmp_path, capsys, monkeypatch, auto_resolves_to):
+    import hf_language_ranker.embedded as embedded
+
+    models = []
+    load = embedded.load_model_and_tokenizer
+    spy = lambda *args, **kwargs: models.append(load(*args, **kwargs)) or models[-1]  # noqa: E731
+    monkeypatch.setattr(embedded, "load_model_and_tokenizer", spy)
+    model = load(tiny_model_dir, dtype="float32")[0]
+    LanguageRanker.for_model(model).save_pretrained(tmp_path / "ranker")
+    capsys.readouterr()
+    arguments = ["generate", "--model", str(tiny_model_dir), "--ranker", str(tmp_path / "ranker"), "--prompt", "ab"]
+    assert main([*arguments, "--num-candidates", "3"]) == 0
+    assert models[-1][0].dtype == auto_resolves_to
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:2] in ("->", "+0", "-0")]
     assert len(lines) == 3 and sum(line.startswith("->") for line in lines) == 1
 
@@ -194,7 +213,8 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "No candidate dataset" in capsys.readouterr().err
 
 
-def test_collect_external_candidates_from_jsonl(tiny_model_dir, tmp_path, capsys):
+@BOTH_AUTO_DTYPES
+def test_collect_external_candidates_from_jsonl(tiny_model_dir, tmp_path, capsys, auto_resolves_to):
     samples = tmp_path / "samples.jsonl"
     records = [
         {
@@ -210,6 +230,7 @@ def test_collect_external_candidates_from_jsonl(tiny_model_dir, tmp_path, capsys
     arguments = ["collect", "--model", str(tiny_model_dir), "--candidates", str(samples), "--layers", "2"]
     assert main([*arguments, "--verifier", "math", "--output-dir", str(output)]) == 0
     dataset = load_from_disk(str(output / "dataset"))
+    assert CollectionInfo.from_dataset(dataset).model_dtype == str(auto_resolves_to).removeprefix("torch.")
     assert dataset["candidates"][:] == [["3", "the answer is 4", "cd"], ["7", "8", "9"]]
     assert dataset["labels"][:] == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     # "finished": false leaves the EOS off; the ids end with their own EOS (id 2)

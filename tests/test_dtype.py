@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import build_model, build_tokenizer, left_padded_prompts
+from conftest import BOTH_AUTO_DTYPES, build_model, build_tokenizer, left_padded_prompts
 from transformers.utils.logging import warning_once
 
 from hf_language_ranker import LanguageRanker, attach_ranker, rank_candidates
@@ -64,12 +64,17 @@ def test_dtype_names_resolve_and_unknown_ones_are_named():
         resolve_dtype("half")
 
 
-def test_loader_loads_the_chosen_dtype(tiny_model_dir, monkeypatch):
+@BOTH_AUTO_DTYPES
+def test_loader_loads_the_chosen_dtype(tiny_model_dir, auto_resolves_to):
     assert load_model_and_tokenizer(tiny_model_dir, dtype="float16")[0].dtype == torch.float16
-    on_cpu_with(monkeypatch, amx_bf16=True)
-    assert load_model_and_tokenizer(tiny_model_dir)[0].dtype == torch.bfloat16
-    on_cpu_with(monkeypatch)
-    assert load_model_and_tokenizer(tiny_model_dir)[0].dtype == torch.float32
+    assert load_model_and_tokenizer(tiny_model_dir)[0].dtype == auto_resolves_to  # "auto", the default
+
+
+def test_the_suite_pins_auto_and_leaves_the_real_choice_to_these_tests(monkeypatch):
+    """`auto_resolves_to` (conftest) replaces `embedded.auto_dtype` in every test; the function tested above is the
+    real one, and a CPU with native bfloat16 does not change what the rest of the suite sees."""
+    on_cpu_with(monkeypatch, avx512_bf16=True)
+    assert auto_dtype() == torch.bfloat16 and resolve_dtype("auto") == torch.float32
 
 
 def generate_with(model, ranker):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EOS, TOKENIZER_CHARACTERS, build_tokenizer
+from conftest import BOTH_AUTO_DTYPES, EOS, TOKENIZER_CHARACTERS, build_tokenizer
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM
 
@@ -44,20 +44,27 @@ def _samples(count: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model_dir):
-    """The samples file (a blank line inside), a tiny ranker that reads log-probs, and the reference ranking."""
+    """The samples file (a blank line inside) and a tiny ranker that reads log-probs."""
     folder = tmp_path_factory.mktemp("rank")
     samples = folder / "samples.jsonl"
     lines = [json.dumps(record) for record in _samples(NUM_PROMPTS)]
     samples.write_text("\n".join(lines[:5] + [""] + lines[5:]) + "\n")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     torch.manual_seed(0)
-    ranker = LanguageRanker.for_model(model, use_mean_log_prob=True)
-    ranker.save_pretrained(folder / "ranker")
-    examples, candidates, append_eos = read_candidates_jsonl(samples)
-    reference = rank_candidates(
-        model, build_tokenizer(), [e["prompt"] for e in examples], candidates, ranker, append_eos=append_eos
-    )
-    return {"samples": samples, "ranker": folder / "ranker", "model": tiny_model_dir, "reference": reference}
+    LanguageRanker.for_model(model, use_mean_log_prob=True).save_pretrained(folder / "ranker")
+    return {"samples": samples, "ranker": folder / "ranker", "model": tiny_model_dir, "references": {}}
+
+
+def reference(setup, dtype: torch.dtype = torch.float32):
+    """`rank_candidates` on the samples with the model in ``dtype``, computed once per dtype."""
+    if dtype not in setup["references"]:
+        model = AutoModelForCausalLM.from_pretrained(setup["model"], dtype=dtype).eval()
+        examples, candidates, append_eos = read_candidates_jsonl(setup["samples"])
+        ranker = LanguageRanker.from_pretrained(setup["ranker"])
+        setup["references"][dtype] = rank_candidates(
+            model, build_tokenizer(), [e["prompt"] for e in examples], candidates, ranker, append_eos=append_eos
+        )
+    return setup["references"][dtype]
 
 
 def _arguments(setup, output_dir: Path, *extra: str) -> list[str]:
@@ -93,12 +100,16 @@ def _assert_reference_picks(output_dir: Path, reference) -> None:
     assert [row["best_text"] for row in rows] == dataset["best_text"][:]
 
 
-def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatch):
+@BOTH_AUTO_DTYPES
+def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatch, auto_resolves_to):
+    """``rank`` loads the model with ``--dtype auto``: its scores are `rank_candidates`'s in the dtype that ran."""
     output_dir = tmp_path / "ranked"
     assert main(_arguments(setup, output_dir, "--candidate-batch-size", "5")) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["prompts"] == str(NUM_PROMPTS) and printed["ranked"].endswith("ranked.jsonl")
-    _assert_reference_picks(output_dir, setup["reference"])
+    manifest = json.loads((output_dir / "manifest.json").read_text())
+    assert manifest["ranking"]["dtype"] == str(auto_resolves_to)
+    _assert_reference_picks(output_dir, reference(setup, auto_resolves_to))
     dataset = load_from_disk(str(output_dir / "dataset"))
     assert dataset["line"][:5] == [1, 2, 3, 4, 5] and dataset["line"][5] == 7  # line 6 is blank
     assert dataset["prompt"][:] == [record["prompt"] for record in _samples(NUM_PROMPTS)]
@@ -177,7 +188,7 @@ def test_mean_log_probs_in_the_file_give_the_same_ranking(setup, tmp_path):
     arguments = _arguments(setup, tmp_path / "ranked")
     arguments[arguments.index("--candidates") + 1] = str(samples)
     assert main(arguments) == 0
-    _assert_reference_picks(tmp_path / "ranked", setup["reference"])
+    _assert_reference_picks(tmp_path / "ranked", reference(setup))
 
 
 def _subprocess_env() -> dict[str, str]:
@@ -212,7 +223,7 @@ def test_sigkill_then_rerun_ranks_every_prompt_once_with_the_same_picks(setup, t
     monkeypatch.setattr(file_ranking, "rank_candidates", counting)
     assert main(_arguments(setup, output_dir)) == 0
     assert len(ranked_prompts) == NUM_PROMPTS - SHARD_SIZE * len(finished), "finished shards were ranked again"
-    _assert_reference_picks(output_dir, setup["reference"])
+    _assert_reference_picks(output_dir, reference(setup))
 
 
 def _free_port() -> int:
@@ -230,4 +241,4 @@ def test_two_processes_with_accelerate_launch_give_the_picks_of_one(setup, tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('"prompts": "24"') == 2  # both processes return the merged result
-    _assert_reference_picks(output_dir, setup["reference"])
+    _assert_reference_picks(output_dir, reference(setup))
