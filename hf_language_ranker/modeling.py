@@ -21,6 +21,7 @@ from .configuration import RankerConfig
 from .features import ModelFingerprint, resolve_feature_layer
 from .losses import ranking_loss
 from .model_card import is_hub_id, ranker_model_card
+from .shipped_rankers import shipped_ranker_folder, shipped_ranker_names
 
 logger = logging.get_logger(__name__)
 
@@ -298,16 +299,21 @@ class LanguageRanker(
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> LanguageRanker:
-        """Load a ranker from a Hub id or a local folder (``config.json`` + ``model.safetensors``).
+        """Load a ranker from a local folder (``config.json`` + ``model.safetensors``), the short name of a ranker
+        released with this package (`shipped_ranker_names`, e.g. ``"smollm2-135m-instruct-mixture"``) or a Hub id,
+        looked up in that order.
 
         Loading is strict and never runs code: only safetensors weights are read, and every tensor must
         match the config's architecture exactly.
         """
         name = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(name) and name in shipped_ranker_names():
+            pretrained_model_name_or_path = name = str(shipped_ranker_folder(name))
         if not os.path.isdir(name) and not is_hub_id(name):
             raise OSError(
                 f"No ranker folder at {name!r}, and it is not a Hub repo id: pass the folder written by `train` / "
-                "`LanguageRanker.save_pretrained` (config.json + model.safetensors) or an id like 'user/ranker'."
+                "`LanguageRanker.save_pretrained` (config.json + model.safetensors), an id like 'user/ranker' or a "
+                f"ranker released with this package ({', '.join(shipped_ranker_names())})."
             )
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)

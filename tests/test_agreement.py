@@ -159,12 +159,6 @@ def test_shipped_ranker_loads_strictly_and_ranks_on_smollm2_architecture(shipped
         ranker.check_fits(build_model("llama"))
 
 
-def test_the_embedded_default_ranker_is_the_shipped_mixture():
-    from hf_language_ranker.embedded import embedded_default_ranker
-
-    assert embedded_default_ranker() == SHIPPED_RANKERS[1]
-
-
 @pytest.mark.parametrize("shipped", SHIPPED_RANKERS, ids=lambda path: path.name)
 def test_shipped_ranker_fits_the_real_embedded_model_config(shipped):
     pytest.importorskip("gguf", reason="the embedded model's config is read from its GGUF (pip install gguf)")
