@@ -1,6 +1,8 @@
 # Two commands from a fresh clone, as root or as a normal user (only the package registries are used):
 #
-#   make demo    install into .venv, then the demo on the embedded SmolLM2-135M-Instruct (10-30 min on 2 CPU cores)
+#   make demo    install into .venv, then the demo: the released ranker on committed collections and live on the
+#                embedded SmolLM2-135M-Instruct (a few minutes on 2 CPU cores; `hf-language-ranker demo --full`: the
+#                whole live pipeline, about half an hour)
 #   make test    install the same way, then ruff and the whole test suite (~3 min)
 #
 # The install is the README's manual set-up; it reruns only when pyproject.toml changes.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,3 +203,11 @@ class CollectionInfo:
             return cls(**json.loads(dataset.info.description or ""))
         except (json.JSONDecodeError, TypeError):
             return None
+
+
+def load_collection(path: str | Path) -> Dataset:
+    """A candidate dataset from a ``save_to_disk`` folder, or from `collect`'s output folder (its ``dataset/``)."""
+    import datasets
+
+    path = Path(path)
+    return datasets.load_from_disk(str(path / "dataset" if (path / "dataset").is_dir() else path))

