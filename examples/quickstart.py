@@ -1,14 +1,18 @@
 """Quickstart: best-of-N decoding with a Language Ranker in one `generate` call.
 
-    python examples/quickstart.py                      # embedded SmolLM2-135M-Instruct + its shipped ranker
+    python examples/quickstart.py                      # embedded SmolLM2-135M-Instruct + its released ranker
     python examples/quickstart.py --model <id or folder> --ranker runs/demo/ranker --num-candidates 16
 
-It samples N answers, scores each from the model's own hidden states, prints every candidate with its
-score and marks the one `generate` returns. On the embedded model it uses the ranker this project ships for it,
-`model_cards/smollm2-135m-instruct-mixture` (trained on nine reasoning-gym tasks; it reads each candidate's
-answer vote share and picks by ranker-weighted vote; the README's benchmarks say where it helps and where not).
+For each of four fixed prompts (one of four tasks the released ranker was trained on; written here before they were
+ever run, with their reference answers) it samples N answers with ranked `generate`, then prints compactly: the
+distinct answers with their votes and the ranker's weight (softmax of its scores, summed per answer), which answer
+majority vote picks, which the ranker picks, and which is right. Whatever happens is printed, right or wrong; a
+135M model gets most of these wrong, and on some prompts no candidate is right.
+
+The released ranker for the embedded model is ``smollm2-135m-instruct-mixture`` (installed with the package; it reads
+each candidate's hidden state, log-prob, answer vote share and centrality, and picks by ranker-weighted vote).
 With another --model and no --ranker it uses a freshly initialised ranker: the mechanics are the same, but its
-choice is arbitrary until trained (`hf-language-ranker demo`).
+choice is arbitrary until trained (`hf-language-ranker demo --full`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,24 @@ import torch
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.configuration import MODEL_DTYPES
-from hf_language_ranker.embedded import embedded_default_ranker, load_model_and_tokenizer
+from hf_language_ranker.embedded import EMBEDDED_DEFAULT_RANKER, is_embedded, load_model_and_tokenizer
+from hf_language_ranker.evaluation.shipped import prompt_picks
+
+# fixed before the first run (reasoning-gym generators, seed 11, none of them in the released ranker's data)
+PROMPTS = [
+    {
+        "prompt": "State the final answer to the following arithmetic problem: 43 - 16 =\n"
+        "Give the final answer as 'The answer is N'.",
+        "answer": "27",
+    },
+    {"prompt": "-6, -1, -2, 2, ?\nGive the final answer as 'The answer is N'.", "answer": "5"},
+    {
+        "prompt": "Find the Least Common Multiple (LCM) of these numbers: 37, 48\n"
+        "Give the final answer as 'The answer is N'.",
+        "answer": "1776",
+    },
+    {"prompt": "Calculate 5 * 1.\nGive the final answer as 'The answer is N'.", "answer": "5"},
+]
 
 
 def main() -> None:
@@ -28,13 +49,11 @@ def main() -> None:
     parser.add_argument(
         "--ranker",
         default=None,
-        help="Hub id or folder of a trained ranker (default: the shipped one on the embedded "
+        help="Hub id, folder or released name of a trained ranker (default: the released one on the embedded "
         "model, else an untrained one)",
     )
-    # the shipped ranker was trained on prompts of this form (reasoning-gym tasks), 16 candidates, 64 tokens
-    parser.add_argument("--prompt", default="Calculate 17 + 25.\nGive the final answer as 'The answer is N'.")
     parser.add_argument("--num-candidates", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64)  # the released ranker's training budget
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--dtype", choices=MODEL_DTYPES, default="auto", help="dtype of the model (auto: bfloat16 where native)"
@@ -44,41 +63,40 @@ def main() -> None:
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     if args.ranker:
         ranker = LanguageRanker.from_pretrained(args.ranker)
-    elif args.model is None:
-        shipped = embedded_default_ranker()
-        ranker = LanguageRanker.from_pretrained(shipped)
-        print(f"Using the shipped ranker {shipped.name} (trained on nine tasks for SmolLM2-135M-Instruct).")
+    elif is_embedded(args.model):
+        ranker = LanguageRanker.from_pretrained(EMBEDDED_DEFAULT_RANKER)
+        print(f"Ranker: {EMBEDDED_DEFAULT_RANKER}, released for SmolLM2-135M-Instruct.\n")
     else:
         ranker = LanguageRanker.for_model(model)
-        print(
-            "No --ranker given: using an UNTRAINED ranker, whose pick is arbitrary (train one: hf-language-ranker demo)"
-        )
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
-        )
-    else:
-        text = args.prompt
-    inputs = tokenizer([text], return_tensors="pt", add_special_tokens=tokenizer.chat_template is None)
+        print("No --ranker given: an UNTRAINED ranker, whose pick is arbitrary (train one: hf-language-ranker demo)\n")
 
     torch.manual_seed(args.seed)
-    output = model.generate(
-        **inputs,
-        ranker=ranker,
-        num_candidates=args.num_candidates,
-        max_new_tokens=args.max_new_tokens,
-        return_dict_in_generate=True,
-        tokenizer=tokenizer,  # rankers that read answer agreement decode the candidates
-    )
-    prompt_length = inputs["input_ids"].shape[1]
-    best = int(output.best_indices[0])
-    print(f"Prompt: {args.prompt}\n")
-    for index, (sequence, score) in enumerate(zip(output.candidate_sequences[0], output.candidate_scores[0])):
-        answer = tokenizer.decode(sequence[prompt_length:], skip_special_tokens=True).strip().replace("\n", " ")
-        marker = "->" if index == best else "  "
-        print(f"{marker} [{index:2d}] score {score.item():+.3f}  {answer}")
-    chosen = tokenizer.decode(output.sequences[0, prompt_length:], skip_special_tokens=True).strip()
-    print(f"\nBest answer (candidate {best}): {chosen}")
+    right = {"ranker": 0, "majority vote": 0}
+    for example in PROMPTS:
+        messages = [{"role": "user", "content": example["prompt"]}]
+        if tokenizer.chat_template:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = example["prompt"]
+        inputs = tokenizer([text], return_tensors="pt", add_special_tokens=tokenizer.chat_template is None)
+        # the one call: N candidates sampled with one shared prefill, scored from the model's own hidden states
+        output = model.generate(
+            **inputs,
+            ranker=ranker,
+            num_candidates=args.num_candidates,
+            max_new_tokens=args.max_new_tokens,
+            return_dict_in_generate=True,
+            tokenizer=tokenizer,  # rankers that read answer agreement decode the candidates
+        )
+        prompt_length = inputs["input_ids"].shape[1]
+        texts = tokenizer.batch_decode(output.candidate_sequences[0, :, prompt_length:], skip_special_tokens=True)
+        picks = prompt_picks(example, texts, output.candidate_scores[0], int(output.best_indices[0]), "math")
+        print(picks.render() + "\n")
+        right["ranker"] += picks.correct[picks.ranker_index]
+        right["majority vote"] += picks.correct[picks.majority_index]
+    total = len(PROMPTS)
+    print(f"Right: ranker {right['ranker']} of {total}, majority vote {right['majority vote']} of {total}.")
+    print("Four prompts say little: `hf-language-ranker demo` measures the ranker on 1,000 committed test prompts.")
 
 
 if __name__ == "__main__":

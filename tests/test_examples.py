@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_example
+from conftest import BOTH_AUTO_DTYPES, run_example
 
 from hf_language_ranker import RankedGenerationMixin, embedded
 from hf_language_ranker.embedded import load_model_and_tokenizer
 
 
-def test_quickstart_prints_every_candidate_and_the_best(tiny_model_dir):
-    output = run_example("quickstart.py", "--model", str(tiny_model_dir), "--num-candidates", "3", "--prompt", "ab")
-    candidate_lines = [line for line in output.splitlines() if "score" in line]
-    assert len(candidate_lines) == 3
-    assert sum(line.startswith("->") for line in candidate_lines) == 1
-    assert "Best answer (candidate" in output
+@BOTH_AUTO_DTYPES
+def test_quickstart_shows_each_prompts_answers_and_both_picks(tiny_model_dir):
+    output = run_example("quickstart.py", "--model", str(tiny_model_dir), "--num-candidates", "3")
+    assert "UNTRAINED ranker" in output
+    blocks = output.split("(reference: ")[1:]
+    assert [block.split(")")[0] for block in blocks] == ["27", "5", "1776", "5"]
+    for block in blocks:
+        rows = [line for line in block.splitlines() if " votes  weight " in line]
+        assert 1 <= len(rows) <= 3 and sum(int(line.split(" votes")[0].split()[-1]) for line in rows) <= 3
+        assert "<- ranker" in block and "-> ranker: " in block and ", majority vote: " in block
+    assert "Right: ranker " in output and " of 4, majority vote " in output
 
 
 def test_loader_returns_a_ranked_model_and_left_padding_tokenizer(tiny_model_dir):

@@ -33,7 +33,7 @@ from ..verifiers import as_verifier
 from .accuracy import evaluate
 from .report import PairedDifference, paired_bootstrap
 from .scorers import RankerScorer
-from .selection import MAJORITY_VOTE, ORACLE, chosen_correct, majority_vote_choices
+from .selection import MAJORITY_VOTE, ORACLE, majority_vote_choices
 
 #: seed of the fresh prompts. The shipped rankers' train / validation / test prompts are the seed-0 draws of the
 #: presets (benchmarks/mixture_collect.py: prefixes of `task_splits`); its screening drew seed 101
@@ -246,10 +246,8 @@ def compare_with_majority_vote(
     candidates with ``verifier``. Majority vote parses answers with the verifier (as collection does); ties between
     equally common answers go to the earliest candidate (ranked generate returns no log-probs to break them).
     ``task``, ``prompt_seed`` and ``name`` (the ranker's name or folder) are recorded in the result."""
-    verifier_ = as_verifier(verifier)
-    extractor = ranker.config.answer_extractor or verifier
     use_template = resolve_chat_template(tokenizer, None)
-    rows: dict[str, list[Any]] = {"labels": [], "answers": [], "texts": [], "best": [], "weights": []}
+    prompts: list[PromptPicks] = []
     torch.manual_seed(seed)
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
@@ -261,49 +259,24 @@ def compare_with_majority_vote(
                 ranker=ranker,
                 num_candidates=num_candidates,
                 tokenizer=tokenizer,
-                answer_extractor=extractor,
+                answer_extractor=ranker.config.answer_extractor or verifier,
                 return_dict_in_generate=True,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 top_p=top_p,
             )
         prompt_length = inputs["input_ids"].shape[1]
-        weights = output.candidate_scores.float().softmax(-1).tolist()
-        for example, candidates, best, weight in zip(batch, output.candidate_sequences, output.best_indices, weights):
+        for example, candidates, scores, best in zip(
+            batch, output.candidate_sequences, output.candidate_scores, output.best_indices
+        ):
             decoded = tokenizer.batch_decode(candidates[:, prompt_length:], skip_special_tokens=True)
-            rows["texts"].append(decoded)
-            rows["labels"].append([verifier_(example, text) for text in decoded])
-            rows["answers"].append([verifier_.parse(text) for text in decoded])
-            rows["best"].append(int(best))
-            rows["weights"].append(weight)
-    dataset = Dataset.from_dict(  # the candidate-dataset columns the selection rules read
-        {
-            LABELS: rows["labels"],
-            ANSWERS: rows["answers"],
-            MEAN_LOG_PROBS: [[math.nan] * num_candidates for _ in examples],
-        }
-    )
-    majority = majority_vote_choices(dataset, num_candidates).tolist()
+            prompts.append(prompt_picks(example, decoded, scores, int(best), verifier))
     correct = {
-        RANKER_PICK: chosen_correct(dataset, rows["best"]).astype(int).tolist(),
-        MAJORITY_VOTE: chosen_correct(dataset, majority).astype(int).tolist(),
+        RANKER_PICK: [int(picks.correct[picks.ranker_index]) for picks in prompts],
+        MAJORITY_VOTE: [int(picks.correct[picks.majority_index]) for picks in prompts],
     }
-    accuracy = {name_: sum(values) / len(values) for name_, values in correct.items()}
-    labels = correct_candidates(dataset, num_candidates)
-    accuracy[ORACLE] = float(labels.any(1).mean())
-    prompts = [
-        PromptPicks(
-            prompt=example["prompt"],
-            reference=None if example.get("answer") is None else str(example["answer"]),
-            answers=rows["answers"][index],
-            weights=rows["weights"][index],
-            correct=labels[index].tolist(),
-            texts=rows["texts"][index],
-            ranker_index=rows["best"][index],
-            majority_index=majority[index],
-        )
-        for index, example in enumerate(examples)
-    ]
+    accuracy = {method: sum(values) / len(values) for method, values in correct.items()}
+    accuracy[ORACLE] = float(np.mean([any(picks.correct) for picks in prompts]))
     return ShippedComparison(
         ranker=name,
         task=task,
@@ -321,4 +294,30 @@ def compare_with_majority_vote(
         difference=paired_bootstrap(correct[RANKER_PICK], correct[MAJORITY_VOTE]),
         per_prompt=correct,
         prompts=prompts,
+    )
+
+
+def prompt_picks(
+    example: Mapping[str, Any], texts: list[str], scores: torch.Tensor, ranker_index: int, verifier: Any = "math"
+) -> PromptPicks:
+    """One prompt's candidates (decoded ``texts``, the ranker's ``scores`` and pick) labelled and parsed by
+    ``verifier``, with majority vote's pick among the same candidates (`selection.majority_vote_choices`: the
+    verifier's parsed answers vote; ranked generate returns no log-probs, so ties go to the earliest candidate)."""
+    verifier = as_verifier(verifier)
+    candidates = Dataset.from_dict(  # one prompt in the candidate-dataset columns the selection rules read
+        {
+            LABELS: [[float(verifier(example, text)) for text in texts]],
+            ANSWERS: [[verifier.parse(text) for text in texts]],
+            MEAN_LOG_PROBS: [[math.nan] * len(texts)],
+        }
+    )
+    return PromptPicks(
+        prompt=example["prompt"],
+        reference=None if example.get("answer") is None else str(example["answer"]),
+        answers=candidates[0][ANSWERS],
+        weights=scores.float().softmax(-1).tolist(),
+        correct=correct_candidates(candidates, len(texts))[0].tolist(),
+        texts=texts,
+        ranker_index=ranker_index,
+        majority_index=int(majority_vote_choices(candidates, len(texts))[0]),
     )
