@@ -1,7 +1,10 @@
 """Collections on disk: the compact Parquet file (`save_collection`) reads back bit for bit, `load_collection` also
-reads ``save_to_disk`` folders."""
+reads ``save_to_disk`` folders, and the committed benchmark collections load with their `CollectionInfo`."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +21,23 @@ from hf_language_ranker.candidates import (
     prompt_feature_column,
     save_collection,
 )
+
+MIXTURE = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "mixture"
+SPLITS = sorted(path.parent.relative_to(MIXTURE) for path in MIXTURE.glob(f"*/*/{COLLECTION_FILE}"))
+COLUMNS = [
+    "prompt_id",
+    "prompt",
+    "prompt_text",
+    "candidates",
+    "lengths",
+    "labels",
+    "answers",
+    "mean_log_probs",
+    "self_certainty",
+    "prompt_features.12",
+    "candidate_features.12",
+    "generation",
+]
 
 
 def collection_info(layers: list[int]) -> CollectionInfo:
@@ -98,3 +118,32 @@ def test_a_parquet_file_from_elsewhere_is_refused_clearly(tmp_path):
     pq.write_table(pa.table({"labels": [[1.0, 0.0]]}), tmp_path / "bare.parquet")
     with pytest.raises(ValueError, match="not written by save_collection"):
         load_collection(tmp_path / "bare.parquet")
+
+
+def test_the_committed_collections_are_compact_files():
+    assert len(SPLITS) == 24
+    assert not list(MIXTURE.glob("*/*/dataset")), "an old save_to_disk folder is left beside the compact files"
+    plan = json.loads((MIXTURE / "plan.json").read_text())
+    for task in plan["training"]:
+        assert {Path(task, split) for split in ("train", "validation", "test")} <= set(SPLITS)
+    for task in plan["held_out"]:
+        assert Path(task, "test") in SPLITS
+
+
+@pytest.mark.parametrize(
+    ("split", "prompts", "candidates", "dtype"),
+    [
+        ("gcd/test", 200, 16, "bfloat16"),
+        ("arithmetic/train", 200, 8, "bfloat16"),
+        ("pick_number/validation", 64, 16, "float32"),
+    ],
+)
+def test_a_committed_split_loads_with_its_columns_and_collection_info(split, prompts, candidates, dtype):
+    dataset = load_collection(MIXTURE / split)
+    assert dataset.column_names == COLUMNS
+    assert len(dataset) == prompts
+    assert dataset.features["candidate_features.12"].shape == (candidates, 576)
+    assert dataset.features["candidate_features.12"].dtype == "float16"
+    info = CollectionInfo.from_dataset(dataset)
+    assert info.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert info.layers == [12] and info.hidden_size == 576 and info.model_dtype == dtype
