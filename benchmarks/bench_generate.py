@@ -1,7 +1,8 @@
-"""Cost of ranked generation against plain best-of-N sampling, on the CPU, in one run.
+"""Cost of ranked generation against plain best-of-N sampling, on the CPU (or a GPU: `--device`), in one run.
 
     python benchmarks/bench_generate.py [--prompt-length 512] [--new-tokens 256] [--num-candidates 16]
     python benchmarks/bench_generate.py --model embedded     # the real-model table (SmolLM2-135M-Instruct)
+    python benchmarks/bench_generate.py --device cuda         # the tiny model on a GPU (scripts/gpu_check.sh)
 
 A tiny random Llama (4M parameters) samples N candidates of exactly `--new-tokens` tokens
 (`min_new_tokens` holds EOS back in both runs) for one prompt of `--prompt-length` tokens:
@@ -63,6 +64,8 @@ def best_time(function, repeats: int) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a GPU call may return before its kernels finish
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -167,17 +170,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", choices=("tiny", "embedded"), default="tiny")
+    parser.add_argument("--device", default="cpu", help="where the tiny model runs (cpu, cuda); embedded: cpu only")
     args = parser.parse_args()
+    if args.model == "embedded" and args.device != "cpu":
+        parser.error("--model embedded measures the CPU (its table and peak RSS); use --device with the tiny model")
     torch.set_num_threads(args.threads)
     if args.model == "embedded":
         embedded_table(args)
         return
 
-    model = tiny_llama()
-    ranker = LanguageRanker.for_model(model)
+    model = tiny_llama().to(args.device)
+    ranker = LanguageRanker.for_model(model).to(args.device)
     parameters = sum(p.numel() for p in model.parameters())
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(3, model.config.vocab_size, (1, args.prompt_length), generator=generator)
+    input_ids = input_ids.to(args.device)
     attention_mask = torch.ones_like(input_ids)
     n = args.num_candidates
     sampling = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=True, top_k=0)
@@ -241,6 +248,7 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "num_candidates": n,
         "threads": args.threads,
+        "device": torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "cpu",
     }
     print(f"{'measure':<34}{'value':>16}")
     print("-" * 50)

@@ -18,9 +18,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from datasets import load_from_disk
 
-from hf_language_ranker.candidates import feature_layers, num_candidates, pool_datasets
+from hf_language_ranker.candidates import feature_layers, load_collection, num_candidates, pool_datasets
 from hf_language_ranker.evaluation.choice import RANKER_VARIANTS, Setting, fit_setting, quiet_training, select_ranker
 from hf_language_ranker.evaluation.report import paired_bootstrap
 from hf_language_ranker.evaluation.selection import (
@@ -29,11 +28,6 @@ from hf_language_ranker.evaluation.selection import (
     chosen_correct,
     majority_vote_choices,
 )
-
-
-def load(folder: str):
-    path = Path(folder)
-    return load_from_disk(str(path / "dataset" if (path / "dataset").is_dir() else path))
 
 
 def test_outcomes(scorer, test, n: int) -> dict[str, np.ndarray]:
@@ -51,7 +45,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=8.0, help="num_train_epochs of every fit")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    train, validation, test = load(args.train), load(args.validation), load(args.test)
+    train, validation, test = (load_collection(folder) for folder in (args.train, args.validation, args.test))
     n = num_candidates(test)
     training = quiet_training(args.seed, num_train_epochs=args.epochs)
 

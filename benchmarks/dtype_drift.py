@@ -18,12 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
 
 from hf_language_ranker import LanguageRanker, rank_candidates
-from hf_language_ranker.candidates import candidate_feature_column, feature_layers
+from hf_language_ranker.candidates import candidate_feature_column, feature_layers, load_collection
 from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import SELECTION_RULES, chosen_correct
@@ -52,7 +51,7 @@ def main() -> None:
         ranker = LanguageRanker.from_pretrained(ROOT / "model_cards" / name)
         layer, rule = ranker.config.feature_layer, ranker.config.selection
         for task in tasks:
-            test = datasets.load_from_disk(str(Path(args.data) / task / "test" / "dataset"))
+            test = load_collection(Path(args.data) / task / "test")
             if layer not in feature_layers(test):
                 print(f"skipped {name} on {task}: the data holds no layer {layer}")
                 continue

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from hf_language_ranker import LanguageRanker
-from hf_language_ranker.candidates import feature_layers
+from hf_language_ranker.candidates import feature_layers, load_collection
 from hf_language_ranker.evaluation import evaluate
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
@@ -153,7 +153,7 @@ def main() -> None:
     training_tasks, held_out = plan["training"], plan["held_out"]
 
     def load(task: str, split: str) -> datasets.Dataset:
-        return datasets.load_from_disk(str(data / task / split / "dataset"))
+        return load_collection(data / task / split)
 
     splits = {task: {split: load(task, split) for split in ("train", "validation", "test")} for task in training_tasks}
     tests = {task: splits[task]["test"] for task in training_tasks} | {task: load(task, "test") for task in held_out}

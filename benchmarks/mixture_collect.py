@@ -42,8 +42,9 @@ A third round screens three more counting and picture problems the same way (``a
 
 Writes ``screening.json`` (the per-task screening table) and ``plan.json`` (the rule's outcome, timings) beside
 the collections ``<task>/<split>/``. `benchmarks/mixture.py` trains and evaluates on them. ``pack`` copies them
-with only the layers the analysis uses (``benchmarks/data/mixture`` is such a copy: layer 12, the
-unseen-task validation tasks' validation splits only).
+with only the layers the analysis uses, one compact Parquet file per split (``benchmarks/data/mixture`` is such a
+copy: layer 12, the unseen-task validation tasks' validation splits only; read them with
+`hf_language_ranker.candidates.load_collection`).
 """
 
 from __future__ import annotations
@@ -292,19 +293,27 @@ def run(args: argparse.Namespace) -> None:
 
 
 def pack(source: Path, target: Path, layers: list[int], skip: list[str], rename: dict[str, str]) -> None:
-    """Copy the merged collections keeping only ``layers`` and leaving out the ``task/split`` folders in ``skip``
-    (for committing under benchmarks/data, ~60 MB at most); ``rename`` maps a split's name to the one it is saved
-    under (``{"screening": "validation"}``)."""
-    import datasets
-
-    from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
+    """Copy the collections ``<task>/<split>/`` of ``source`` keeping only ``layers`` and leaving out the
+    ``task/split`` folders in ``skip``, each as one compact Parquet file (`save_collection`: lossless, checked bit
+    for bit on writing) for committing under benchmarks/data; ``rename`` maps a split's name to the one it is saved
+    under (``{"screening": "validation"}``). ``source`` may be a run's output folder or a packed copy."""
+    from hf_language_ranker.candidates import (
+        COLLECTION_FILE,
+        CollectionInfo,
+        candidate_feature_column,
+        load_collection,
+        prompt_feature_column,
+        save_collection,
+    )
 
     plan_file = source / "plan.json"  # absent for --jobs runs, whose collections record their dtype themselves
     plan = json.loads(plan_file.read_text()) if plan_file.exists() else None
-    for folder in sorted(source.glob("*/*/dataset")):
-        if str(folder.parent.relative_to(source)) in skip:
+    folders = [folder for folder in sorted(source.glob("*/*")) if (folder / "dataset").is_dir()]
+    folders += [folder for folder in sorted(source.glob("*/*")) if (folder / COLLECTION_FILE).is_file()]
+    for folder in folders:
+        if str(folder.relative_to(source)) in skip:
             continue
-        dataset = datasets.load_from_disk(str(folder))
+        dataset = load_collection(folder)
         info = CollectionInfo.from_dataset(dataset)
         dropped = [layer for layer in info.layers if layer not in layers]
         dataset = dataset.remove_columns(
@@ -314,10 +323,9 @@ def pack(source: Path, target: Path, layers: list[int], skip: list[str], rename:
         if info.model_dtype is None:  # collected before collections recorded it
             info.model_dtype = plan["settings"]["dtype"]
         dataset.info.description = info.to_json()
-        task, split = folder.parent.relative_to(source).parts
-        destination = target / task / rename.get(split, split) / "dataset"
-        dataset.save_to_disk(str(destination))
-        print(f"{destination}: {len(dataset)} prompts, layers {info.layers}")
+        task, split = folder.relative_to(source).parts
+        destination = save_collection(dataset, target / task / rename.get(split, split))
+        print(f"{destination}: {len(dataset)} prompts, layers {info.layers}, {destination.stat().st_size} bytes")
     if plan is not None:
         plan["settings"]["layers"] = layers
         (target / "plan.json").write_text(json.dumps(plan, indent=2))
@@ -346,7 +354,7 @@ def main() -> None:
     go.add_argument("--jobs", nargs="*", help="collect only these task:split pairs (no screening, no plan)")
     go.add_argument("--dtype", default="bfloat16", help="bfloat16 on a GPU or an AMX CPU, else float32")
     go.add_argument("--limit", type=int, default=None, help="at most this many prompts per split (a smoke test)")
-    keep = commands.add_parser("pack", help="copy the collections with only some layers, for committing")
+    keep = commands.add_parser("pack", help="copy the collections with only some layers, compact, for committing")
     keep.add_argument("--source", type=Path, default=Path("runs/mixture"))
     keep.add_argument("--target", type=Path, default=Path("benchmarks/data/mixture"))
     keep.add_argument("--layers", type=int, nargs="+", default=[12])

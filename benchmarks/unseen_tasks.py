@@ -63,7 +63,7 @@ import torch
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.agreement import vote_shares
-from hf_language_ranker.candidates import dataset_answer_ids, first_candidates
+from hf_language_ranker.candidates import dataset_answer_ids, first_candidates, load_collection
 from hf_language_ranker.evaluation.report import paired_bootstrap
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
@@ -204,7 +204,7 @@ def main() -> None:
     pool = training_tasks + unseen_validation
 
     def load(task: str, split: str) -> datasets.Dataset:
-        return datasets.load_from_disk(str(data / task / split / "dataset"))
+        return load_collection(data / task / split)
 
     validation = {task: load(task, "validation") for task in pool}
     train = {task: load(task, "train") for task in training_tasks}

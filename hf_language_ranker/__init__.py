@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # heavier entry points (transformers.Trainer, datasets, matplotlib) load on first use
 _LAZY = {
     "collect_candidates": "collection",
+    "load_collection": "candidates",
     "rank_candidates": "ranking",
     "RankedCandidatesOutput": "ranking",
     "featurize_token_candidates": "layout",

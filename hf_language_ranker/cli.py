@@ -250,18 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_dataset(path: str) -> Any:
-    """A candidate dataset written by `collect`, checked (labels, candidates, features) before any model loads."""
-    from datasets import load_from_disk
-
-    from .candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, feature_layers
+    """A candidate dataset written by `collect` (or a compact collection file, `save_collection`), checked (labels,
+    candidates, features) before any model loads."""
+    from .candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, feature_layers, load_collection
 
     folder = Path(path)
-    if (folder / "dataset").is_dir():
-        folder = folder / "dataset"
-    if not folder.is_dir():
+    if not folder.exists():
         raise OSError(f"No candidate dataset at {path}: pass the --output-dir of `collect` (or its dataset/ folder).")
     try:
-        dataset = load_from_disk(str(folder))
+        dataset = load_collection(folder)
     except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"{folder} is not a dataset folder ({error}): pass the --output-dir of `collect`.") from None
     needed = [column for column in (LABELS, ANSWERS, MEAN_LOG_PROBS) if column not in dataset.column_names]
