@@ -352,13 +352,17 @@ def _sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _evaluate_folders(args: argparse.Namespace, folders: dict[str, str]) -> Any:
-    from .candidates import num_candidates
+    from .candidates import CollectionInfo, num_candidates
     from .evaluation.experiment import DataSource, Preset, dataset_sha256, ns_up_to, run_protocol
 
     datasets = {split: _load_dataset(folder) for split, folder in folders.items()}  # all checked, no model loads
+    # the report records the dtype `collect` ran in (no model runs here)
+    infos = [CollectionInfo.from_dataset(dataset) for dataset in datasets.values()]
+    dtypes = sorted({info.model_dtype for info in infos if info is not None and info.model_dtype})
     preset = Preset(
         task=Path(folders["test"]).resolve().name,
         ns=ns_up_to(num_candidates(datasets["test"])),
+        dtype=" and ".join(dtypes) or "not recorded",
         **({"folds": args.folds} if args.folds else {}),
     )
     source = DataSource(
@@ -390,7 +394,8 @@ def _evaluate_prompts(args: argparse.Namespace) -> Any:
         test=args.test_prompts,
         seed=args.split_seed,
     )
-    overrides = {key: value for key, value in _sampling_overrides(args).items() if value is not None}
+    chosen = _sampling_overrides(args) | {"dtype": args.dtype}  # no --dtype: the preset's (float32)
+    overrides = {key: value for key, value in chosen.items() if value is not None}
     preset = replace(Preset(task=Path(args.prompts).stem), **overrides)
     sizes = {f"{split}_prompts": len(prompts) for split, prompts in splits.items()}
     preset = replace(preset, ns=ns_up_to(preset.eval_candidates), **sizes)
@@ -399,7 +404,7 @@ def _evaluate_prompts(args: argparse.Namespace) -> Any:
         f"{name}: {len(examples)} prompts split by prompt with seed {args.split_seed}",
         {name: file_sha256(args.prompts)},
     )
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=preset.dtype)
     return run_experiment(
         model,
         tokenizer,

@@ -169,8 +169,13 @@ def test_evaluate_on_your_prompts_then_on_the_collected_folders(tiny_model_dir, 
     sampling = ["--num-candidates", "4", "--max-new-tokens", "3", "--folds", "2"]
     splits = ["--train-prompts", "12", "--validation-prompts", "6", "--test-prompts", "6"]
     argv = ["evaluate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--verifier", "math"]
-    assert main([*argv, *sampling, *splits, "--output-dir", str(output_dir)]) == 0
+    assert main([*argv, *sampling, *splits, "--dtype", "bfloat16", "--output-dir", str(output_dir)]) == 0
     results = check_report(output_dir, capsys.readouterr().out)
+    # --dtype is what the model ran in, and what results.json and results.md record
+    candidates = load_from_disk(str(output_dir / "candidates" / "test" / "dataset"))
+    assert CollectionInfo.from_dataset(candidates).model_dtype == "bfloat16"
+    assert results["preset"]["dtype"] == "bfloat16"
+    assert '"dtype": "bfloat16"' in (output_dir / "results.md").read_text()
     assert results["split_sizes"] == {"train": 12, "validation": 6, "test": 6}
     assert results["greedy_accuracy"] is not None and results["missing"] == []
     digest = hashlib.sha256(prompts.read_bytes()).hexdigest()
@@ -185,6 +190,7 @@ def test_evaluate_on_your_prompts_then_on_the_collected_folders(tiny_model_dir, 
     printed = capsys.readouterr().out
     results = check_report(tmp_path / "folders", printed)
     assert results["greedy_accuracy"] is None and "greedy decoding" in results["missing"][0]
+    assert results["preset"]["dtype"] == "bfloat16"  # the dtype `collect` ran in
     assert "Not measured: greedy decoding" in printed
     assert "candidate folders" in (tmp_path / "folders" / "ranker" / "README.md").read_text()
 

@@ -22,7 +22,7 @@ from transformers.utils.logging import is_progress_bar_enabled
 
 from ..candidates import CANDIDATES, CORRECT_THRESHOLD, LABELS, num_candidates, pool_datasets
 from ..collection import collect_candidates
-from ..features import text_config
+from ..features import dtype_name, text_config
 from ..prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
@@ -493,7 +493,9 @@ def run_experiment(
 ) -> ExperimentOutputs:
     """Collect each split under ``output_dir/candidates`` (resumable), decode the test prompts greedily, then
     `run_protocol`. ``prompts`` (split -> examples, e.g. from `split_prompts`), their ``verifier`` and their
-    ``source`` default to the preset's built-in task."""
+    ``source`` default to the preset's built-in task. The report records the dtype ``model`` runs in (not the
+    preset's, which may be "auto" or another than the caller loaded)."""
+    preset = replace(preset, dtype=dtype_name(model.dtype))
     output_dir = Path(output_dir)
     prompts = prompts if prompts is not None else task_splits(preset)
     verifier = verifier or task_verifier(preset.task)
