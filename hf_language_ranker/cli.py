@@ -531,13 +531,16 @@ def run_rank(args: argparse.Namespace) -> None:
     from .embedded import load_model_and_tokenizer
     from .file_ranking import RANKED_JSONL, rank_candidates_file
     from .modeling import LanguageRanker
+    from .sample_files import SampleFile
 
-    ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
+    # a broken ranker or samples file fails before the model loads (the vocabulary is checked once it has)
+    ranker = LanguageRanker.from_pretrained(args.ranker)
+    samples = SampleFile.open(args.candidates)
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     dataset = rank_candidates_file(
         model,
         tokenizer,
-        args.candidates,
+        samples,
         ranker,
         output_dir=args.output_dir,
         shard_size=args.shard_size,
