@@ -36,16 +36,14 @@ from .choice import (
     select_ranker,
     selection_row,
 )
-from .report import EvaluationResult
+from .report import CHOSEN, EvaluationResult, headline_methods
 from .scorers import ProbeScorer, RankerScorer, Scorer, TextRewardScorer
-from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
+from .selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
 
 SPLITS = ("train", "validation", "test")
 #: the default shares of a user's prompts held out for validation and test by `split_prompts` (the rest trains)
 SPLIT_SHARES = {"validation": 0.2, "test": 0.3}
 
-#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, selection rule).
-CHOSEN = "chosen by cross-validation"
 #: The baselines the chosen method is compared with, paired over test prompts.
 COMPARED_WITH = (MAJORITY_VOTE, MEAN_LOG_PROB, "MiniLM reward model", "linear probe")
 
@@ -375,21 +373,6 @@ class ExperimentOutputs:
             + "".join(f"Not measured: {piece}\n" for piece in self.missing)
             + f"Every method and N: {self.files['results_markdown']}"
         )
-
-
-def headline_methods(result: EvaluationResult, chosen: str = CHOSEN) -> list[str]:
-    """The rows of the headline plot: the chosen ranker, the free baselines, the best other learned row (by test
-    accuracy at the largest N, for display only) and the oracle."""
-    largest = max(result.ns)
-    learned = [
-        method
-        for method in result.accuracy
-        if method not in {*BASELINES, ORACLE, chosen} and result.per_prompt.get(method) != result.per_prompt.get(chosen)
-    ]
-    methods = [chosen, MAJORITY_VOTE, MEAN_LOG_PROB, FIRST_SAMPLE]
-    if learned:
-        methods.append(max(learned, key=lambda method: result.accuracy[method].get(largest, -1.0)))
-    return [*methods, ORACLE]
 
 
 def run_protocol(
