@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
@@ -53,6 +54,31 @@ def _integer_at_least(minimum: int) -> Callable[[str], int]:
 positive_int, count = _integer_at_least(1), _integer_at_least(0)
 
 
+#: help texts that state their option's default themselves: "(default: x)", "(default 5)", "default: the ranker's",
+#: "'random' (default)", "Defaults to ...", "Skipped by default"
+_STATES_DEFAULT = re.compile(r"\(default[:\s)]|\bdefault:|\bdefaults? to\b|\bby default\b|%\(default\)", re.IGNORECASE)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: x)" after each option's help, except where the help states the default itself or the
+    default is None (which would print "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or _STATES_DEFAULT.search(text):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _CommandParser(HfArgumentParser):
+    """The subcommands' parser: `HfArgumentParser` (it reads `train`'s options from a dataclass) with `_HelpFormatter`
+    instead of its `argparse.ArgumentDefaultsHelpFormatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _add_model(parser: argparse.ArgumentParser, dtype: str | None = "auto") -> None:
     """``--model`` and ``--dtype`` of a command that loads a model (``dtype=None``: the preset's)."""
     parser.add_argument("--model", default=None, help="Hub id or folder of a causal LM (default: embedded SmolLM2)")
@@ -90,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", dest="traceback", help="show the full traceback of an error")
     # HfArgumentParser subcommands: `train` takes its options from RankerTrainingArguments (`dataclass_types=`);
     # the others are plain argparse parsers that show their defaults in --help
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=HfArgumentParser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=_CommandParser)
 
     demo = commands.add_parser(
         "demo",

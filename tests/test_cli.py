@@ -51,6 +51,19 @@ def test_help_lists_every_command(capsys):
         assert command in text
 
 
+@pytest.mark.parametrize("command", ["evaluate", "rank", "collect", "generate", "train"])
+def test_help_shows_each_default_once_and_never_none(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help at the terminal's width
+    assert "(default: None)" not in text
+    assert text.count("(default: auto)") == (command in ("rank", "collect", "generate"))  # --dtype states its own
+    assert text.count("(default: embedded SmolLM2) (default") == 0 and "(default: the preset's) (default" not in text
+    shown = {"evaluate": "(default: arithmetic)", "rank": "(default: 256)", "collect": "(default: 8)"}
+    shown |= {"generate": "(default: 16)", "train": "(default: listwise)"}
+    assert shown[command] in text  # defaults the help does not state are still appended
+
+
 def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys, caplog, monkeypatch):
     model = ["--model", str(tiny_model_dir)]
     base = ["--task", "arithmetic", "--preset", "tiny", "--num-candidates", "4", "--max-new-tokens", "3"]
