@@ -1,6 +1,6 @@
 """Sample with llama.cpp, rank with the Hugging Face model: `rank_candidates` on candidates from another engine.
 
-    make llama-cpp                                  # builds llama-cpp-python from source into .venv (~8 minutes)
+    make llama-cpp                                  # builds llama-cpp-python from source into .venv (8-15 min)
     python examples/llama_cpp_sampling.py [--num-candidates 8] [--prompts 3]
 
 `make llama-cpp` builds llama.cpp for any x86-64 CPU with AVX2 and FMA (no -march=native, no AMX). A plain
