@@ -1,7 +1,7 @@
 """Peak memory of the shared-prefix second pass (`rank_candidates`) on the embedded SmolLM2-135M-Instruct, CPU.
 
-    python benchmarks/rank_memory.py                          # 8 and 64 candidates of 1,024 tokens (~20 min, 2 cores)
-    python benchmarks/rank_memory.py --runs 8:256 64:256 8:1024 # N:tokens per run (the committed result, ~7 min)
+    python benchmarks/rank_memory.py                          # 8 and 64 candidates of 1,024 tokens (10-25 min, 2 cores)
+    python benchmarks/rank_memory.py --runs 8:256 64:256 8:1024 # N:tokens per run (the committed result, 9.5 min)
 
 One chat-formatted arithmetic prompt and N candidates of exactly T token ids each (random ids outside the special
 tokens, so none ends early on an EOS: memory and time do not depend on the ids) are ranked with the shipped mixture
