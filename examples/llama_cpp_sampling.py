@@ -1,7 +1,15 @@
 """Sample with llama.cpp, rank with the Hugging Face model: `rank_candidates` on candidates from another engine.
 
-    pip install "hf-language-ranker[llama-cpp]"     # builds llama-cpp-python from source (a few minutes)
+    make llama-cpp                                  # builds llama-cpp-python from source into .venv (8-15 min)
     python examples/llama_cpp_sampling.py [--num-candidates 8] [--prompts 3]
+
+`make llama-cpp` builds llama.cpp for any x86-64 CPU with AVX2 and FMA (no -march=native, no AMX). A plain
+`pip install "hf-language-ranker[llama-cpp]"` builds it natively, and on CPUs with AMX (recent Intel Xeons) that build
+segfaults at the first evaluation (llama.cpp issue #20824). Without make, the same build is:
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \\
+        -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \\
+        pip install --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python>=0.3.16"
 
 llama.cpp samples N answers per prompt from the embedded SmolLM2-135M-Instruct GGUF (the same weights transformers
 de-quantizes), fed the very prompt token ids the ranker path uses. The answers come back as texts with a finish
@@ -36,7 +44,8 @@ def llama_cpp_model(threads: int):
         from llama_cpp import Llama
     except ModuleNotFoundError as error:
         raise SystemExit(
-            'llama-cpp-python is not installed: pip install "hf-language-ranker[llama-cpp]" (builds from source).'
+            "llama-cpp-python is not installed: run `make llama-cpp`, which builds it from source for any x86-64 CPU "
+            "(the pip command it runs is in this example's docstring; a plain native build segfaults on CPUs with AMX)."
         ) from error
     return Llama(model_path=str(embedded_model_folder() / EMBEDDED_GGUF), n_ctx=1024, n_threads=threads, verbose=False)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
@@ -48,6 +49,31 @@ def _integer_at_least(minimum: int) -> Callable[[str], int]:
 
 #: counts of at least one, and counts that may be 0 (0: skip)
 positive_int, count = _integer_at_least(1), _integer_at_least(0)
+
+
+#: help texts that state their option's default themselves: "(default: x)", "(default 5)", "default: the ranker's",
+#: "'random' (default)", "Defaults to ...", "Skipped by default"
+_STATES_DEFAULT = re.compile(r"\(default[:\s)]|\bdefault:|\bdefaults? to\b|\bby default\b|%\(default\)", re.IGNORECASE)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: x)" after each option's help, except where the help states the default itself or the
+    default is None (which would print "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or _STATES_DEFAULT.search(text):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _CommandParser(HfArgumentParser):
+    """The subcommands' parser: `HfArgumentParser` (it reads `train`'s options from a dataclass) with `_HelpFormatter`
+    instead of its `argparse.ArgumentDefaultsHelpFormatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def _add_model(parser: argparse.ArgumentParser, dtype: str | None = "auto") -> None:
@@ -92,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", dest="traceback", help="show the full traceback of an error")
     # HfArgumentParser subcommands: `train` takes its options from RankerTrainingArguments (`dataclass_types=`);
     # the others are plain argparse parsers that show their defaults in --help
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=HfArgumentParser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=_CommandParser)
 
     demo = commands.add_parser(
         "demo",
@@ -353,13 +379,17 @@ def _sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _evaluate_folders(args: argparse.Namespace, folders: dict[str, str]) -> Any:
-    from .candidates import num_candidates
+    from .candidates import CollectionInfo, num_candidates
     from .evaluation.experiment import DataSource, Preset, dataset_sha256, ns_up_to, run_protocol
 
     datasets = {split: _load_dataset(folder) for split, folder in folders.items()}  # all checked, no model loads
+    # the report records the dtype `collect` ran in (no model runs here)
+    infos = [CollectionInfo.from_dataset(dataset) for dataset in datasets.values()]
+    dtypes = sorted({info.model_dtype for info in infos if info is not None and info.model_dtype})
     preset = Preset(
         task=Path(folders["test"]).resolve().name,
         ns=ns_up_to(num_candidates(datasets["test"])),
+        dtype=" and ".join(dtypes) or "not recorded",
         **({"folds": args.folds} if args.folds else {}),
     )
     source = DataSource(
@@ -391,7 +421,8 @@ def _evaluate_prompts(args: argparse.Namespace) -> Any:
         test=args.test_prompts,
         seed=args.split_seed,
     )
-    overrides = {key: value for key, value in _sampling_overrides(args).items() if value is not None}
+    chosen = _sampling_overrides(args) | {"dtype": args.dtype}  # no --dtype: the preset's (float32)
+    overrides = {key: value for key, value in chosen.items() if value is not None}
     preset = replace(Preset(task=Path(args.prompts).stem), **overrides)
     sizes = {f"{split}_prompts": len(prompts) for split, prompts in splits.items()}
     preset = replace(preset, ns=ns_up_to(preset.eval_candidates), **sizes)
@@ -400,7 +431,7 @@ def _evaluate_prompts(args: argparse.Namespace) -> Any:
         f"{name}: {len(examples)} prompts split by prompt with seed {args.split_seed}",
         {name: file_sha256(args.prompts)},
     )
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=preset.dtype)
     return run_experiment(
         model,
         tokenizer,
@@ -508,13 +539,16 @@ def run_rank(args: argparse.Namespace) -> None:
     from .embedded import load_model_and_tokenizer
     from .file_ranking import RANKED_JSONL, rank_candidates_file
     from .modeling import LanguageRanker
+    from .sample_files import SampleFile
 
-    ranker = LanguageRanker.from_pretrained(args.ranker)  # a broken ranker fails before the model loads
+    # a broken ranker or samples file fails before the model loads (the vocabulary is checked once it has)
+    ranker = LanguageRanker.from_pretrained(args.ranker)
+    samples = SampleFile.open(args.candidates)
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     dataset = rank_candidates_file(
         model,
         tokenizer,
-        args.candidates,
+        samples,
         ranker,
         output_dir=args.output_dir,
         shard_size=args.shard_size,

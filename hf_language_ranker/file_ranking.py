@@ -75,7 +75,7 @@ FEATURES = Features(
 def rank_candidates_file(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    candidates: str | os.PathLike,
+    candidates: str | os.PathLike | SampleFile,
     ranker: RankerLike,
     *,
     output_dir: str | os.PathLike,
@@ -92,8 +92,8 @@ def rank_candidates_file(
     Args:
         model, tokenizer: the causal LM the ranker was trained on and its tokenizer.
         candidates: the JSON-lines file (``"prompt"``, ``"candidates"`` as texts or token ids, optional
-            ``"finished"`` and ``"mean_log_probs"``), as for ``collect --candidates``. Every line is checked before
-            any work.
+            ``"finished"`` and ``"mean_log_probs"``), as for ``collect --candidates``, or that file already opened
+            with `SampleFile.open` (as ``rank`` does before the model loads). Every line is checked before any work.
         ranker: a `LanguageRanker`, Hub id or folder.
         output_dir: folder for the manifest, the shards, ``dataset/`` and ``ranked.jsonl``.
         shard_size: prompts per shard, the unit of resumption and of the split across processes.
@@ -112,7 +112,8 @@ def rank_candidates_file(
     # fit, selection and extractor checks before the file is read
     RankerSet.resolve(model, ranker, ranker_selection, answer_extractor, tokenizer)
     use_chat_template = resolve_chat_template(tokenizer, chat_template)
-    samples = SampleFile.open(candidates, vocab_size=int(text_config(model).vocab_size))
+    samples = candidates if isinstance(candidates, SampleFile) else SampleFile.open(candidates)
+    samples.check_vocabulary(int(text_config(model).vocab_size))
     manifest = {
         "ranking": {
             "candidates_sha256": samples.sha256,

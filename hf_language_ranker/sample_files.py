@@ -79,7 +79,9 @@ def parse_sample_line(path: str | os.PathLike, number: int, line: str, vocab_siz
             raise ValueError(
                 f"{where}: {key} must be a text or a non-empty list of int token ids, got {candidate!r:.60}."
             )
-        elif vocab_size is not None and not all(0 <= token < vocab_size for token in candidate):
+        elif min(candidate) < 0:
+            raise ValueError(f"{where}: {key} holds a negative token id ({min(candidate)}).")
+        elif vocab_size is not None and max(candidate) >= vocab_size:
             raise ValueError(f"{where}: {key} holds token ids outside the model's vocabulary 0..{vocab_size - 1}.")
     return SampleLine(number, record, group, finished, mean_log_probs)
 
@@ -108,28 +110,45 @@ class SampleFile:
     """A checked, indexed samples file whose lines are read on demand (memory does not grow with the file).
 
     `SampleFile.open` reads the file once: it checks every line (so a bad line fails before any work), hashes the
-    bytes (so a resumed job can refuse a changed file) and keeps the byte offset of each prompt's line.
+    bytes (so a resumed job can refuse a changed file) and keeps the byte offset of each prompt's line. Everything
+    but the vocabulary is checked without a model, so a bad file fails before one loads; `check_vocabulary` then
+    checks the token ids against the model's vocabulary without reading the file again.
     ``has_mean_log_probs`` says whether the lines give the sampler's mean log-probabilities (all of them or none).
     """
 
     def __init__(
-        self, path: Path, offsets: list[int], numbers: list[int], sha256: str, has_mean_log_probs: bool = False
+        self,
+        path: Path,
+        offsets: list[int],
+        numbers: list[int],
+        sha256: str,
+        has_mean_log_probs: bool = False,
+        largest_token: tuple[int, int, int] | None = None,
     ) -> None:
         self.path, self.offsets, self.numbers, self.sha256 = path, offsets, numbers, sha256
         self.has_mean_log_probs = has_mean_log_probs
+        #: the largest token id among the candidates given as ids: (id, line number, candidate position), if any
+        self.largest_token = largest_token
 
     @classmethod
     def open(cls, path: str | os.PathLike, vocab_size: int | None = None) -> SampleFile:
+        """Read and check the file (token ids also against ``vocab_size`` when it is given)."""
         path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No JSON-lines file at {path}.")
         offsets, numbers, digest, offset = [], [], hashlib.sha256(), 0
         with_log_probs: dict[bool, int] = {}  # whether a line gives mean_log_probs -> the first such line
+        largest: tuple[int, int, int] | None = None
         with path.open("rb") as file:
             for number, raw in enumerate(file, start=1):
                 digest.update(raw)
                 line = raw.decode("utf-8")
                 if line.strip():
-                    parsed = parse_sample_line(path, number, line, vocab_size)
+                    parsed = parse_sample_line(path, number, line)
                     with_log_probs.setdefault(parsed.mean_log_probs is not None, number)
+                    for position, candidate in enumerate(parsed.candidates):
+                        if isinstance(candidate, list) and (largest is None or max(candidate) > largest[0]):
+                            largest = (max(candidate), number, position)
                     offsets.append(offset)
                     numbers.append(number)
                 offset += len(raw)
@@ -140,7 +159,19 @@ class SampleFile:
                 f'{path}, line {max(with_log_probs.values())}: "mean_log_probs" is given on line '
                 f"{with_log_probs[True]} but not on line {with_log_probs[False]}: give it on every line or on none."
             )
-        return cls(path, offsets, numbers, digest.hexdigest(), has_mean_log_probs=True in with_log_probs)
+        samples = cls(path, offsets, numbers, digest.hexdigest(), True in with_log_probs, largest)
+        if vocab_size is not None:
+            samples.check_vocabulary(vocab_size)
+        return samples
+
+    def check_vocabulary(self, vocab_size: int) -> None:
+        """An error naming a line whose token ids lie outside a vocabulary of ``vocab_size`` ids, if there is one."""
+        if self.largest_token is not None and self.largest_token[0] >= vocab_size:
+            _, number, position = self.largest_token
+            raise ValueError(
+                f'{self.path}, line {number}: "candidates"[{position}] holds token ids outside the model\'s vocabulary '
+                f"0..{vocab_size - 1}."
+            )
 
     def __len__(self) -> int:
         return len(self.offsets)

@@ -52,6 +52,19 @@ def test_help_lists_every_command(capsys):
         assert command in text
 
 
+@pytest.mark.parametrize("command", ["evaluate", "rank", "collect", "generate", "train"])
+def test_help_shows_each_default_once_and_never_none(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help at the terminal's width
+    assert "(default: None)" not in text
+    assert text.count("(default: auto)") == (command in ("rank", "collect", "generate"))  # --dtype states its own
+    assert text.count("(default: embedded SmolLM2) (default") == 0 and "(default: the preset's) (default" not in text
+    shown = {"evaluate": "(default: arithmetic)", "rank": "(default: 256)", "collect": "(default: 8)"}
+    shown |= {"generate": "(default: 16)", "train": "(default: listwise)"}
+    assert shown[command] in text  # defaults the help does not state are still appended
+
+
 def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys, caplog, monkeypatch):
     model = ["--model", str(tiny_model_dir)]
     base = ["--task", "arithmetic", "--preset", "tiny", "--num-candidates", "4", "--max-new-tokens", "3"]
@@ -188,8 +201,13 @@ def test_evaluate_on_your_prompts_then_on_the_collected_folders(tiny_model_dir, 
     sampling = ["--num-candidates", "4", "--max-new-tokens", "3", "--folds", "2"]
     splits = ["--train-prompts", "12", "--validation-prompts", "6", "--test-prompts", "6"]
     argv = ["evaluate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--verifier", "math"]
-    assert main([*argv, *sampling, *splits, "--output-dir", str(output_dir)]) == 0
+    assert main([*argv, *sampling, *splits, "--dtype", "bfloat16", "--output-dir", str(output_dir)]) == 0
     results = check_report(output_dir, capsys.readouterr().out)
+    # --dtype is what the model ran in, and what results.json and results.md record
+    candidates = load_from_disk(str(output_dir / "candidates" / "test" / "dataset"))
+    assert CollectionInfo.from_dataset(candidates).model_dtype == "bfloat16"
+    assert results["preset"]["dtype"] == "bfloat16"
+    assert '"dtype": "bfloat16"' in (output_dir / "results.md").read_text()
     assert results["split_sizes"] == {"train": 12, "validation": 6, "test": 6}
     assert results["greedy_accuracy"] is not None and results["missing"] == []
     digest = hashlib.sha256(prompts.read_bytes()).hexdigest()
@@ -204,6 +222,7 @@ def test_evaluate_on_your_prompts_then_on_the_collected_folders(tiny_model_dir, 
     printed = capsys.readouterr().out
     results = check_report(tmp_path / "folders", printed)
     assert results["greedy_accuracy"] is None and "greedy decoding" in results["missing"][0]
+    assert results["preset"]["dtype"] == "bfloat16"  # the dtype `collect` ran in
     assert "Not measured: greedy decoding" in printed
     assert "candidate folders" in (tmp_path / "folders" / "ranker" / "README.md").read_text()
 

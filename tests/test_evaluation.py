@@ -12,9 +12,9 @@ from datasets import Array2D, Dataset, Features, List, Value
 
 from hf_language_ranker.candidates import candidate_feature_column, first_candidates, prompt_feature_column
 from hf_language_ranker.configuration import RankerConfig
-from hf_language_ranker.evaluation import EvaluationResult, evaluate, select_feature_layer, selection_accuracy
+from hf_language_ranker.evaluation import GREEDY, EvaluationResult, evaluate, select_feature_layer, selection_accuracy
 from hf_language_ranker.evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
-from hf_language_ranker.evaluation.experiment import headline_methods
+from hf_language_ranker.evaluation.experiment import CHOSEN, headline_methods
 from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
 from hf_language_ranker.evaluation.selection import (
     FIRST_SAMPLE,
@@ -358,6 +358,29 @@ def test_headline_plot_has_few_lines_and_nothing_outside_the_canvas(splits, tmp_
         assert inside, (text.get_text(), box, canvas)
     with pytest.raises(ValueError, match="No results for"):
         result.plot(tmp_path / "x.png", methods=["nothing"])
+
+
+def _plotted(figure) -> list[str]:
+    """The methods a figure draws, in order (legend labels unwrapped; greedy decoding's line left out)."""
+    labels = [line.get_label().replace("\n", " ") for line in figure.axes[0].get_lines()]
+    return [label for label in labels if label != GREEDY]
+
+
+def test_the_default_plot_draws_the_headline_methods_only(splits, tmp_path):
+    probes = [ProbeScorer(layer=layer, weight_decay=0.1).fit(splits["train"]) for layer in (SIGNAL_LAYER, NOISE_LAYER)]
+    scorers = {f"ranker variant {i}": probes[i % 2] for i in range(12)}
+    result = evaluate(splits["test"], scorers, greedy_accuracy=0.4)
+    assert len(result.accuracy) == 12 + 5  # every scorer, the four free rules and the oracle
+    # without the protocol's chosen row, the best learned row leads; then the free rules, the best other, the oracle
+    best = max(scorers, key=lambda name: result.accuracy[name][8])
+    drawn = _plotted(result.plot(tmp_path / "default.png"))
+    assert drawn == headline_methods(result) and drawn[0] == best and drawn[-1] == ORACLE
+    assert {MAJORITY_VOTE, MEAN_LOG_PROB, FIRST_SAMPLE} <= set(drawn) and len(drawn) == 6
+    # with it (an alias of one variant), the chosen row leads, as in the protocol's accuracy_vs_n.png
+    result.add_alias(CHOSEN, "ranker variant 1")
+    drawn = _plotted(result.plot(tmp_path / "chosen.png"))
+    assert drawn == headline_methods(result) and drawn[0] == CHOSEN and "ranker variant 1" not in drawn
+    assert len(_plotted(result.plot(tmp_path / "all.png", methods=list(result.accuracy)))) == 12 + 5 + 1
 
 
 def test_summary_leads_with_the_chosen_method_at_the_largest_n(splits):

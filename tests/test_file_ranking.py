@@ -82,6 +82,8 @@ def _arguments(setup, output_dir: Path, *extra: str) -> list[str]:
         str(SHARD_SIZE),
         "--batch-size",
         "2",
+        "--dtype",  # the reference ranking's; `auto` is bfloat16 on CPUs that compute it natively
+        "float32",
         *extra,
     ]
 
@@ -140,6 +142,7 @@ def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatc
         ('{"prompt": "ab", "candidates": ["a", {"text": "b"}]}', 'line 2: "candidates"[1] must be a text or'),
         ('{"prompt": "ab", "candidates": ["a", [3, true]]}', 'line 2: "candidates"[1] must be a text or'),
         ('{"prompt": "ab", "candidates": ["a", [3, 99]]}', 'line 2: "candidates"[1] holds token ids outside'),
+        ('{"prompt": "ab", "candidates": ["a", [3, -1]]}', 'line 2: "candidates"[1] holds a negative token id (-1)'),
         (
             '{"prompt": "ab", "candidates": ["a", ""], "finished": [true, false]}',
             'line 2: "candidates"[1] is an empty text',
@@ -155,7 +158,12 @@ def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatc
         ),
     ],
 )
-def test_bad_lines_are_named_before_any_work(setup, tmp_path, capsys, line, message):
+def test_bad_lines_are_named_before_any_work(setup, tmp_path, capsys, monkeypatch, line, message):
+    """Every check but the vocabulary's fails before the model loads; that one needs the model, not any work."""
+    import hf_language_ranker.embedded as embedded
+
+    if "holds token ids outside" not in message:
+        monkeypatch.setattr(embedded, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("loaded the model"))
     samples = tmp_path / "bad.jsonl"
     samples.write_text('{"prompt": "ab", "candidates": ["a"]}\n' + line + "\n")
     arguments = _arguments(setup, tmp_path / "out")
@@ -163,6 +171,23 @@ def test_bad_lines_are_named_before_any_work(setup, tmp_path, capsys, line, mess
     assert main(arguments) == 2
     err = capsys.readouterr().err
     assert f"{samples}, {message}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [(None, "No JSON-lines file at {path}."), ("\n\n", "{path} holds no prompts.")]
+)
+def test_a_missing_or_empty_file_fails_before_the_model_loads(setup, tmp_path, capsys, monkeypatch, content, message):
+    import hf_language_ranker.embedded as embedded
+
+    monkeypatch.setattr(embedded, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("loaded the model"))
+    samples = tmp_path / "samples.jsonl"
+    if content is not None:
+        samples.write_text(content)
+    arguments = _arguments(setup, tmp_path / "out")
+    arguments[arguments.index("--candidates") + 1] = str(samples)
+    assert main(arguments) == 2
+    assert message.format(path=samples) in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -148,6 +148,67 @@ def test_prefills_each_prompt_once_and_reads_only_the_ranker_layers_and_answer_l
     assert [tuple(out.logits.shape) for out in outputs[1:]] == [(5, 5, VOCAB_SIZE)]  # answer positions only
 
 
+def _tensors(value):
+    """The tensors in a module's output (nested tuples, lists, dicts and `ModelOutput`s)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def _shared_prefix_pass_sizes(model, num_candidates: int, candidate_batch_size: int) -> dict[str, int]:
+    """One prompt and ``num_candidates`` distinct candidates of 32 tokens through `rank_candidates`: the largest
+    tensor any module returned, the largest KV cache a forward pass ended with (elements), the most rows in one
+    forward pass and the number of forward passes."""
+    sizes = {"largest_output": 0, "largest_cache": 0, "rows": 0, "forwards": 0}
+
+    def module_output(module, args, output):
+        sizes["largest_output"] = max([sizes["largest_output"], *(t.numel() for t in _tensors(output))])
+
+    def model_forward(module, args, kwargs, output):
+        cache = kwargs.get(cache_argument(model))
+        if cache is not None:
+            held = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers)
+            sizes["largest_cache"] = max(sizes["largest_cache"], held)
+        sizes["rows"] = max(sizes["rows"], kwargs["input_ids"].shape[0])
+        sizes["forwards"] += 1
+
+    ranker = LanguageRanker.for_model(model, feature_layer=2, use_mean_log_prob=True)  # logits too: the whole model
+    candidates = [[3 + (n + 7 * k) % 20 for k in range(32)] for n in range(num_candidates)]
+    hooks = [
+        torch.nn.modules.module.register_module_forward_hook(module_output),
+        model.register_forward_hook(model_forward, with_kwargs=True),
+    ]
+    try:
+        prompts, chunk = [[5, 6, 7, 8, 9, 10]], candidate_batch_size
+        result = rank_candidates(model, build_tokenizer(), prompts, [candidates], ranker, candidate_batch_size=chunk)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert result.scores[0].shape == (num_candidates,)
+    return sizes
+
+
+def test_peak_memory_of_the_shared_prefix_pass_does_not_grow_with_the_number_of_candidates():
+    """The memory bound of the second pass: what a forward pass holds (activations, logits over the answer, the KV
+    cache of the prompt and the candidates) is set by ``candidate_batch_size``, not by N; only the returned
+    ``[B, N, H]`` features grow with N. The prompt is prefilled once, then N / candidate_batch_size chunks run."""
+    model = build_model("llama")
+    few, many = (_shared_prefix_pass_sizes(model, n, candidate_batch_size=8) for n in (8, 64))
+    assert many["forwards"] == 1 + 64 // 8 and few["forwards"] == 1 + 1
+    assert many["rows"] == few["rows"] == 8
+    assert many["largest_output"] == few["largest_output"] and many["largest_cache"] == few["largest_cache"]
+    # the measure does see the batch: 64 candidates in one forward pass hold 8 times as much
+    unchunked = _shared_prefix_pass_sizes(model, 64, candidate_batch_size=64)
+    assert unchunked["forwards"] == 2 and unchunked["rows"] == 64
+    assert unchunked["largest_output"] == 8 * few["largest_output"]
+    assert unchunked["largest_cache"] == 8 * few["largest_cache"]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_log_probs_reported_by_the_sampler_give_the_same_scores_without_the_blocks_above_the_feature(family):
     model = build_model(family, seed=4)

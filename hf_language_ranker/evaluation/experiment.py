@@ -22,7 +22,7 @@ from transformers.utils.logging import is_progress_bar_enabled
 
 from ..candidates import CANDIDATES, CORRECT_THRESHOLD, LABELS, num_candidates, pool_datasets
 from ..collection import collect_candidates
-from ..features import text_config
+from ..features import dtype_name, text_config
 from ..prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
@@ -36,16 +36,14 @@ from .choice import (
     select_ranker,
     selection_row,
 )
-from .report import EvaluationResult
+from .report import CHOSEN, EvaluationResult, headline_methods
 from .scorers import ProbeScorer, RankerScorer, Scorer, TextRewardScorer
-from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
+from .selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
 
 SPLITS = ("train", "validation", "test")
 #: the default shares of a user's prompts held out for validation and test by `split_prompts` (the rest trains)
 SPLIT_SHARES = {"validation": 0.2, "test": 0.3}
 
-#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, selection rule).
-CHOSEN = "chosen by cross-validation"
 #: The baselines the chosen method is compared with, paired over test prompts.
 COMPARED_WITH = (MAJORITY_VOTE, MEAN_LOG_PROB, "MiniLM reward model", "linear probe")
 
@@ -377,21 +375,6 @@ class ExperimentOutputs:
         )
 
 
-def headline_methods(result: EvaluationResult, chosen: str = CHOSEN) -> list[str]:
-    """The rows of the headline plot: the chosen ranker, the free baselines, the best other learned row (by test
-    accuracy at the largest N, for display only) and the oracle."""
-    largest = max(result.ns)
-    learned = [
-        method
-        for method in result.accuracy
-        if method not in {*BASELINES, ORACLE, chosen} and result.per_prompt.get(method) != result.per_prompt.get(chosen)
-    ]
-    methods = [chosen, MAJORITY_VOTE, MEAN_LOG_PROB, FIRST_SAMPLE]
-    if learned:
-        methods.append(max(learned, key=lambda method: result.accuracy[method].get(largest, -1.0)))
-    return [*methods, ORACLE]
-
-
 def run_protocol(
     datasets: dict[str, Dataset],
     output_dir: str | Path,
@@ -493,7 +476,9 @@ def run_experiment(
 ) -> ExperimentOutputs:
     """Collect each split under ``output_dir/candidates`` (resumable), decode the test prompts greedily, then
     `run_protocol`. ``prompts`` (split -> examples, e.g. from `split_prompts`), their ``verifier`` and their
-    ``source`` default to the preset's built-in task."""
+    ``source`` default to the preset's built-in task. The report records the dtype ``model`` runs in (not the
+    preset's, which may be "auto" or another than the caller loaded)."""
+    preset = replace(preset, dtype=dtype_name(model.dtype))
     output_dir = Path(output_dir)
     prompts = prompts if prompts is not None else task_splits(preset)
     verifier = verifier or task_verifier(preset.task)

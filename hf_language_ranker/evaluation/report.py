@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .selection import ORACLE
+from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,6 +58,36 @@ class MethodCost:
     num_parameters: int | None
     train_seconds: float | None
     score_seconds: float | None
+
+
+#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, selection rule).
+CHOSEN = "chosen by cross-validation"
+
+
+def headline_methods(result: EvaluationResult, chosen: str | None = None) -> list[str]:
+    """The rows of the headline plot: the chosen ranker, the free baselines, the best other learned row (by test
+    accuracy at the largest N, for display only) and the oracle.
+
+    ``chosen`` defaults to `CHOSEN` where the result has that row (the evaluation protocol's), else to the best
+    learned row (then the best other one follows the baselines); a result without learned rows leads with the
+    baselines.
+    """
+    largest = max(result.ns)
+
+    def best(methods: list[str]) -> str:
+        return max(methods, key=lambda method: result.accuracy[method].get(largest, -1.0))
+
+    learned = [method for method in result.accuracy if method not in {*BASELINES, ORACLE, CHOSEN}]
+    if chosen is None:
+        chosen = CHOSEN if CHOSEN in result.accuracy else best(learned) if learned else None
+    others = [
+        method
+        for method in learned
+        if method != chosen and result.per_prompt.get(method) != result.per_prompt.get(chosen)
+    ]
+    baselines = [method for method in (MAJORITY_VOTE, MEAN_LOG_PROB, FIRST_SAMPLE) if method in result.accuracy]
+    methods = [*([chosen] if chosen else []), *baselines, *([best(others)] if others else [])]
+    return [*methods, *([ORACLE] if ORACLE in result.accuracy else [])]
 
 
 @dataclass
@@ -168,7 +198,8 @@ class EvaluationResult:
     ) -> Figure:
         """Save a PNG of accuracy against N (log2 axis), one line per method, greedy decoding as a horizontal line.
 
-        ``methods`` picks the lines (default: every method; keep it to 8 or fewer for a figure a person can read).
+        ``methods`` picks the lines (default: `headline_methods`, the report's headline rows; pass
+        ``list(result.accuracy)`` for every method, though more than 8 lines are hard to read).
         ``interval=(method, baseline)`` shades the paired 95% interval of ``method − baseline`` around ``method``'s
         line. Every label lies inside the saved canvas (the legend sits below the axes).
         """
@@ -178,7 +209,7 @@ class EvaluationResult:
             raise ModuleNotFoundError("Plotting needs matplotlib: `pip install matplotlib`.") from error
         from matplotlib import colormaps
 
-        methods = list(methods) if methods is not None else list(self.accuracy)
+        methods = list(methods) if methods is not None else headline_methods(self)
         unknown = [method for method in methods if method not in self.accuracy]
         if unknown:
             raise ValueError(f"No results for {unknown} to plot; the result holds {list(self.accuracy)}.")
