@@ -82,8 +82,6 @@ def _arguments(setup, output_dir: Path, *extra: str) -> list[str]:
         str(SHARD_SIZE),
         "--batch-size",
         "2",
-        "--dtype",  # the reference ranking's; `auto` is bfloat16 on CPUs that compute it natively
-        "float32",
         *extra,
     ]
 
