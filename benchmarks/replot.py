@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from hf_language_ranker.evaluation import MAJORITY_VOTE, EvaluationResult
-from hf_language_ranker.evaluation.experiment import CHOSEN, headline_methods
+from hf_language_ranker.evaluation.report import CHOSEN, headline_methods
 
 #: the chosen row's name in results written before the choice was cross-validated
 LEGACY_CHOSEN = "chosen on validation"

@@ -20,8 +20,6 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-import hf_language_ranker.embedded as embedded
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +33,8 @@ PAD, BOS, EOS = 0, 1, 2
 
 def pin_auto_dtype(name: str) -> None:
     """Make ``--dtype auto`` (`embedded.auto_dtype`) resolve to the dtype ``name`` in this process."""
+    import hf_language_ranker.embedded as embedded  # here: the custom_generate test imports conftest without it
+
     dtype = getattr(torch, name)
     embedded.auto_dtype = lambda: dtype
 
@@ -45,6 +45,8 @@ def auto_resolves_to(request, monkeypatch) -> torch.dtype:
     marked `BOTH_AUTO_DTYPES`. So no test's outcome depends on the CPU it runs on (``auto`` is bfloat16 on a CPU with
     AVX512-BF16 or AMX), and the paths that use ``auto`` are checked both ways on any CPU. The real choice is
     tested in test_dtype.py."""
+    import hf_language_ranker.embedded as embedded
+
     name = getattr(request, "param", "float32")
     monkeypatch.setattr(embedded, "auto_dtype", embedded.auto_dtype)  # restored after the test
     pin_auto_dtype(name)
@@ -143,7 +145,7 @@ def build_tokenizer():
 PINNED_RUN = (
     "import os, runpy, sys; from conftest import AUTO_DTYPE_VARIABLE, pin_auto_dtype; "
     "pin_auto_dtype(os.environ[AUTO_DTYPE_VARIABLE]); sys.argv = sys.argv[1:]; "
-    "runpy.run_path(sys.argv[0], run_name='__main__')"
+    "sys.path.insert(0, os.path.dirname(sys.argv[0])); runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
 

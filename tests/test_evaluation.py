@@ -14,7 +14,7 @@ from hf_language_ranker.candidates import candidate_feature_column, first_candid
 from hf_language_ranker.configuration import RankerConfig
 from hf_language_ranker.evaluation import GREEDY, EvaluationResult, evaluate, select_feature_layer, selection_accuracy
 from hf_language_ranker.evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
-from hf_language_ranker.evaluation.experiment import CHOSEN, headline_methods
+from hf_language_ranker.evaluation.report import CHOSEN, headline_methods
 from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
 from hf_language_ranker.evaluation.selection import (
     FIRST_SAMPLE,
