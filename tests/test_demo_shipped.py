@@ -18,7 +18,7 @@ from hf_language_ranker import LanguageRanker, demo
 from hf_language_ranker.cli import main
 from hf_language_ranker.configuration import RankerConfig
 from hf_language_ranker.evaluation import paired_bootstrap
-from hf_language_ranker.evaluation.shipped import fresh_prompts
+from hf_language_ranker.evaluation.shipped import SHOWN_ANSWERS, PromptPicks, fresh_prompts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -106,6 +106,27 @@ def test_part_3_shows_each_prompts_answers_and_both_picks(embedded_is_tiny, tmp_
     assert len(blocks) == 4
     for block in blocks:
         assert " votes  weight " in block and "<- " in block and "-> ranker: " in block
+
+
+def test_a_prompts_view_lists_the_top_answers_and_always_both_picks():
+    answers = ["7", "7", "7", "8", "8", "9", "10", "11", "12", None]
+    picks = PromptPicks(
+        prompt="Add 3 and 4.",
+        reference="7",
+        answers=answers,
+        weights=[0.2, 0.2, 0.2, 0.1, 0.1, 0.06, 0.05, 0.05, 0.01, 0.03],
+        correct=[answer == "7" for answer in answers],
+        texts=[str(answer) for answer in answers],
+        ranker_index=8,  # "12": one vote, the least weight, beyond the top answers
+        majority_index=0,
+    )
+    assert picks.answer_table()[:2] == [("7", 3, pytest.approx(0.6), True), ("8", 2, pytest.approx(0.2), False)]
+    lines = picks.render().splitlines()
+    assert lines[0] == "Add 3 and 4.   (reference: 7)" and lines[-1] == "    -> ranker: wrong, majority vote: right"
+    rows = [line.split()[0] for line in lines[1:-2]]
+    assert rows[:2] == ["7", "8"] and rows[-1] == "12" and len(rows) == SHOWN_ANSWERS + 1
+    assert lines[1].endswith("<- majority vote") and "weight 0.01  wrong   <- ranker" in lines[-3]
+    assert lines[-2].startswith("    2 more answers: 2 votes")
 
 
 def test_full_runs_the_pipeline_and_model_needs_full(tiny_model_dir, tmp_path, capsys, monkeypatch):

@@ -41,7 +41,7 @@ FRESH_SEED = 7
 #: sampling of the shipped rankers' training data (benchmarks/mixture_collect.py SAMPLING and test CANDIDATES)
 SHIPPED_SAMPLING = {"num_candidates": 16, "max_new_tokens": 64, "temperature": 0.8, "top_p": 1.0}
 RANKER_PICK = "ranker"
-#: answers listed per prompt by `PromptPicks.render` (the rest are summed into one line)
+#: answers listed per prompt by `PromptPicks.render`, besides the picked ones (the rest are summed into one line)
 SHOWN_ANSWERS = 4
 
 
@@ -171,15 +171,17 @@ class PromptPicks:
         prompt = " ".join(self.prompt.split())
         lines = [f"{prompt[:150]}{'...' if len(prompt) > 150 else ''}   (reference: {self.reference})"]
         table = self.answer_table()
-        for answer, votes, weight, correct in table[:SHOWN_ANSWERS]:
+        picked = {self.answers[index] for index in picks.values()}
+        shown = table[:SHOWN_ANSWERS] + [row for row in table[SHOWN_ANSWERS:] if row[0] in picked]
+        for answer, votes, weight, correct in shown:
             marks = [kind for kind, index in picks.items() if self.answers[index] == answer]
-            shown = "(no answer)" if answer is None else str(answer)
+            label = "(no answer)" if answer is None else str(answer)
             lines.append(
-                f"    {shown[:24]:<24} {votes:>2} votes  weight {weight:.2f}  {'right' if correct else 'wrong'}"
+                f"    {label[:24]:<24} {votes:>2} votes  weight {weight:.2f}  {'right' if correct else 'wrong'}"
                 + (f"   <- {' and '.join(marks)}" if marks else "")
             )
-        if len(table) > SHOWN_ANSWERS:
-            rest = table[SHOWN_ANSWERS:]
+        rest = [row for row in table if row not in shown]
+        if rest:
             lines.append(
                 f"    {len(rest)} more answers: {sum(row[1] for row in rest)} votes, weight "
                 f"{sum(row[2] for row in rest):.2f}"
