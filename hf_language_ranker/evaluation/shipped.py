@@ -60,6 +60,13 @@ def fresh_prompts(task: str, count: int, seed: int = FRESH_SEED) -> list[dict[st
     return fresh
 
 
+class _JsonReport:
+    """A dataclass result that writes itself as JSON."""
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
 # ------------------------------------------------------------------------------------------ committed collections
 @dataclass
 class TaskComparison:
@@ -72,7 +79,7 @@ class TaskComparison:
 
 
 @dataclass
-class CollectionsComparison:
+class CollectionsComparison(_JsonReport):
     """`TaskComparison` per task and pooled over every prompt of them, with what the collections record."""
 
     ranker: str
@@ -98,9 +105,6 @@ class CollectionsComparison:
                 f"{accuracy[ORACLE]:>7.3f}   {row.difference}"
             )
         return "\n".join(rows)
-
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
 def compare_on_collections(
@@ -192,7 +196,7 @@ class PromptPicks:
 
 
 @dataclass
-class ShippedComparison:
+class ShippedComparison(_JsonReport):
     """Ranker pick against majority vote of the same candidates on fresh prompts: accuracies, paired difference,
     and every prompt's `PromptPicks`."""
 
@@ -222,9 +226,6 @@ class ShippedComparison:
             f"{round(self.accuracy[ORACLE] * self.num_prompts)}."
         )
         return "\n".join(rows)
-
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
 def compare_with_majority_vote(
