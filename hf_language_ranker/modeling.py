@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
-from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
+from huggingface_hub import ModelCard, ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -286,16 +286,14 @@ class LanguageRanker(
             raise ValueError(f"candidate_mask must have shape {list(candidates.shape[:2])}, got {list(mask.shape)}.")
 
     # ---------------------------------------------------------------------------------------- Hub I/O
+    # A ranker folder is config.json + model.safetensors (+ the README.md card): `_save_pretrained` writes the first
+    # two, `from_pretrained` / `_from_pretrained` read them back, strictly.
     def _save_pretrained(self, save_directory: Path) -> None:
-        safetensors.torch.save_model(self, str(Path(save_directory) / WEIGHTS_NAME))
-
-    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        return ranker_model_card(self.config, num_parameters=self.num_parameters, **kwargs)
-
-    def push_to_hub(self, repo_id: str, *args: Any, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
-        """Upload to the Hub (config.json, model.safetensors, card); the card's usage snippet names ``repo_id``."""
-        model_card_kwargs = {"ranker_id": repo_id, **(model_card_kwargs or {})}
-        return super().push_to_hub(repo_id, *args, model_card_kwargs=model_card_kwargs, **kwargs)
+        """``config.json`` from `self.config` as it is now (the mixin's own copy is the config the ranker was built
+        with, which misses later changes such as a loaded ranker's new ``selection``), then the weights."""
+        config = json.dumps(self.config.to_dict(), sort_keys=True, indent=2)
+        (save_directory / constants.CONFIG_NAME).write_text(config, encoding="utf-8")
+        safetensors.torch.save_model(self, str(save_directory / WEIGHTS_NAME))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> LanguageRanker:
@@ -304,7 +302,9 @@ class LanguageRanker(
         looked up in that order.
 
         Loading is strict and never runs code: only safetensors weights are read, and every tensor must
-        match the config's architecture exactly.
+        match the config's architecture exactly. ``kwargs`` are huggingface_hub's download options (``revision``,
+        ``token``, ...), ``map_location`` (default ``"cpu"``) and `RankerConfig` fields that replace the saved ones
+        (e.g. ``selection="argmax"``).
         """
         name = os.fspath(pretrained_model_name_or_path)
         if not os.path.isdir(name) and name in shipped_ranker_names():
@@ -322,11 +322,6 @@ class LanguageRanker(
                 f"{pretrained_model_name_or_path}: config.json is not valid JSON ({error}). Fix or re-save the ranker "
                 "with `LanguageRanker.save_pretrained`."
             ) from error
-        except TypeError as error:
-            raise ValueError(
-                f"{pretrained_model_name_or_path}'s config.json is not a Language Ranker config ({error}). "
-                "Save rankers with `LanguageRanker.save_pretrained`."
-            ) from error
 
     @classmethod
     def _from_pretrained(
@@ -338,47 +333,44 @@ class LanguageRanker(
         force_download: bool,
         local_files_only: bool,
         token: str | bool | None,
-        config: RankerConfig | None = None,
+        config: dict[str, Any] | RankerConfig | None = None,
         map_location: str = "cpu",
         **config_overrides: Any,
     ) -> LanguageRanker:
+        """The mixin's hook, given the folder's config.json as ``config``: build the ranker, then load its weights."""
         if config is None:
             raise OSError(
                 f"No config.json for a Language Ranker found at {model_id!r}. A ranker folder or Hub repo holds "
                 "config.json and model.safetensors, as written by `LanguageRanker.save_pretrained`."
             )
-        if config_overrides:
-            config = replace(config, **config_overrides)
-        with torch.random.fork_rng(devices=[]):  # loading must not move the caller's sampling RNG
-            model = cls(config)
-        weights = _resolve_weights(model_id, revision, cache_dir, force_download, local_files_only, token)
-        state_dict = safetensors.torch.load_file(weights, device=map_location)
-        model.load_strict_state_dict(state_dict, source=model_id)
+        fields = config.to_dict() if isinstance(config, RankerConfig) else config
+        try:
+            with torch.random.fork_rng(devices=[]):  # loading must not move the caller's sampling RNG
+                model = cls(RankerConfig(**{**fields, **config_overrides}))
+        except TypeError as error:
+            raise ValueError(
+                f"{model_id}'s config.json is not a Language Ranker config ({error}). "
+                "Save rankers with `LanguageRanker.save_pretrained`."
+            ) from error
+        weights = _weights_file(
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            token=token,
+            local_files_only=local_files_only,
+        )
+        _check_weights_fit(model, weights, source=model_id)
+        safetensors.torch.load_model(model, weights, strict=True, device=map_location)
         return model.eval()
 
-    def load_strict_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load weights, refusing missing keys, unexpected keys and wrong shapes with one clear message."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        wrong_shapes = [
-            f"{key}: checkpoint {list(state_dict[key].shape)} vs ranker {list(own[key].shape)}"
-            for key in sorted(set(own) & set(state_dict))
-            if state_dict[key].shape != own[key].shape
-        ]
-        problems = []
-        if missing:
-            problems.append(f"missing keys {missing}")
-        if unexpected:
-            problems.append(f"unexpected keys {unexpected}")
-        if wrong_shapes:
-            problems.append(f"wrong shapes {wrong_shapes}")
-        if problems:
-            raise ValueError(
-                f"The weights in {source} do not match the ranker described by its config.json: "
-                f"{'; '.join(problems)}. Re-save the ranker with `save_pretrained`, or fix config.json."
-            )
-        self.load_state_dict(state_dict, strict=True)
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        return ranker_model_card(self.config, num_parameters=self.num_parameters, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *args: Any, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+        """Upload to the Hub (config.json, model.safetensors, card); the card's usage snippet names ``repo_id``."""
+        model_card_kwargs = {"ranker_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, *args, model_card_kwargs=model_card_kwargs, **kwargs)
 
 
 def _centered(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -394,15 +386,9 @@ def _with_gap_to_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([values, (values - largest).masked_fill(~mask, 0)], dim=-1)
 
 
-def _resolve_weights(
-    model_id: str,
-    revision: str | None,
-    cache_dir: str | Path | None,
-    force_download: bool,
-    local_files_only: bool,
-    token: str | bool | None,
-) -> str:
-    """Path of ``model.safetensors``; a folder or repo offering only pickle weights is refused."""
+def _weights_file(model_id: str, **download: Any) -> str:
+    """Path of ``model.safetensors`` in a folder or Hub repo (``download``: `hf_hub_download` options); a folder or
+    repo offering only pickle weights is refused."""
     refusal = (
         f"{model_id!r} has no {WEIGHTS_NAME}. Rankers load from safetensors only: pickle checkpoints "
         f"({', '.join(PICKLE_SUFFIXES)}) can execute code when loaded and are refused. Convert one with "
@@ -415,14 +401,33 @@ def _resolve_weights(
             raise OSError(refusal + (f" Found: {', '.join(sorted(pickles))}." if pickles else ""))
         return path
     try:
-        return hf_hub_download(
-            repo_id=model_id,
-            filename=WEIGHTS_NAME,
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            token=token,
-            local_files_only=local_files_only,
-        )
+        return hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, **download)
     except EntryNotFoundError as error:
         raise OSError(refusal) from error
+
+
+def _check_weights_fit(ranker: LanguageRanker, weights: str, source: str) -> None:
+    """Refuse, in one message, weights whose tensor names or shapes differ from those the ranker's config builds
+    (read from the safetensors header, before any tensor loads)."""
+    with safetensors.safe_open(weights, framework="pt") as file:
+        names = file.keys()  # a list: safe_open is not iterable
+        stored = {name: file.get_slice(name).get_shape() for name in names}
+    own = {name: list(tensor.shape) for name, tensor in ranker.state_dict().items()}
+    missing, unexpected = sorted(own.keys() - stored.keys()), sorted(stored.keys() - own.keys())
+    wrong_shapes = [
+        f"{name}: checkpoint {stored[name]} vs ranker {own[name]}"
+        for name in sorted(own.keys() & stored.keys())
+        if stored[name] != own[name]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if wrong_shapes:
+        problems.append(f"wrong shapes {wrong_shapes}")
+    if problems:
+        raise ValueError(
+            f"The weights in {source} do not match the ranker described by its config.json: "
+            f"{'; '.join(problems)}. Re-save the ranker with `save_pretrained`, or fix config.json."
+        )
