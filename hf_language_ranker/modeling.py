@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,13 @@ from .agreement import feature_centrality, vote_shares
 from .configuration import RankerConfig
 from .features import ModelFingerprint, resolve_feature_layer
 from .losses import ranking_loss
-from .model_card import is_hub_id, ranker_model_card
+from .model_card import RankerModelCardData, is_hub_id
 from .shipped_rankers import shipped_ranker_folder, shipped_ranker_names
 
 logger = logging.get_logger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 #: Mean log-probabilities below this are clipped before the ranker embeds them (keeps outliers bounded).
 MIN_LOG_PROB = -20.0
@@ -71,6 +72,9 @@ class LanguageRanker(
         if isinstance(config, dict):
             config = RankerConfig(**config)
         self.config = config
+        #: what `save_pretrained` writes into the card beyond the config (training, evaluation); a loaded ranker's
+        #: is empty: the card on disk is for people and is not read back
+        self.card_data = RankerModelCardData()
         dim = config.projection_dim
         self.projection = nn.Sequential(nn.Linear(config.hidden_size, dim), nn.LayerNorm(dim))
         if config.use_mean_log_prob:
@@ -286,8 +290,20 @@ class LanguageRanker(
             raise ValueError(f"candidate_mask must have shape {list(candidates.shape[:2])}, got {list(mask.shape)}.")
 
     # ---------------------------------------------------------------------------------------- Hub I/O
-    # A ranker folder is config.json + model.safetensors (+ the README.md card): `_save_pretrained` writes the first
-    # two, `from_pretrained` / `_from_pretrained` read them back, strictly.
+    # A ranker folder is config.json + model.safetensors + the README.md card: `save_pretrained` / `_save_pretrained`
+    # write them, `from_pretrained` / `_from_pretrained` read the first two back, strictly.
+    def save_pretrained(
+        self, save_directory: str | Path, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> str | None:
+        """Write the ranker folder: ``config.json``, ``model.safetensors`` and the card ``README.md``, rendered from
+        `card_data` (``model_card_kwargs``: `RankerModelCardData` fields that replace its own for this save). The card
+        replaces any card already in the folder: it describes these weights. ``kwargs`` go to huggingface_hub's
+        `ModelHubMixin.save_pretrained` (``push_to_hub=True``, ``repo_id``, ...)."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self.generate_model_card(**(model_card_kwargs or {})).save(save_directory / CARD_NAME)
+        return super().save_pretrained(save_directory, model_card_kwargs=model_card_kwargs, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """``config.json`` from `self.config` as it is now (the mixin's own copy is the config the ranker was built
         with, which misses later changes such as a loaded ranker's new ``selection``), then the weights."""
@@ -364,8 +380,9 @@ class LanguageRanker(
         safetensors.torch.load_model(model, weights, strict=True, device=map_location)
         return model.eval()
 
-    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        return ranker_model_card(self.config, num_parameters=self.num_parameters, **kwargs)
+    def generate_model_card(self, *args: Any, **card_fields: Any) -> ModelCard:
+        """This ranker's card: `card_data`, with ``card_fields`` (`RankerModelCardData` fields) replacing its own."""
+        return replace(self.card_data, **card_fields).to_model_card(self.config, num_parameters=self.num_parameters)
 
     def push_to_hub(self, repo_id: str, *args: Any, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
         """Upload to the Hub (config.json, model.safetensors, card); the card's usage snippet names ``repo_id``."""
