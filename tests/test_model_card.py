@@ -153,6 +153,10 @@ def test_trainer_save_model_writes_the_card(tmp_path):
     assert card.data.base_model == BASE_MODEL and card.data.datasets == ["org/candidates"]
     assert {"Language Ranker accuracy@4", "first sample accuracy@4", "oracle (pass@N) accuracy@4"} <= set(metrics(card))
     assert "- train_prompts: 8" in card.text and "- loss: listwise" in card.text
+    card_data = trainer.ranker.card_data  # filled by the trainer's RankerModelCardCallback, typed
+    assert card_data.training["optimizer_steps"] == trainer.state.global_step > 0
+    last = [entry for entry in trainer.state.log_history if "eval_top1_accuracy" in entry][-1]
+    assert card_data.evaluation["accuracy"]["Language Ranker"][4] == last["eval_top1_accuracy"]
 
 
 @pytest.mark.parametrize(
