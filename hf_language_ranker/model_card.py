@@ -77,8 +77,9 @@ def _evaluation_table(evaluation: Mapping[str, Any]) -> str:
 
 @dataclass
 class RankerModelCardData:
-    """What a ranker's card says beyond its config, typed: `LanguageRanker.card_data` holds one and
-    `LanguageRanker.save_pretrained` renders it into ``README.md``.
+    """What a ranker's card says beyond its config, typed: `LanguageRanker.card_data` holds one, `RankerTrainer` fills
+    it while training (`hf_language_ranker.model_card_callback`), `LanguageRanker.save_pretrained` renders it into
+    ``README.md``.
 
     Args:
         ranker_id: the ranker's Hub id, used in the usage snippet.
