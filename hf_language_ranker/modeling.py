@@ -359,15 +359,16 @@ class LanguageRanker(
                 f"No config.json for a Language Ranker found at {model_id!r}. A ranker folder or Hub repo holds "
                 "config.json and model.safetensors, as written by `LanguageRanker.save_pretrained`."
             )
-        fields = config.to_dict() if isinstance(config, RankerConfig) else config
-        try:
-            with torch.random.fork_rng(devices=[]):  # loading must not move the caller's sampling RNG
-                model = cls(RankerConfig(**{**fields, **config_overrides}))
-        except TypeError as error:
-            raise ValueError(
-                f"{model_id}'s config.json is not a Language Ranker config ({error}). "
-                "Save rankers with `LanguageRanker.save_pretrained`."
-            ) from error
+        if isinstance(config, dict):
+            try:
+                config = RankerConfig(**config)
+            except TypeError as error:
+                raise ValueError(
+                    f"{model_id}'s config.json is not a Language Ranker config ({error}). "
+                    "Save rankers with `LanguageRanker.save_pretrained`."
+                ) from error
+        with torch.random.fork_rng(devices=[]):  # loading must not move the caller's sampling RNG
+            model = cls(replace(config, **config_overrides))
         weights = _weights_file(
             model_id,
             revision=revision,

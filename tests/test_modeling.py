@@ -185,6 +185,8 @@ def test_saving_writes_the_config_as_it_is_now_and_loading_takes_overrides(tmp_p
     loaded.save_pretrained(tmp_path / "changed")
     assert LanguageRanker.from_pretrained(tmp_path / "changed").config.selection == "weighted_vote"
     assert LanguageRanker.from_pretrained(tmp_path / "changed", selection="argmax").config.selection == "argmax"
+    with pytest.raises(TypeError, match="selection_rule"):  # not a config field: named, not blamed on config.json
+        LanguageRanker.from_pretrained(tmp_path / "changed", selection_rule="argmax")
     built = LanguageRanker({"hidden_size": 8, "num_hidden_layers": 2, "feature_layer": 1})
     built.config.loss = "pairwise"
     built.save_pretrained(tmp_path / "built")
