@@ -128,15 +128,14 @@ def save_ranker(
     evaluation: EvaluationResult | None = None,
 ) -> Path:
     """Save the trained ranker to the trainer's output folder with a card naming its labels (and test results)."""
-    card = trainer.model_card_kwargs()
-    card["training"]["labels"] = labels
+    card = trainer.ranker.card_data  # the trainer filled in how it trained
+    card.training["labels"] = labels
     if datasets:
-        card["datasets"] = list(datasets)
+        card.datasets = list(datasets)
     if evaluation is not None:
-        card["evaluation"] = evaluation.to_model_card_evaluation()
+        card.evaluation = evaluation.to_model_card_evaluation()
     output_dir = Path(trainer.args.output_dir)
-    (output_dir / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card
-    trainer.ranker.save_pretrained(output_dir, model_card_kwargs=card)
+    trainer.ranker.save_pretrained(output_dir)
     return output_dir
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from .configuration import RankerConfig
 from .features import featurize_candidates
 from .generation import RankedGenerateOutput, RankedGenerationMixin, attach_ranker
+from .model_card import RankerModelCardData
 from .modeling import LanguageRanker, RankerOutput
 from .sampling import SampledCandidates, sample_candidates
 
@@ -35,6 +36,7 @@ __all__ = [
     "RankedGenerateOutput",
     "RankedGenerationMixin",
     "RankerConfig",
+    "RankerModelCardData",
     "RankerOutput",
     "SampledCandidates",
     "attach_ranker",

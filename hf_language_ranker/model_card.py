@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -74,64 +75,66 @@ def _evaluation_table(evaluation: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ranker_model_card(
-    config: RankerConfig,
-    *,
-    ranker_id: str | None = None,
-    num_parameters: int | None = None,
-    datasets: Sequence[str] | None = None,
-    training: Mapping[str, Any] | None = None,
-    evaluation: Mapping[str, Any] | None = None,
-    reproduce: Sequence[str] | None = None,
-) -> ModelCard:
-    """Render a ranker's README card with Hub metadata (base model, tags, datasets, model-index).
+@dataclass
+class RankerModelCardData:
+    """What a ranker's card says beyond its config, typed: `LanguageRanker.card_data` holds one, `RankerTrainer` fills
+    it while training (`hf_language_ranker.model_card_callback`), `LanguageRanker.save_pretrained` renders it into
+    ``README.md``.
 
     Args:
-        config: the ranker's config (base model, feature layer, head).
         ranker_id: the ranker's Hub id, used in the usage snippet.
-        num_parameters: the ranker's parameter count.
         datasets: Hub ids of the datasets whose prompts it was trained on.
-        training: training settings and data, listed as they are given.
+        training: training settings and data, listed as they are given (one ``- name: value`` line each).
         evaluation: ``{"task": ..., "dataset": ..., "accuracy": {method: {n: value}}}``, the selection accuracy of
             the ranker and its baselines at each N; it becomes the card's ``model-index``.
         reproduce: the command lines that rebuild the ranker (``hf-language-ranker collect ...``, ``train ...``),
             shown in a "Reproduce" section.
     """
-    base_model = config.base_model if is_hub_id(config.base_model) else None
-    model_name = f"Language Ranker for {config.base_model or config.model_type or 'a causal LM'}"
-    datasets = list(datasets) if datasets else None
-    eval_results = None
-    if evaluation and evaluation.get("accuracy"):
-        eval_results = _eval_results(evaluation, datasets[0] if datasets else evaluation.get("dataset", "custom"))
-    card_data = ModelCardData(
-        library_name=LIBRARY_NAME,
-        base_model=base_model,
-        tags=TAGS,
-        datasets=datasets,
-        pipeline_tag=PIPELINE_TAG,
-        license="apache-2.0",
-        model_name=model_name if eval_results else None,
-        eval_results=eval_results,
-    )
-    training_summary = (
-        "\n".join(f"- {key}: {value}" for key, value in training.items())
-        if training
-        else "Not recorded (the ranker was saved without training metadata)."
-    )
-    evaluation_summary = (
-        _evaluation_table(evaluation) if eval_results else "No evaluation results were recorded with this ranker."
-    )
-    return ModelCard.from_template(
-        card_data,
-        template_str=_template(),
-        model_name=model_name,
-        base_model_name=config.base_model or "<base model>",
-        ranker_id=ranker_id or "<user>/<this-ranker>",
-        repo_url=REPO_URL,
-        num_parameters=f"{num_parameters:,}" if num_parameters is not None else None,
-        training_summary=training_summary,
-        evaluation_summary=evaluation_summary,
-        reads_answers=config.reads_answers(),
-        reproduce="\n".join(reproduce) if reproduce else None,
-        **config.to_dict(),
-    )
+
+    ranker_id: str | None = None
+    datasets: list[str] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    evaluation: Mapping[str, Any] | None = None
+    reproduce: list[str] | None = None
+
+    def to_model_card(self, config: RankerConfig, num_parameters: int | None = None) -> ModelCard:
+        """The README card of a ranker with ``config`` (base model, feature layer, head) and ``num_parameters``, with
+        Hub metadata (base model, tags, datasets, model-index)."""
+        base_model = config.base_model if is_hub_id(config.base_model) else None
+        model_name = f"Language Ranker for {config.base_model or config.model_type or 'a causal LM'}"
+        datasets = list(self.datasets) if self.datasets else None
+        evaluation, eval_results = self.evaluation, None
+        if evaluation and evaluation.get("accuracy"):
+            eval_results = _eval_results(evaluation, datasets[0] if datasets else evaluation.get("dataset", "custom"))
+        card_data = ModelCardData(
+            library_name=LIBRARY_NAME,
+            base_model=base_model,
+            tags=TAGS,
+            datasets=datasets,
+            pipeline_tag=PIPELINE_TAG,
+            license="apache-2.0",
+            model_name=model_name if eval_results else None,
+            eval_results=eval_results,
+        )
+        training_summary = (
+            "\n".join(f"- {key}: {value}" for key, value in self.training.items())
+            if self.training
+            else "Not recorded (the ranker was saved without training metadata)."
+        )
+        evaluation_summary = (
+            _evaluation_table(evaluation) if eval_results else "No evaluation results were recorded with this ranker."
+        )
+        return ModelCard.from_template(
+            card_data,
+            template_str=_template(),
+            model_name=model_name,
+            base_model_name=config.base_model or "<base model>",
+            ranker_id=self.ranker_id or "<user>/<this-ranker>",
+            repo_url=REPO_URL,
+            num_parameters=f"{num_parameters:,}" if num_parameters is not None else None,
+            training_summary=training_summary,
+            evaluation_summary=evaluation_summary,
+            reads_answers=config.reads_answers(),
+            reproduce="\n".join(self.reproduce) if self.reproduce else None,
+            **config.to_dict(),
+        )

@@ -10,7 +10,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
+from huggingface_hub import ModelCard, ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -20,12 +20,13 @@ from .agreement import feature_centrality, vote_shares
 from .configuration import RankerConfig
 from .features import ModelFingerprint, resolve_feature_layer
 from .losses import ranking_loss
-from .model_card import is_hub_id, ranker_model_card
+from .model_card import RankerModelCardData, is_hub_id
 from .shipped_rankers import shipped_ranker_folder, shipped_ranker_names
 
 logger = logging.get_logger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 #: Mean log-probabilities below this are clipped before the ranker embeds them (keeps outliers bounded).
 MIN_LOG_PROB = -20.0
@@ -71,6 +72,9 @@ class LanguageRanker(
         if isinstance(config, dict):
             config = RankerConfig(**config)
         self.config = config
+        #: what `save_pretrained` writes into the card beyond the config (training, evaluation); a loaded ranker's
+        #: is empty: the card on disk is for people and is not read back
+        self.card_data = RankerModelCardData()
         dim = config.projection_dim
         self.projection = nn.Sequential(nn.Linear(config.hidden_size, dim), nn.LayerNorm(dim))
         if config.use_mean_log_prob:
@@ -286,16 +290,26 @@ class LanguageRanker(
             raise ValueError(f"candidate_mask must have shape {list(candidates.shape[:2])}, got {list(mask.shape)}.")
 
     # ---------------------------------------------------------------------------------------- Hub I/O
+    # A ranker folder is config.json + model.safetensors + the README.md card: `save_pretrained` / `_save_pretrained`
+    # write them, `from_pretrained` / `_from_pretrained` read the first two back, strictly.
+    def save_pretrained(
+        self, save_directory: str | Path, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> str | None:
+        """Write the ranker folder: ``config.json``, ``model.safetensors`` and the card ``README.md``, rendered from
+        `card_data` (``model_card_kwargs``: `RankerModelCardData` fields that replace its own for this save). The card
+        replaces any card already in the folder: it describes these weights. ``kwargs`` go to huggingface_hub's
+        `ModelHubMixin.save_pretrained` (``push_to_hub=True``, ``repo_id``, ...)."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self.generate_model_card(**(model_card_kwargs or {})).save(save_directory / CARD_NAME)
+        return super().save_pretrained(save_directory, model_card_kwargs=model_card_kwargs, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
-        safetensors.torch.save_model(self, str(Path(save_directory) / WEIGHTS_NAME))
-
-    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        return ranker_model_card(self.config, num_parameters=self.num_parameters, **kwargs)
-
-    def push_to_hub(self, repo_id: str, *args: Any, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
-        """Upload to the Hub (config.json, model.safetensors, card); the card's usage snippet names ``repo_id``."""
-        model_card_kwargs = {"ranker_id": repo_id, **(model_card_kwargs or {})}
-        return super().push_to_hub(repo_id, *args, model_card_kwargs=model_card_kwargs, **kwargs)
+        """``config.json`` from `self.config` as it is now (the mixin's own copy is the config the ranker was built
+        with, which misses later changes such as a loaded ranker's new ``selection``), then the weights."""
+        config = json.dumps(self.config.to_dict(), sort_keys=True, indent=2)
+        (save_directory / constants.CONFIG_NAME).write_text(config, encoding="utf-8")
+        safetensors.torch.save_model(self, str(save_directory / WEIGHTS_NAME))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> LanguageRanker:
@@ -304,7 +318,9 @@ class LanguageRanker(
         looked up in that order.
 
         Loading is strict and never runs code: only safetensors weights are read, and every tensor must
-        match the config's architecture exactly.
+        match the config's architecture exactly. ``kwargs`` are huggingface_hub's download options (``revision``,
+        ``token``, ...), ``map_location`` (default ``"cpu"``) and `RankerConfig` fields that replace the saved ones
+        (e.g. ``selection="argmax"``).
         """
         name = os.fspath(pretrained_model_name_or_path)
         if not os.path.isdir(name) and name in shipped_ranker_names():
@@ -322,11 +338,6 @@ class LanguageRanker(
                 f"{pretrained_model_name_or_path}: config.json is not valid JSON ({error}). Fix or re-save the ranker "
                 "with `LanguageRanker.save_pretrained`."
             ) from error
-        except TypeError as error:
-            raise ValueError(
-                f"{pretrained_model_name_or_path}'s config.json is not a Language Ranker config ({error}). "
-                "Save rankers with `LanguageRanker.save_pretrained`."
-            ) from error
 
     @classmethod
     def _from_pretrained(
@@ -338,47 +349,46 @@ class LanguageRanker(
         force_download: bool,
         local_files_only: bool,
         token: str | bool | None,
-        config: RankerConfig | None = None,
+        config: dict[str, Any] | RankerConfig | None = None,
         map_location: str = "cpu",
         **config_overrides: Any,
     ) -> LanguageRanker:
+        """The mixin's hook, given the folder's config.json as ``config``: build the ranker, then load its weights."""
         if config is None:
             raise OSError(
                 f"No config.json for a Language Ranker found at {model_id!r}. A ranker folder or Hub repo holds "
                 "config.json and model.safetensors, as written by `LanguageRanker.save_pretrained`."
             )
-        if config_overrides:
-            config = replace(config, **config_overrides)
+        if isinstance(config, dict):
+            try:
+                config = RankerConfig(**config)
+            except TypeError as error:
+                raise ValueError(
+                    f"{model_id}'s config.json is not a Language Ranker config ({error}). "
+                    "Save rankers with `LanguageRanker.save_pretrained`."
+                ) from error
         with torch.random.fork_rng(devices=[]):  # loading must not move the caller's sampling RNG
-            model = cls(config)
-        weights = _resolve_weights(model_id, revision, cache_dir, force_download, local_files_only, token)
-        state_dict = safetensors.torch.load_file(weights, device=map_location)
-        model.load_strict_state_dict(state_dict, source=model_id)
+            model = cls(replace(config, **config_overrides))
+        weights = _weights_file(
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            token=token,
+            local_files_only=local_files_only,
+        )
+        _check_weights_fit(model, weights, source=model_id)
+        safetensors.torch.load_model(model, weights, strict=True, device=map_location)
         return model.eval()
 
-    def load_strict_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load weights, refusing missing keys, unexpected keys and wrong shapes with one clear message."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        wrong_shapes = [
-            f"{key}: checkpoint {list(state_dict[key].shape)} vs ranker {list(own[key].shape)}"
-            for key in sorted(set(own) & set(state_dict))
-            if state_dict[key].shape != own[key].shape
-        ]
-        problems = []
-        if missing:
-            problems.append(f"missing keys {missing}")
-        if unexpected:
-            problems.append(f"unexpected keys {unexpected}")
-        if wrong_shapes:
-            problems.append(f"wrong shapes {wrong_shapes}")
-        if problems:
-            raise ValueError(
-                f"The weights in {source} do not match the ranker described by its config.json: "
-                f"{'; '.join(problems)}. Re-save the ranker with `save_pretrained`, or fix config.json."
-            )
-        self.load_state_dict(state_dict, strict=True)
+    def generate_model_card(self, *args: Any, **card_fields: Any) -> ModelCard:
+        """This ranker's card: `card_data`, with ``card_fields`` (`RankerModelCardData` fields) replacing its own."""
+        return replace(self.card_data, **card_fields).to_model_card(self.config, num_parameters=self.num_parameters)
+
+    def push_to_hub(self, repo_id: str, *args: Any, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+        """Upload to the Hub (config.json, model.safetensors, card); the card's usage snippet names ``repo_id``."""
+        model_card_kwargs = {"ranker_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, *args, model_card_kwargs=model_card_kwargs, **kwargs)
 
 
 def _centered(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -394,15 +404,9 @@ def _with_gap_to_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([values, (values - largest).masked_fill(~mask, 0)], dim=-1)
 
 
-def _resolve_weights(
-    model_id: str,
-    revision: str | None,
-    cache_dir: str | Path | None,
-    force_download: bool,
-    local_files_only: bool,
-    token: str | bool | None,
-) -> str:
-    """Path of ``model.safetensors``; a folder or repo offering only pickle weights is refused."""
+def _weights_file(model_id: str, **download: Any) -> str:
+    """Path of ``model.safetensors`` in a folder or Hub repo (``download``: `hf_hub_download` options); a folder or
+    repo offering only pickle weights is refused."""
     refusal = (
         f"{model_id!r} has no {WEIGHTS_NAME}. Rankers load from safetensors only: pickle checkpoints "
         f"({', '.join(PICKLE_SUFFIXES)}) can execute code when loaded and are refused. Convert one with "
@@ -415,14 +419,33 @@ def _resolve_weights(
             raise OSError(refusal + (f" Found: {', '.join(sorted(pickles))}." if pickles else ""))
         return path
     try:
-        return hf_hub_download(
-            repo_id=model_id,
-            filename=WEIGHTS_NAME,
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            token=token,
-            local_files_only=local_files_only,
-        )
+        return hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, **download)
     except EntryNotFoundError as error:
         raise OSError(refusal) from error
+
+
+def _check_weights_fit(ranker: LanguageRanker, weights: str, source: str) -> None:
+    """Refuse, in one message, weights whose tensor names or shapes differ from those the ranker's config builds
+    (read from the safetensors header, before any tensor loads)."""
+    with safetensors.safe_open(weights, framework="pt") as file:
+        names = file.keys()  # a list: safe_open is not iterable
+        stored = {name: file.get_slice(name).get_shape() for name in names}
+    own = {name: list(tensor.shape) for name, tensor in ranker.state_dict().items()}
+    missing, unexpected = sorted(own.keys() - stored.keys()), sorted(stored.keys() - own.keys())
+    wrong_shapes = [
+        f"{name}: checkpoint {stored[name]} vs ranker {own[name]}"
+        for name in sorted(own.keys() & stored.keys())
+        if stored[name] != own[name]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if wrong_shapes:
+        problems.append(f"wrong shapes {wrong_shapes}")
+    if problems:
+        raise ValueError(
+            f"The weights in {source} do not match the ranker described by its config.json: "
+            f"{'; '.join(problems)}. Re-save the ranker with `save_pretrained`, or fix config.json."
+        )

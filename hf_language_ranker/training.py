@@ -38,7 +38,7 @@ from .candidates import (
     prompt_feature_column,
 )
 from .configuration import RankerConfig, default_feature_layer
-from .model_card import is_hub_id
+from .model_card_callback import RankerModelCardCallback
 from .modeling import LanguageRanker
 from .training_args import RankerTrainingArguments
 from .verifiers import BUILTIN_VERIFIERS
@@ -290,6 +290,11 @@ class RankerTrainer(Trainer):
             answer_ids=model.config.use_vote_share,
         )
         trainer_kwargs.setdefault("compute_metrics", ranking_metrics)
+        train_prompts = len(train_dataset) if train_dataset is not None else None
+        trainer_kwargs["callbacks"] = [
+            *(trainer_kwargs.get("callbacks") or []),
+            RankerModelCardCallback(model, train_prompts),
+        ]
         super().__init__(
             model=model,
             args=args,
@@ -345,47 +350,14 @@ class RankerTrainer(Trainer):
         """Save the ranker with `LanguageRanker.save_pretrained` (config.json, model.safetensors, README.md)."""
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
         if self.args.should_save:
-            (output_dir / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card
-            self.ranker.save_pretrained(output_dir, model_card_kwargs=self.model_card_kwargs())
+            self.ranker.save_pretrained(output_dir)
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
         """Write the ranker's own card (`Trainer.push_to_hub` calls this before uploading)."""
         if self.args.should_save:
-            card = self.ranker.generate_model_card(**self.model_card_kwargs())
-            card.save(Path(self.args.output_dir) / "README.md")
-
-    def model_card_kwargs(self) -> dict[str, Any]:
-        """Training metadata and the latest evaluation for `hf_language_ranker.model_card.ranker_model_card`."""
-        args = self.args
-        training: dict[str, Any] = {
-            "loss": args.loss,
-            "group_size": args.group_size or "all candidates",
-            "feature_layer": self.feature_layer,
-            "epochs": args.num_train_epochs,
-            "learning_rate": args.learning_rate,
-            "batch_size (prompts)": args.per_device_train_batch_size * args.world_size,
-            "optimizer_steps": self.state.global_step,
-        }
-        if self.train_dataset is not None:
-            training["train_prompts"] = len(self.train_dataset)
-        kwargs: dict[str, Any] = {"training": training, "ranker_id": args.hub_model_id}
-        if is_hub_id(args.dataset_name):
-            kwargs["datasets"] = [args.dataset_name]
-        evaluations = [entry for entry in self.state.log_history if "eval_top1_accuracy" in entry]
-        if evaluations:
-            last = evaluations[-1]
-            n = int(last.get("eval_num_candidates", 0)) or "all"
-            kwargs["evaluation"] = {
-                "dataset": args.dataset_name or "held-out prompts",
-                "accuracy": {
-                    "Language Ranker": {n: last["eval_top1_accuracy"]},
-                    "first sample": {n: last["eval_first_sample_accuracy"]},
-                    "oracle (pass@N)": {n: last["eval_oracle_accuracy"]},
-                },
-            }
-        return kwargs
+            self.ranker.generate_model_card().save(Path(self.args.output_dir) / "README.md")
 
 
 def train_ranker(

@@ -28,7 +28,7 @@ from hf_language_ranker.evaluation.selection import (
     oracle_choices,
     self_certainty_choices,
 )
-from hf_language_ranker.model_card import ranker_model_card
+from hf_language_ranker.model_card import RankerModelCardData
 from hf_language_ranker.modeling import LanguageRanker
 
 HIDDEN = 16
@@ -258,8 +258,8 @@ def test_evaluate_curves_and_reports(splits, tmp_path):
     assert all(
         isinstance(n, int) and math.isfinite(v) for by_n in evaluation["accuracy"].values() for n, v in by_n.items()
     )
-    card = ranker_model_card(
-        RankerConfig(hidden_size=HIDDEN, num_hidden_layers=4, feature_layer=3), evaluation=evaluation
+    card = RankerModelCardData(evaluation=evaluation).to_model_card(
+        RankerConfig(hidden_size=HIDDEN, num_hidden_layers=4, feature_layer=3)
     )
     assert "probe accuracy@8" in str(card) and "synthetic" in str(card)
 

@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 
 from hf_language_ranker import LanguageRanker, RankerConfig
 from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
-from hf_language_ranker.model_card import is_hub_id, ranker_model_card
+from hf_language_ranker.model_card import RankerModelCardData, is_hub_id
 from hf_language_ranker.training import RankerTrainer
 from hf_language_ranker.training_args import RankerTrainingArguments
 
@@ -70,6 +70,19 @@ def test_saved_card_has_hub_metadata_and_the_evaluation(tmp_path):
     assert "- train_prompts: 60" in body and "- labels: math verifier" in body
     assert "| Language Ranker | 0.250 | 0.500 |" in body and "| oracle (pass@N) | — | 0.750 |" in body
     assert "## Limitations" in body and f"{ranker.num_parameters:,}-parameter" in body
+
+
+def test_save_pretrained_writes_the_card_data_over_an_earlier_card(tmp_path):
+    (tmp_path / "README.md").write_text("a card of other weights")
+    ranker = tiny_ranker()
+    ranker.card_data = RankerModelCardData(training={"labels": "math verifier"}, evaluation=EVALUATION)
+    ranker.save_pretrained(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert_common_metadata(card)
+    assert "- labels: math verifier" in card.text and metrics(card)["Language Ranker accuracy@4"] == 0.5
+    ranker.save_pretrained(tmp_path, model_card_kwargs={"training": {"labels": "unit tests"}})  # for this save only
+    assert "- labels: unit tests" in (tmp_path / "README.md").read_text()
+    assert ranker.card_data.training == {"labels": "math verifier"}
 
 
 def test_card_without_hub_base_model_or_evaluation(tmp_path):
@@ -140,6 +153,10 @@ def test_trainer_save_model_writes_the_card(tmp_path):
     assert card.data.base_model == BASE_MODEL and card.data.datasets == ["org/candidates"]
     assert {"Language Ranker accuracy@4", "first sample accuracy@4", "oracle (pass@N) accuracy@4"} <= set(metrics(card))
     assert "- train_prompts: 8" in card.text and "- loss: listwise" in card.text
+    card_data = trainer.ranker.card_data  # filled by the trainer's RankerModelCardCallback, typed
+    assert card_data.training["optimizer_steps"] == trainer.state.global_step > 0
+    last = [entry for entry in trainer.state.log_history if "eval_top1_accuracy" in entry][-1]
+    assert card_data.evaluation["accuracy"]["Language Ranker"][4] == last["eval_top1_accuracy"]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +198,9 @@ def test_is_hub_id(tmp_path, monkeypatch):
 
 def test_card_lists_every_n_including_labels():
     evaluation = {"accuracy": {"Language Ranker": {8: 0.5, "all": 0.4}, "first sample": {2: 0.1}}}
-    card = ranker_model_card(RankerConfig(hidden_size=8, num_hidden_layers=2, feature_layer=1), evaluation=evaluation)
+    card = RankerModelCardData(evaluation=evaluation).to_model_card(
+        RankerConfig(hidden_size=8, num_hidden_layers=2, feature_layer=1)
+    )
     assert "| method | N=2 | N=8 | N=all |" in card.text
     assert "| Language Ranker | — | 0.500 | 0.400 |" in card.text
 
@@ -209,6 +228,7 @@ def test_shipped_card_reproduces_its_recipe():
 
 def test_card_renders_the_reproduce_commands():
     config = RankerConfig(hidden_size=8, num_hidden_layers=4, feature_layer=2)
-    assert "## Reproduce" not in str(ranker_model_card(config))
-    card = str(ranker_model_card(config, reproduce=["hf-language-ranker collect --x", "hf-language-ranker train --y"]))
+    assert "## Reproduce" not in str(RankerModelCardData().to_model_card(config))
+    reproduce = ["hf-language-ranker collect --x", "hf-language-ranker train --y"]
+    card = str(RankerModelCardData(reproduce=reproduce).to_model_card(config))
     assert "## Reproduce\n\n```bash\nhf-language-ranker collect --x\nhf-language-ranker train --y\n```" in card

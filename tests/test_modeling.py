@@ -178,6 +178,22 @@ def _saved(tmp_path):
     return ranker
 
 
+def test_saving_writes_the_config_as_it_is_now_and_loading_takes_overrides(tmp_path):
+    _saved(tmp_path / "trained")
+    loaded = LanguageRanker.from_pretrained(tmp_path / "trained")
+    loaded.config.selection = "weighted_vote"  # a change after loading is saved, not the config it was loaded with
+    loaded.save_pretrained(tmp_path / "changed")
+    assert LanguageRanker.from_pretrained(tmp_path / "changed").config.selection == "weighted_vote"
+    assert LanguageRanker.from_pretrained(tmp_path / "changed", selection="argmax").config.selection == "argmax"
+    with pytest.raises(TypeError, match="selection_rule"):  # not a config field: named, not blamed on config.json
+        LanguageRanker.from_pretrained(tmp_path / "changed", selection_rule="argmax")
+    built = LanguageRanker({"hidden_size": 8, "num_hidden_layers": 2, "feature_layer": 1})
+    built.config.loss = "pairwise"
+    built.save_pretrained(tmp_path / "built")
+    saved = json.loads((tmp_path / "built" / "config.json").read_text())
+    assert saved == built.config.to_dict() and saved["loss"] == "pairwise"
+
+
 def test_extra_key_is_refused(tmp_path):
     ranker = _saved(tmp_path)
     state = dict(ranker.state_dict(), surprise=torch.zeros(1))

@@ -23,6 +23,7 @@ from transformers.utils.logging import is_progress_bar_enabled
 from ..candidates import CANDIDATES, CORRECT_THRESHOLD, LABELS, num_candidates, pool_datasets
 from ..collection import collect_candidates
 from ..features import dtype_name, text_config
+from ..model_card import RankerModelCardData
 from ..prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
@@ -418,22 +419,19 @@ def run_protocol(
         "ranker": output_dir / "ranker",
     }
     ranker = choice.ranker
-    (files["ranker"] / "README.md").unlink(missing_ok=True)
-    ranker.save_pretrained(
-        files["ranker"],
-        model_card_kwargs={
-            "training": {
-                "data": str(source),
-                "split sizes (prompts)": ", ".join(f"{split} {size}" for split, size in sizes.items()),
-                "candidates per prompt": ", ".join(f"{split} {count}" for split, count in counts.items()),
-                "chosen settings": f"{choice.chosen.row}, layer {choice.chosen.feature_layer}",
-                "chosen by": f"{choice.folds}-fold cross-validation over {choice.num_prompts} train + validation "
-                f"prompts at N={choice.serve_n} (accuracy {choice.accuracy[choice.chosen]:.3f}), refit on all of them",
-                f"test vs {MAJORITY_VOTE}, N={largest}": str(result.paired(CHOSEN, MAJORITY_VOTE, largest)),
-            },
-            "evaluation": result.to_model_card_evaluation([*headline[:4], ORACLE]),
+    ranker.card_data = RankerModelCardData(
+        training={
+            "data": str(source),
+            "split sizes (prompts)": ", ".join(f"{split} {size}" for split, size in sizes.items()),
+            "candidates per prompt": ", ".join(f"{split} {count}" for split, count in counts.items()),
+            "chosen settings": f"{choice.chosen.row}, layer {choice.chosen.feature_layer}",
+            "chosen by": f"{choice.folds}-fold cross-validation over {choice.num_prompts} train + validation "
+            f"prompts at N={choice.serve_n} (accuracy {choice.accuracy[choice.chosen]:.3f}), refit on all of them",
+            f"test vs {MAJORITY_VOTE}, N={largest}": str(result.paired(CHOSEN, MAJORITY_VOTE, largest)),
         },
+        evaluation=result.to_model_card_evaluation([*headline[:4], ORACLE]),
     )
+    ranker.save_pretrained(files["ranker"])
     example = _ranked_example(test, trained.scorers[CHOSEN], greedy) if greedy is not None else None
     compared = [name for name in COMPARED_WITH if name in result.accuracy]
     files["results_markdown"].write_text(

@@ -252,8 +252,8 @@ class EvaluationResult:
         return figure
 
     def to_model_card_evaluation(self, methods: Sequence[str] | None = None) -> dict[str, Any]:
-        """The ``evaluation=`` argument of `hf_language_ranker.model_card.ranker_model_card` (``methods``: the
-        rows to keep, default all)."""
+        """The ``evaluation`` of a ranker's card, `hf_language_ranker.model_card.RankerModelCardData` (``methods``:
+        the rows to keep, default all)."""
         methods = list(methods) if methods is not None else list(self.accuracy)
         accuracy = {method: dict(self.accuracy[method]) for method in methods}
         if self.greedy_accuracy is not None:
