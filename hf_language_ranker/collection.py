@@ -16,20 +16,14 @@ import copy
 import hashlib
 import json
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Union
 
-import datasets
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
 from datasets import Array2D, Dataset, DatasetInfo, Features, List, Value
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils.logging import get_logger, is_progress_bar_enabled
+from transformers.utils.logging import get_logger
 
 from .candidates import (
     ANSWERS,
@@ -57,19 +51,7 @@ from .layout import (
 )
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .sampling import sample_candidates
-from .shards import (
-    DATASET_DIR,
-    MANIFEST_NAME,
-    SHARDS_DIR,
-    check_counts,
-    check_manifest,
-    json_digest,
-    merge_shards,
-    pending_shards,
-    prepare_output_dir,
-    save_atomically,
-    shard_path,
-)
+from .shards import Progress, ShardedJob, check_counts, json_digest
 from .verifiers import Verifier, as_verifier
 
 logger = get_logger(__name__)
@@ -95,11 +77,8 @@ class _Plan:
     num_candidates: int
     layers: list[int]
     batch_size: int
-    seed: int | None
     generate_kwargs: dict[str, Any]
     generation_json: str
-    features: Features
-    info: CollectionInfo
     #: externally sampled candidates per prompt (featurized instead of sampled) and their token ids
     external: Sequence[Sequence[CandidateLike]] | None = None
     external_ids: Sequence[Sequence[Sequence[int]]] | None = None
@@ -159,7 +138,6 @@ def collect_candidates(
     Returns:
         The merged dataset, one row per prompt sorted by ``prompt_id`` (layout: `hf_language_ranker.candidates`).
     """
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     examples = _as_examples(prompts)
     verifier = as_verifier(verifier)
     layers = _resolve_layers(model, layers)
@@ -205,21 +183,9 @@ def collect_candidates(
         "num_prompts": len(examples),
         "prompts_sha256": _prompts_digest(examples),
         "chat_template": use_chat_template,
-        "shard_size": shard_size,
         "seed": seed,
     }
 
-    output_dir = Path(output_dir)
-    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
-    check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite, "collection")
-    if state.is_main_process:
-        prepare_output_dir(output_dir, manifest, overwrite)
-    state.wait_for_everyone()
-    if dataset_dir.exists():
-        return datasets.load_from_disk(str(dataset_dir))
-
-    if getattr(model, "hf_device_map", None) is None:
-        model.to(state.device)
     plan = _Plan(
         examples=examples,
         model=model,
@@ -229,37 +195,15 @@ def collect_candidates(
         num_candidates=num_candidates,
         layers=layers,
         batch_size=batch_size,
-        seed=seed,
         generate_kwargs={"max_new_tokens": max_new_tokens, **sampling},
         generation_json=json.dumps(generation, sort_keys=True),
-        features=_features(layers, num_candidates, fingerprint.hidden_size),
-        info=info,
         external=candidates,
         external_ids=external_ids,
     )
-    pending = pending_shards(len(examples), shard_size, shards_dir, state)
-    with tqdm(
-        total=sum(stop - start for start, stop in pending.items()),
-        desc="Collecting candidates",
-        unit="prompt",
-        disable=not (state.is_main_process and is_progress_bar_enabled()),
-    ) as progress:
-        started, tokens = time.perf_counter(), 0
-        for start, stop in pending.items():
-            rows: list[dict[str, Any]] = []
-            for batch_rows in _sample_shard(plan, start, stop):
-                rows.extend(batch_rows)
-                tokens += sum(sum(row[LENGTHS]) for row in batch_rows)
-                progress.update(len(batch_rows))
-                progress.set_postfix(tokens_per_s=f"{tokens / (time.perf_counter() - started):.1f}")
-            shard = Dataset.from_list(rows, info=DatasetInfo(description=info.to_json(), features=plan.features))
-            save_atomically(shard, shard_path(shards_dir, start))
-
-    state.wait_for_everyone()
-    if state.is_main_process:
-        merge_shards(shards_dir, dataset_dir, len(examples), shard_size)
-    state.wait_for_everyone()
-    return datasets.load_from_disk(str(dataset_dir))
+    job = ShardedJob("collection", output_dir, manifest, len(examples), shard_size, batch_size, seed=seed)
+    info = DatasetInfo(description=info.to_json(), features=_features(layers, num_candidates, fingerprint.hidden_size))
+    progress = Progress("Collecting candidates", "tokens", lambda row: sum(row[LENGTHS]))
+    return job.run(lambda prompt_ids: _sample_batch(plan, prompt_ids), [model], info, progress, overwrite)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -388,15 +332,6 @@ def _features(layers: Sequence[int], num_candidates: int, hidden_size: int) -> F
 
 
 # ------------------------------------------------------------------------------------------- sampling
-def _sample_shard(plan: _Plan, start: int, stop: int) -> Iterator[list[dict[str, Any]]]:
-    """Rows of prompts ``start..stop-1``, one list per batch."""
-    if plan.seed is not None:
-        torch.manual_seed(plan.seed + start)
-    for batch_start in range(start, stop, plan.batch_size):
-        ids = range(batch_start, min(batch_start + plan.batch_size, stop))
-        yield _sample_batch(plan, ids)
-
-
 @dataclass
 class _BatchFeatures:
     """What a batch of prompts yields before labelling: texts, token statistics and features per prompt."""

@@ -19,19 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-import datasets
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
-from datasets import Dataset, Features, List, Value
-from tqdm.auto import tqdm
+from datasets import Dataset, DatasetInfo, Features, List, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils.logging import is_progress_bar_enabled
 
 from .agreement import AnswerExtractorLike
 from .features import ModelFingerprint, text_config
@@ -40,21 +33,7 @@ from .prompts import resolve_chat_template
 from .rankers import RankerLike, RankerSet, load_ranker
 from .ranking import rank_candidates
 from .sample_files import SampleFile
-from .shards import (
-    DATASET_DIR,
-    MANIFEST_NAME,
-    SHARDS_DIR,
-    check_counts,
-    check_manifest,
-    merge_shards,
-    pending_shards,
-    prepare_output_dir,
-    quiet_datasets,
-    replace_durably,
-    save_atomically,
-    shard_path,
-    temporary_path,
-)
+from .shards import Progress, ShardedJob, check_counts
 
 __all__ = ["rank_candidates_file", "RANKED_JSONL"]
 
@@ -107,7 +86,6 @@ def rank_candidates_file(
         ``best_index``, ``best_text``.
     """
     check_counts(shard_size=shard_size, batch_size=batch_size, candidate_batch_size=candidate_batch_size)
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     ranker = load_ranker(ranker)
     # fit, selection and extractor checks before the file is read
     RankerSet.resolve(model, ranker, ranker_selection, answer_extractor, tokenizer)
@@ -125,55 +103,23 @@ def rank_candidates_file(
             "answer_extractor": _describe_extractor(answer_extractor),
             "chat_template": use_chat_template,
         },
-        "shard_size": shard_size,
     }
 
-    output_dir = Path(output_dir)
-    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
-    check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite, "ranking")
-    if state.is_main_process:
-        prepare_output_dir(output_dir, manifest, overwrite, other_outputs=[RANKED_JSONL])
-    state.wait_for_everyone()
-
-    if not dataset_dir.exists():
-        if getattr(model, "hf_device_map", None) is None:
-            model.to(state.device)
-        ranker.to(model.device)
-        pending = pending_shards(len(samples), shard_size, shards_dir, state)
-        with tqdm(
-            total=sum(stop - start for start, stop in pending.items()),
-            desc="Ranking candidates",
-            unit="prompt",
-            disable=not (state.is_main_process and is_progress_bar_enabled()),
-        ) as progress:
-            started, ranked = time.perf_counter(), 0
-            for start, stop in pending.items():
-                rows = []
-                for batch_start in range(start, stop, batch_size):
-                    ids = range(batch_start, min(batch_start + batch_size, stop))
-                    batch = _rank_batch(
-                        model,
-                        tokenizer,
-                        samples,
-                        ids,
-                        ranker,
-                        chat_template=use_chat_template,
-                        candidate_batch_size=candidate_batch_size,
-                        ranker_selection=ranker_selection,
-                        answer_extractor=answer_extractor,
-                    )
-                    rows.extend(batch)
-                    ranked += sum(len(row["scores"]) for row in batch)
-                    progress.update(len(batch))
-                    progress.set_postfix(candidates_per_s=f"{ranked / (time.perf_counter() - started):.1f}")
-                save_atomically(Dataset.from_list(rows, features=FEATURES), shard_path(shards_dir, start))
-        state.wait_for_everyone()
-        if state.is_main_process:
-            merge_shards(shards_dir, dataset_dir, len(samples), shard_size)
-    if state.is_main_process and not (output_dir / RANKED_JSONL).exists():
-        _write_jsonl(datasets.load_from_disk(str(dataset_dir)), output_dir / RANKED_JSONL)
-    state.wait_for_everyone()
-    return datasets.load_from_disk(str(dataset_dir))
+    outputs = {RANKED_JSONL: _write_jsonl}
+    job = ShardedJob("ranking", output_dir, manifest, len(samples), shard_size, batch_size, other_outputs=outputs)
+    options = {
+        "chat_template": use_chat_template,
+        "candidate_batch_size": candidate_batch_size,
+        "ranker_selection": ranker_selection,
+        "answer_extractor": answer_extractor,
+    }
+    return job.run(
+        lambda prompt_ids: _rank_batch(model, tokenizer, samples, prompt_ids, ranker, **options),
+        [model, ranker],
+        DatasetInfo(features=FEATURES),
+        Progress("Ranking candidates", "candidates", lambda row: len(row["scores"])),
+        overwrite,
+    )
 
 
 def _rank_batch(
@@ -227,8 +173,5 @@ def _describe_extractor(extractor: AnswerExtractorLike | None) -> str | None:
     return f"{getattr(extractor, '__module__', '?')}.{getattr(extractor, '__qualname__', type(extractor).__name__)}"
 
 
-def _write_jsonl(dataset: Dataset, target: Path) -> None:
-    temporary = temporary_path(target)
-    with quiet_datasets():
-        dataset.to_json(str(temporary), lines=True, force_ascii=False)
-    replace_durably(temporary, target)
+def _write_jsonl(dataset: Dataset, path: str) -> None:
+    dataset.to_json(path, lines=True, force_ascii=False)
