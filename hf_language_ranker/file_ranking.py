@@ -106,7 +106,9 @@ def rank_candidates_file(
     }
 
     outputs = {RANKED_JSONL: _write_jsonl}
-    job = ShardedJob("ranking", output_dir, manifest, len(samples), shard_size, batch_size, other_outputs=outputs)
+    job = ShardedJob(
+        "ranking", output_dir, len(samples), shard_size, batch_size, overwrite=overwrite, other_outputs=outputs
+    )
     options = {
         "chat_template": use_chat_template,
         "candidate_batch_size": candidate_batch_size,
@@ -114,11 +116,11 @@ def rank_candidates_file(
         "answer_extractor": answer_extractor,
     }
     return job.run(
+        manifest,
         lambda prompt_ids: _rank_batch(model, tokenizer, samples, prompt_ids, ranker, **options),
         [model, ranker],
         DatasetInfo(features=FEATURES),
         Progress("Ranking candidates", "candidates", lambda row: len(row["scores"])),
-        overwrite,
     )
 
 

@@ -202,50 +202,50 @@ class ShardedJob:
     Args:
         kind: what errors call the job (``"collection"``, ``"ranking"``).
         output_dir: the job's folder.
-        manifest: the job's settings as JSON (``shard_size`` is added); a rerun with other settings is refused.
         num_prompts: prompts ``0..num_prompts-1``; every row holds its ``prompt_id``.
         shard_size: prompts per shard, the unit of resumption and of the split across processes.
         batch_size: prompts per call of the job's row function (may change between runs).
         seed: seeds every shard with ``seed + its first prompt id``, so a resumed run equals an uninterrupted one;
             ``None`` leaves the random state alone.
+        overwrite: discard whatever ``output_dir`` holds and start over.
         other_outputs: files made from the merged dataset, ``{name: write(dataset, path)}``: the main process writes
             the missing ones (atomically), ``overwrite`` removes them.
     """
 
     kind: str
     output_dir: str | os.PathLike
-    manifest: Mapping[str, Any]
     num_prompts: int
     shard_size: int
     batch_size: int
     seed: int | None = None
+    overwrite: bool = False
     other_outputs: Mapping[str, Callable[[Dataset, str], Any]] = field(default_factory=dict)
 
     def run(
         self,
+        manifest: Mapping[str, Any],
         rows: Callable[[range], list[dict[str, Any]]],
         models: Sequence[torch.nn.Module],
         info: DatasetInfo,
         progress: Progress,
-        overwrite: bool = False,
     ) -> Dataset:
         """Write this process's pending shards and return the merged dataset; every process calls it.
 
         Args:
+            manifest: the job's settings as JSON (``shard_size`` is added); a rerun with other settings is refused.
             rows: the rows of a batch of prompt ids.
             models: the LLM first (moved to this process's device unless it was dispatched with a device map), then
                 the modules that compute on its device (a ranker). Nothing moves once the job is finished.
             info: the rows' features and the shards' description.
             progress: the progress bar.
-            overwrite: discard whatever ``output_dir`` holds and start over.
         """
         state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         output_dir = Path(self.output_dir)
         shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
-        manifest = {**self.manifest, "shard_size": self.shard_size}
-        check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite, self.kind)
+        manifest = {**manifest, "shard_size": self.shard_size}
+        check_manifest(output_dir / MANIFEST_NAME, manifest, self.overwrite, self.kind)
         if state.is_main_process:
-            prepare_output_dir(output_dir, manifest, overwrite, other_outputs=list(self.other_outputs))
+            prepare_output_dir(output_dir, manifest, self.overwrite, other_outputs=list(self.other_outputs))
         state.wait_for_everyone()
         if not dataset_dir.exists():
             model, *others = models
