@@ -16,6 +16,7 @@ merges them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,8 +31,8 @@ from .agreement import AnswerExtractorLike
 from .features import ModelFingerprint, text_config
 from .modeling import LanguageRanker
 from .prompts import resolve_chat_template
-from .rankers import RankerLike, RankerSet, load_ranker
-from .ranking import rank_candidates
+from .rankers import RankerLike, load_ranker
+from .ranking import RankingOptions, rank_with_options
 from .sample_files import SampleFile
 from .shards import Progress, ShardedJob, check_counts
 
@@ -86,10 +87,10 @@ def rank_candidates_file(
         ``best_index``, ``best_text``.
     """
     check_counts(shard_size=shard_size, batch_size=batch_size, candidate_batch_size=candidate_batch_size)
+    options = RankingOptions(chat_template, candidate_batch_size, ranker_selection, answer_extractor)
     ranker = load_ranker(ranker)
-    # fit, selection and extractor checks before the file is read
-    RankerSet.resolve(model, ranker, ranker_selection, answer_extractor, tokenizer)
-    use_chat_template = resolve_chat_template(tokenizer, chat_template)
+    options.rankers(model, ranker, tokenizer)  # fit, selection and extractor checks before the file is read
+    use_chat_template = resolve_chat_template(tokenizer, options.chat_template)
     samples = candidates if isinstance(candidates, SampleFile) else SampleFile.open(candidates)
     samples.check_vocabulary(int(text_config(model).vocab_size))
     manifest = {
@@ -99,8 +100,8 @@ def rank_candidates_file(
             "model": asdict(ModelFingerprint.of(model)),
             "dtype": str(model.dtype),
             "ranker_sha256": _ranker_digest(ranker),
-            "ranker_selection": ranker_selection,
-            "answer_extractor": _describe_extractor(answer_extractor),
+            "ranker_selection": options.ranker_selection,
+            "answer_extractor": _describe_extractor(options.answer_extractor),
             "chat_template": use_chat_template,
         },
     }
@@ -109,15 +110,9 @@ def rank_candidates_file(
     job = ShardedJob(
         "ranking", output_dir, len(samples), shard_size, batch_size, overwrite=overwrite, other_outputs=outputs
     )
-    options = {
-        "chat_template": use_chat_template,
-        "candidate_batch_size": candidate_batch_size,
-        "ranker_selection": ranker_selection,
-        "answer_extractor": answer_extractor,
-    }
     return job.run(
         manifest,
-        lambda prompt_ids: _rank_batch(model, tokenizer, samples, prompt_ids, ranker, **options),
+        functools.partial(_rank_batch, model, tokenizer, samples, ranker, options),
         [model, ranker],
         DatasetInfo(features=FEATURES),
         Progress("Ranking candidates", "candidates", lambda row: len(row["scores"])),
@@ -128,21 +123,21 @@ def _rank_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     samples: SampleFile,
-    prompt_ids: range,
     ranker: LanguageRanker,
-    **options: Any,
+    options: RankingOptions,
+    prompt_ids: range,
 ) -> list[dict[str, Any]]:
     """Rows of the prompts ``prompt_ids``: one `rank_candidates` call."""
     lines = samples.read(prompt_ids)
-    result = rank_candidates(
+    result = rank_with_options(
         model,
         tokenizer,
         [line.example["prompt"] for line in lines],
         [line.candidates for line in lines],
         ranker,
+        options,
         append_eos=[line.finished for line in lines],
         mean_log_probs=[line.mean_log_probs for line in lines] if samples.has_mean_log_probs else None,
-        **options,
     )
     return [
         {
