@@ -47,6 +47,7 @@ from .jsonl import read_jsonl
 from .layout import (
     CandidateFeatures,
     CandidateLike,
+    candidate_texts,
     candidate_token_ids,
     eos_token_ids,
     featurize_token_candidates,
@@ -190,23 +191,17 @@ def _collect_given(
     generation = {"sampler": "external", "candidates_sha256": json_digest([candidates, append_eos])}
 
     def read(prompt_ids: range, prompts: list[str], formatted: list[str]) -> tuple[list[list[str]], CandidateFeatures]:
+        batch_ids = [ids[index] for index in prompt_ids]
         features = featurize_token_candidates(
             model,
             prompt_token_ids(tokenizer, prompts, collection.use_chat_template, vocab_size),
-            [ids[index] for index in prompt_ids],
+            batch_ids,
             collection.layers,
             token_statistics=True,
             candidate_batch_size=collection.job.batch_size * num_candidates,
             pad_token_id=tokenizer.pad_token_id,
         )
-        texts = [
-            [
-                text if isinstance(text, str) else tokenizer.decode(tokens, skip_special_tokens=True)
-                for text, tokens in zip(candidates[index], ids[index])
-            ]
-            for index in prompt_ids
-        ]
-        return texts, features
+        return candidate_texts(tokenizer, [candidates[index] for index in prompt_ids], batch_ids), features
 
     return collection.run(num_candidates, generation, read)
 

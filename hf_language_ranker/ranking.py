@@ -21,6 +21,7 @@ from .layout import (
     CandidateFeatures,
     CandidateLike,
     PromptLike,
+    candidate_texts,
     candidate_token_ids,
     describe_value,
     eos_token_ids,
@@ -168,13 +169,7 @@ def rank_with_options(
     )
     if reported is not None:
         features.mean_log_probs = reported
-    texts = [
-        [
-            candidate if isinstance(candidate, str) else tokenizer.decode(tokens, skip_special_tokens=True)
-            for candidate, tokens in zip(group, id_group)
-        ]
-        for group, id_group in zip(candidates, ids)
-    ]
+    texts = candidate_texts(tokenizer, candidates, ids)
     all_scores, best = ranking.pick(
         features.prompt_features,
         features.candidate_features,
