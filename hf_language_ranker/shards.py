@@ -254,43 +254,49 @@ class ShardedJob:
             for module in others:
                 module.to(model.device)
             pending = pending_shards(self.num_prompts, self.shard_size, shards_dir, state)
-            with tqdm(
-                total=sum(stop - start for start, stop in pending.items()),
-                desc=progress.description,
-                unit="prompt",
-                disable=not (state.is_main_process and is_progress_bar_enabled()),
-            ) as bar:
-                self._write_shards(rows, pending, info, progress, bar)
+            self._write_shards(pending, rows, info, progress, show=state.is_main_process)
             state.wait_for_everyone()
             if state.is_main_process:
                 merge_shards(shards_dir, dataset_dir, self.num_prompts, self.shard_size)
         if state.is_main_process:
-            missing = {name: write for name, write in self.other_outputs.items() if not (output_dir / name).exists()}
-            if missing:
-                merged = datasets.load_from_disk(str(dataset_dir))
-                for name, write in missing.items():
-                    save_atomically(merged, output_dir / name, write)
+            self._write_other_outputs()
         state.wait_for_everyone()
         return datasets.load_from_disk(str(dataset_dir))
 
     def _write_shards(
         self,
-        rows: Callable[[range], list[dict[str, Any]]],
         pending: Mapping[int, int],
+        rows: Callable[[range], list[dict[str, Any]]],
         info: DatasetInfo,
         progress: Progress,
-        bar: tqdm,
+        show: bool,
     ) -> None:
-        started, done = time.perf_counter(), 0
-        for start, stop in pending.items():
-            if self.seed is not None:
-                torch.manual_seed(self.seed + start)
-            shard: list[dict[str, Any]] = []
-            for batch_start in range(start, stop, self.batch_size):
-                batch = rows(range(batch_start, min(batch_start + self.batch_size, stop)))
-                shard.extend(batch)
-                done += sum(progress.amount(row) for row in batch)
-                bar.update(len(batch))
-                bar.set_postfix({f"{progress.unit}_per_s": f"{done / (time.perf_counter() - started):.1f}"})
-            dataset = Dataset.from_list(shard, info=info.copy())
-            save_atomically(dataset, shard_path(Path(self.output_dir) / SHARDS_DIR, start))
+        """Write the ``pending`` shards, ``{start: stop}``, batch by batch under one progress bar."""
+        with tqdm(
+            total=sum(stop - start for start, stop in pending.items()),
+            desc=progress.description,
+            unit="prompt",
+            disable=not (show and is_progress_bar_enabled()),
+        ) as bar:
+            started, done = time.perf_counter(), 0
+            for start, stop in pending.items():
+                if self.seed is not None:
+                    torch.manual_seed(self.seed + start)
+                shard: list[dict[str, Any]] = []
+                for batch_start in range(start, stop, self.batch_size):
+                    batch = rows(range(batch_start, min(batch_start + self.batch_size, stop)))
+                    shard.extend(batch)
+                    done += sum(progress.amount(row) for row in batch)
+                    bar.update(len(batch))
+                    bar.set_postfix({f"{progress.unit}_per_s": f"{done / (time.perf_counter() - started):.1f}"})
+                dataset = Dataset.from_list(shard, info=info.copy())
+                save_atomically(dataset, shard_path(Path(self.output_dir) / SHARDS_DIR, start))
+
+    def _write_other_outputs(self) -> None:
+        """Main process: the other outputs that are missing, made from the merged dataset."""
+        output_dir = Path(self.output_dir)
+        missing = {name: write for name, write in self.other_outputs.items() if not (output_dir / name).exists()}
+        if missing:
+            merged = datasets.load_from_disk(str(output_dir / DATASET_DIR))
+            for name, write in missing.items():
+                save_atomically(merged, output_dir / name, write)
