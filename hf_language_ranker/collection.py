@@ -1,8 +1,10 @@
 """Collect training data for a ranker: sample N candidates per prompt, label them, keep their features.
 
 `collect_candidates` runs the same sampling path as ranked `generate` (`sample_candidates`), so a ranker is
-trained on exactly the features it sees when serving. It writes one row per prompt in the layout of
-`hf_language_ranker.candidates`.
+trained on exactly the features it sees when serving. With ``candidates=`` it samples nothing and reads the features
+of answers sampled elsewhere, laid out as `rank_candidates` lays them out. Either way it writes one row per prompt in
+the layout of `hf_language_ranker.candidates`: the two ways differ only in how a batch gets its candidates and
+features (`_collect_sampled`, `_collect_given`); labelling, rows and the job are shared (`_Collection`).
 
 The output folder (``manifest.json``, ``shards/``, ``dataset/``) is a resumable sharded job of
 `hf_language_ranker.shards`: every shard is written atomically, so a run killed at any moment loses at most
@@ -13,23 +15,17 @@ processes split the shards round-robin and the main process merges them.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Union
 
-import datasets
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
 from datasets import Array2D, Dataset, DatasetInfo, Features, List, Value
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils.logging import get_logger, is_progress_bar_enabled
 
 from .candidates import (
     ANSWERS,
@@ -49,30 +45,18 @@ from .candidates import (
 from .features import ModelFingerprint, resolve_feature_layer, text_config
 from .jsonl import read_jsonl
 from .layout import (
+    CandidateFeatures,
     CandidateLike,
+    candidate_texts,
     candidate_token_ids,
     eos_token_ids,
     featurize_token_candidates,
     prompt_token_ids,
 )
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
-from .sampling import sample_candidates
-from .shards import (
-    DATASET_DIR,
-    MANIFEST_NAME,
-    SHARDS_DIR,
-    check_counts,
-    check_manifest,
-    json_digest,
-    merge_shards,
-    pending_shards,
-    prepare_output_dir,
-    save_atomically,
-    shard_path,
-)
+from .sampling import SampledCandidates, sample_candidates
+from .shards import Progress, ShardedJob, check_counts, json_digest
 from .verifiers import Verifier, as_verifier
-
-logger = get_logger(__name__)
 
 __all__ = ["collect_candidates"]
 
@@ -81,28 +65,8 @@ DEFAULT_MAX_NEW_TOKENS = 512
 
 PromptsLike = Union[Sequence[str], Sequence[Mapping[str, Any]], Dataset]
 VerifierLike = Union[Verifier, Callable[[str, str], Union[bool, float]], str]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Everything a process needs to turn a range of prompts into a shard."""
-
-    examples: Sequence[Mapping[str, Any]]
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    verifier: Verifier
-    use_chat_template: bool
-    num_candidates: int
-    layers: list[int]
-    batch_size: int
-    seed: int | None
-    generate_kwargs: dict[str, Any]
-    generation_json: str
-    features: Features
-    info: CollectionInfo
-    #: externally sampled candidates per prompt (featurized instead of sampled) and their token ids
-    external: Sequence[Sequence[CandidateLike]] | None = None
-    external_ids: Sequence[Sequence[Sequence[int]]] | None = None
+#: how a batch gets its candidates: ``(prompt ids, prompt texts, formatted prompts) -> (candidate texts, features)``
+_Reader = Callable[[range, list[str], list[str]], tuple[list[list[str]], Union[SampledCandidates, CandidateFeatures]]]
 
 
 def collect_candidates(
@@ -159,107 +123,157 @@ def collect_candidates(
     Returns:
         The merged dataset, one row per prompt sorted by ``prompt_id`` (layout: `hf_language_ranker.candidates`).
     """
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     examples = _as_examples(prompts)
-    verifier = as_verifier(verifier)
-    layers = _resolve_layers(model, layers)
-    if candidates is not None:
-        num_candidates = _check_external(examples, candidates, num_candidates, max_new_tokens, sampling)
+    check_counts(batch_size=batch_size, shard_size=shard_size)
+    job = ShardedJob("collection", output_dir, len(examples), shard_size, batch_size, seed=seed, overwrite=overwrite)
+    verifier, layers = as_verifier(verifier), _resolve_layers(model, layers)
+    use_chat_template = resolve_chat_template(tokenizer, chat_template)
+    collection = _Collection(job, examples, model, padding_tokenizer(tokenizer), verifier, layers, use_chat_template)
+    if candidates is None:
+        return _collect_sampled(collection, num_candidates, max_new_tokens, sampling)
+    given = {key for key, value in sampling.items() if value is not None}
+    if max_new_tokens is not None:
+        given.add("max_new_tokens")
+    if given:
+        raise ValueError(
+            f"candidates= were sampled elsewhere, so sampling settings do not apply: drop {', '.join(sorted(given))}."
+        )
+    return _collect_given(collection, candidates, num_candidates, append_eos)
+
+
+def _collect_sampled(
+    collection: _Collection, num_candidates: int | None, max_new_tokens: int | None, sampling: dict[str, Any]
+) -> Dataset:
+    """Sample ``num_candidates`` answers per prompt on ranked `generate`'s path, then label them."""
     num_candidates = DEFAULT_COLLECTED_CANDIDATES if num_candidates is None else num_candidates
     max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
-    check_counts(
-        num_candidates=num_candidates, batch_size=batch_size, shard_size=shard_size, max_new_tokens=max_new_tokens
-    )
+    check_counts(num_candidates=num_candidates, max_new_tokens=max_new_tokens)
     if sampling.pop("do_sample", True) is not True:
         raise ValueError(
             "collect_candidates always samples (do_sample=True); do_sample=False would give N identical greedy "
             "candidates. Drop the argument."
         )
-    use_chat_template = resolve_chat_template(tokenizer, chat_template)
-    tokenizer = padding_tokenizer(tokenizer)
-    external_ids = None
-    if candidates is not None:
-        # tokenized (and checked) up front, so a bad candidate fails before anything is written
-        vocab_size = int(text_config(model).vocab_size)
-        eos_ids = eos_token_ids(model, tokenizer)
-        external_ids = candidate_token_ids(tokenizer, candidates, eos_ids, vocab_size, append_eos)
-        generation = {"sampler": "external", "candidates_sha256": json_digest([candidates, append_eos])}
-    else:
-        if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:
-            sampling["pad_token_id"] = tokenizer.pad_token_id
-        generation = _generation_settings(model, max_new_tokens, sampling)
-    fingerprint = ModelFingerprint.of(model)
-    info = CollectionInfo(
-        model=fingerprint.name_or_path,
-        model_type=fingerprint.model_type,
-        hidden_size=fingerprint.hidden_size,
-        num_hidden_layers=fingerprint.num_hidden_layers,
-        layers=layers,
-        num_candidates=num_candidates,
-        verifier=verifier.name,
-        generation=generation,
-        model_dtype=fingerprint.dtype,
-    )
-    manifest = {
-        "collection": asdict(info),
-        "num_prompts": len(examples),
-        "prompts_sha256": _prompts_digest(examples),
-        "chat_template": use_chat_template,
-        "shard_size": shard_size,
-        "seed": seed,
-    }
+    model, tokenizer = collection.model, collection.tokenizer
+    if "pad_token_id" not in sampling and model.generation_config.pad_token_id is None:
+        sampling["pad_token_id"] = tokenizer.pad_token_id
+    generation = _generation_settings(model, max_new_tokens, sampling)
 
-    output_dir = Path(output_dir)
-    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
-    check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite, "collection")
-    if state.is_main_process:
-        prepare_output_dir(output_dir, manifest, overwrite)
-    state.wait_for_everyone()
-    if dataset_dir.exists():
-        return datasets.load_from_disk(str(dataset_dir))
+    def read(prompt_ids: range, prompts: list[str], formatted: list[str]) -> tuple[list[list[str]], SampledCandidates]:
+        inputs = tokenize_prompts(tokenizer, formatted, collection.use_chat_template).to(model.device)
+        sampled = sample_candidates(
+            model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            num_candidates=num_candidates,
+            layers=collection.layers,
+            track_token_statistics=True,
+            max_new_tokens=max_new_tokens,
+            **sampling,
+        )
+        return sampled.decode(tokenizer), sampled
 
-    if getattr(model, "hf_device_map", None) is None:
-        model.to(state.device)
-    plan = _Plan(
-        examples=examples,
-        model=model,
-        tokenizer=tokenizer,
-        verifier=verifier,
-        use_chat_template=use_chat_template,
-        num_candidates=num_candidates,
-        layers=layers,
-        batch_size=batch_size,
-        seed=seed,
-        generate_kwargs={"max_new_tokens": max_new_tokens, **sampling},
-        generation_json=json.dumps(generation, sort_keys=True),
-        features=_features(layers, num_candidates, fingerprint.hidden_size),
-        info=info,
-        external=candidates,
-        external_ids=external_ids,
-    )
-    pending = pending_shards(len(examples), shard_size, shards_dir, state)
-    with tqdm(
-        total=sum(stop - start for start, stop in pending.items()),
-        desc="Collecting candidates",
-        unit="prompt",
-        disable=not (state.is_main_process and is_progress_bar_enabled()),
-    ) as progress:
-        started, tokens = time.perf_counter(), 0
-        for start, stop in pending.items():
-            rows: list[dict[str, Any]] = []
-            for batch_rows in _sample_shard(plan, start, stop):
-                rows.extend(batch_rows)
-                tokens += sum(sum(row[LENGTHS]) for row in batch_rows)
-                progress.update(len(batch_rows))
-                progress.set_postfix(tokens_per_s=f"{tokens / (time.perf_counter() - started):.1f}")
-            shard = Dataset.from_list(rows, info=DatasetInfo(description=info.to_json(), features=plan.features))
-            save_atomically(shard, shard_path(shards_dir, start))
+    return collection.run(num_candidates, generation, read)
 
-    state.wait_for_everyone()
-    if state.is_main_process:
-        merge_shards(shards_dir, dataset_dir, len(examples), shard_size)
-    state.wait_for_everyone()
-    return datasets.load_from_disk(str(dataset_dir))
+
+def _collect_given(
+    collection: _Collection,
+    candidates: Sequence[Sequence[CandidateLike]],
+    num_candidates: int | None,
+    append_eos: bool | Sequence[Sequence[bool]],
+) -> Dataset:
+    """Label answers sampled elsewhere and read their features as `rank_candidates` does."""
+    num_candidates = _given_count(collection.examples, candidates, num_candidates)
+    check_counts(num_candidates=num_candidates)
+    model, tokenizer = collection.model, collection.tokenizer
+    vocab_size = int(text_config(model).vocab_size)
+    # tokenized (and checked) up front, so a bad candidate fails before anything is written
+    ids = candidate_token_ids(tokenizer, candidates, eos_token_ids(model, tokenizer), vocab_size, append_eos)
+    generation = {"sampler": "external", "candidates_sha256": json_digest([candidates, append_eos])}
+
+    def read(prompt_ids: range, prompts: list[str], formatted: list[str]) -> tuple[list[list[str]], CandidateFeatures]:
+        batch_ids = [ids[index] for index in prompt_ids]
+        features = featurize_token_candidates(
+            model,
+            prompt_token_ids(tokenizer, prompts, collection.use_chat_template, vocab_size),
+            batch_ids,
+            collection.layers,
+            token_statistics=True,
+            candidate_batch_size=collection.job.batch_size * num_candidates,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return candidate_texts(tokenizer, [candidates[index] for index in prompt_ids], batch_ids), features
+
+    return collection.run(num_candidates, generation, read)
+
+
+@dataclass(frozen=True)
+class _Collection:
+    """A collection's checked settings and how it labels a batch, however the batch got its candidates."""
+
+    job: ShardedJob
+    examples: Sequence[Mapping[str, Any]]
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    verifier: Verifier
+    layers: list[int]
+    use_chat_template: bool
+
+    def run(self, num_candidates: int, generation: dict[str, Any], read: _Reader) -> Dataset:
+        """Write the collection with the job runner, each batch's candidates and features from ``read``."""
+        fingerprint = ModelFingerprint.of(self.model)
+        info = CollectionInfo(
+            model=fingerprint.name_or_path,
+            model_type=fingerprint.model_type,
+            hidden_size=fingerprint.hidden_size,
+            num_hidden_layers=fingerprint.num_hidden_layers,
+            layers=self.layers,
+            num_candidates=num_candidates,
+            verifier=self.verifier.name,
+            generation=generation,
+            model_dtype=fingerprint.dtype,
+        )
+        manifest = {
+            "collection": asdict(info),
+            "num_prompts": len(self.examples),
+            "prompts_sha256": _prompts_digest(self.examples),
+            "chat_template": self.use_chat_template,
+            "seed": self.job.seed,
+        }
+        rows = functools.partial(self._rows, read, json.dumps(generation, sort_keys=True))
+        features = _features(self.layers, num_candidates, fingerprint.hidden_size)
+        shard_info = DatasetInfo(description=info.to_json(), features=features)
+        progress = Progress("Collecting candidates", "tokens", lambda row: sum(row[LENGTHS]))
+        return self.job.run(manifest, rows, [self.model], shard_info, progress)
+
+    def _rows(self, read: _Reader, generation_json: str, prompt_ids: range) -> list[dict[str, Any]]:
+        """The labelled rows of the prompts ``prompt_ids``."""
+        examples = [self.examples[index] for index in prompt_ids]
+        prompts = [_prompt_text(example, index) for example, index in zip(examples, prompt_ids)]
+        formatted = [format_prompt(self.tokenizer, prompt, self.use_chat_template) for prompt in prompts]
+        texts, batch = read(prompt_ids, prompts, formatted)
+        lengths, mean_log_probs = batch.lengths.tolist(), batch.mean_log_probs.float().tolist()
+        self_certainty = batch.self_certainty.float().tolist()
+        prompt_features = {layer: _to_float16(batch.prompt_features[layer]) for layer in self.layers}
+        candidate_features = {layer: _to_float16(batch.candidate_features[layer]) for layer in self.layers}
+        rows = []
+        for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, formatted)):
+            row = {
+                PROMPT_ID: prompt_id,
+                PROMPT: prompt,
+                PROMPT_TEXT: text,
+                CANDIDATES: texts[b],
+                LENGTHS: lengths[b],
+                LABELS: [self.verifier(example, candidate) for candidate in texts[b]],
+                ANSWERS: [self.verifier.parse(candidate) for candidate in texts[b]],
+                MEAN_LOG_PROBS: mean_log_probs[b],
+                SELF_CERTAINTY: self_certainty[b],
+            }
+            for layer in self.layers:
+                row[prompt_feature_column(layer)] = prompt_features[layer][b]
+                row[candidate_feature_column(layer)] = candidate_features[layer][b]
+            row[GENERATION] = generation_json
+            rows.append(row)
+        return rows
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -312,14 +326,10 @@ def _prompts_digest(examples: Sequence[Mapping[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def _check_external(
-    examples: Sequence[Mapping[str, Any]],
-    candidates: Sequence[Sequence[CandidateLike]],
-    num_candidates: int | None,
-    max_new_tokens: int | None,
-    sampling: Mapping[str, Any],
+def _given_count(
+    examples: Sequence[Mapping[str, Any]], candidates: Sequence[Sequence[CandidateLike]], num_candidates: int | None
 ) -> int:
-    """The number of external candidates per prompt (the same for all); sampling settings are refused."""
+    """The number of given candidates per prompt (the same for all)."""
     if isinstance(candidates, (str, Mapping)) or not isinstance(candidates, Sequence):
         raise TypeError(
             f"candidates must be a list with one list of answers per prompt, got {type(candidates).__name__}."
@@ -327,13 +337,6 @@ def _check_external(
     if len(candidates) != len(examples):
         raise ValueError(
             f"Got {len(examples)} prompts but {len(candidates)} candidate lists: candidates[i] answers prompt i."
-        )
-    given = {key for key, value in sampling.items() if value is not None}
-    if max_new_tokens is not None:
-        given.add("max_new_tokens")
-    if given:
-        raise ValueError(
-            f"candidates= were sampled elsewhere, so sampling settings do not apply: drop {', '.join(sorted(given))}."
         )
     counts = [len(group) if isinstance(group, Sequence) and not isinstance(group, str) else -1 for group in candidates]
     expected, source = (
@@ -385,108 +388,6 @@ def _features(layers: Sequence[int], num_candidates: int, hidden_size: int) -> F
         columns[candidate_feature_column(layer)] = Array2D((num_candidates, hidden_size), "float16")
     columns[GENERATION] = Value("string")
     return Features(columns)
-
-
-# ------------------------------------------------------------------------------------------- sampling
-def _sample_shard(plan: _Plan, start: int, stop: int) -> Iterator[list[dict[str, Any]]]:
-    """Rows of prompts ``start..stop-1``, one list per batch."""
-    if plan.seed is not None:
-        torch.manual_seed(plan.seed + start)
-    for batch_start in range(start, stop, plan.batch_size):
-        ids = range(batch_start, min(batch_start + plan.batch_size, stop))
-        yield _sample_batch(plan, ids)
-
-
-@dataclass
-class _BatchFeatures:
-    """What a batch of prompts yields before labelling: texts, token statistics and features per prompt."""
-
-    texts: list[list[str]]
-    lengths: list[list[int]]
-    mean_log_probs: list[list[float]]
-    self_certainty: list[list[float]]
-    prompt_features: dict[int, Any]
-    candidate_features: dict[int, Any]
-
-
-def _sampled_batch(plan: _Plan, formatted: Sequence[str]) -> _BatchFeatures:
-    inputs = tokenize_prompts(plan.tokenizer, formatted, plan.use_chat_template).to(plan.model.device)
-    sampled = sample_candidates(
-        plan.model,
-        inputs["input_ids"],
-        inputs["attention_mask"],
-        num_candidates=plan.num_candidates,
-        layers=plan.layers,
-        track_token_statistics=True,
-        **plan.generate_kwargs,
-    )
-    return _BatchFeatures(
-        texts=sampled.decode(plan.tokenizer),
-        lengths=sampled.lengths.tolist(),
-        mean_log_probs=sampled.mean_log_probs.float().tolist(),
-        self_certainty=sampled.self_certainty.float().tolist(),
-        prompt_features={layer: _to_float16(sampled.prompt_features[layer]) for layer in plan.layers},
-        candidate_features={layer: _to_float16(sampled.candidate_features[layer]) for layer in plan.layers},
-    )
-
-
-def _external_batch(plan: _Plan, prompts: Sequence[str], prompt_ids: Sequence[int]) -> _BatchFeatures:
-    groups = [plan.external[index] for index in prompt_ids]
-    ids = [plan.external_ids[index] for index in prompt_ids]
-    vocab_size = int(text_config(plan.model).vocab_size)
-    read = featurize_token_candidates(
-        plan.model,
-        prompt_token_ids(plan.tokenizer, prompts, plan.use_chat_template, vocab_size),
-        ids,
-        plan.layers,
-        token_statistics=True,
-        candidate_batch_size=plan.batch_size * plan.num_candidates,
-        pad_token_id=plan.tokenizer.pad_token_id,
-    )
-    texts = [
-        [
-            text if isinstance(text, str) else plan.tokenizer.decode(tokens, skip_special_tokens=True)
-            for text, tokens in zip(group, id_group)
-        ]
-        for group, id_group in zip(groups, ids)
-    ]
-    return _BatchFeatures(
-        texts=texts,
-        lengths=read.lengths.tolist(),
-        mean_log_probs=read.mean_log_probs.tolist(),
-        self_certainty=read.self_certainty.tolist(),
-        prompt_features={layer: _to_float16(read.prompt_features[layer]) for layer in plan.layers},
-        candidate_features={layer: _to_float16(read.candidate_features[layer]) for layer in plan.layers},
-    )
-
-
-def _sample_batch(plan: _Plan, prompt_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Rows of the prompts ``prompt_ids``: sampled, or read from the external candidates."""
-    examples = [plan.examples[index] for index in prompt_ids]
-    prompts = [_prompt_text(example, index) for example, index in zip(examples, prompt_ids)]
-    formatted = [format_prompt(plan.tokenizer, prompt, plan.use_chat_template) for prompt in prompts]
-    external = plan.external is not None
-    batch = _external_batch(plan, prompts, prompt_ids) if external else _sampled_batch(plan, formatted)
-    rows = []
-    for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, formatted)):
-        candidates = batch.texts[b]
-        row = {
-            PROMPT_ID: prompt_id,
-            PROMPT: prompt,
-            PROMPT_TEXT: text,
-            CANDIDATES: candidates,
-            LENGTHS: batch.lengths[b],
-            LABELS: [plan.verifier(example, candidate) for candidate in candidates],
-            ANSWERS: [plan.verifier.parse(candidate) for candidate in candidates],
-            MEAN_LOG_PROBS: batch.mean_log_probs[b],
-            SELF_CERTAINTY: batch.self_certainty[b],
-        }
-        for layer in plan.layers:
-            row[prompt_feature_column(layer)] = batch.prompt_features[layer][b]
-            row[candidate_feature_column(layer)] = batch.candidate_features[layer][b]
-        row[GENERATION] = plan.generation_json
-        rows.append(row)
-    return rows
 
 
 def _to_float16(tensor: torch.Tensor) -> Any:

@@ -16,45 +16,25 @@ merges them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-import datasets
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
-from datasets import Dataset, Features, List, Value
-from tqdm.auto import tqdm
+from datasets import Dataset, DatasetInfo, Features, List, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils.logging import is_progress_bar_enabled
 
 from .agreement import AnswerExtractorLike
 from .features import ModelFingerprint, text_config
 from .modeling import LanguageRanker
 from .prompts import resolve_chat_template
-from .rankers import RankerLike, RankerSet, load_ranker
-from .ranking import rank_candidates
+from .rankers import RankerLike, load_ranker
+from .ranking import RankingOptions, rank_with_options
 from .sample_files import SampleFile
-from .shards import (
-    DATASET_DIR,
-    MANIFEST_NAME,
-    SHARDS_DIR,
-    check_counts,
-    check_manifest,
-    merge_shards,
-    pending_shards,
-    prepare_output_dir,
-    quiet_datasets,
-    replace_durably,
-    save_atomically,
-    shard_path,
-    temporary_path,
-)
+from .shards import Progress, ShardedJob, check_counts
 
 __all__ = ["rank_candidates_file", "RANKED_JSONL"]
 
@@ -107,11 +87,10 @@ def rank_candidates_file(
         ``best_index``, ``best_text``.
     """
     check_counts(shard_size=shard_size, batch_size=batch_size, candidate_batch_size=candidate_batch_size)
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    options = RankingOptions(chat_template, candidate_batch_size, ranker_selection, answer_extractor)
     ranker = load_ranker(ranker)
-    # fit, selection and extractor checks before the file is read
-    RankerSet.resolve(model, ranker, ranker_selection, answer_extractor, tokenizer)
-    use_chat_template = resolve_chat_template(tokenizer, chat_template)
+    options.rankers(model, ranker, tokenizer)  # fit, selection and extractor checks before the file is read
+    use_chat_template = resolve_chat_template(tokenizer, options.chat_template)
     samples = candidates if isinstance(candidates, SampleFile) else SampleFile.open(candidates)
     samples.check_vocabulary(int(text_config(model).vocab_size))
     manifest = {
@@ -121,80 +100,44 @@ def rank_candidates_file(
             "model": asdict(ModelFingerprint.of(model)),
             "dtype": str(model.dtype),
             "ranker_sha256": _ranker_digest(ranker),
-            "ranker_selection": ranker_selection,
-            "answer_extractor": _describe_extractor(answer_extractor),
+            "ranker_selection": options.ranker_selection,
+            "answer_extractor": _describe_extractor(options.answer_extractor),
             "chat_template": use_chat_template,
         },
-        "shard_size": shard_size,
     }
 
-    output_dir = Path(output_dir)
-    shards_dir, dataset_dir = output_dir / SHARDS_DIR, output_dir / DATASET_DIR
-    check_manifest(output_dir / MANIFEST_NAME, manifest, overwrite, "ranking")
-    if state.is_main_process:
-        prepare_output_dir(output_dir, manifest, overwrite, other_outputs=[RANKED_JSONL])
-    state.wait_for_everyone()
-
-    if not dataset_dir.exists():
-        if getattr(model, "hf_device_map", None) is None:
-            model.to(state.device)
-        ranker.to(model.device)
-        pending = pending_shards(len(samples), shard_size, shards_dir, state)
-        with tqdm(
-            total=sum(stop - start for start, stop in pending.items()),
-            desc="Ranking candidates",
-            unit="prompt",
-            disable=not (state.is_main_process and is_progress_bar_enabled()),
-        ) as progress:
-            started, ranked = time.perf_counter(), 0
-            for start, stop in pending.items():
-                rows = []
-                for batch_start in range(start, stop, batch_size):
-                    ids = range(batch_start, min(batch_start + batch_size, stop))
-                    batch = _rank_batch(
-                        model,
-                        tokenizer,
-                        samples,
-                        ids,
-                        ranker,
-                        chat_template=use_chat_template,
-                        candidate_batch_size=candidate_batch_size,
-                        ranker_selection=ranker_selection,
-                        answer_extractor=answer_extractor,
-                    )
-                    rows.extend(batch)
-                    ranked += sum(len(row["scores"]) for row in batch)
-                    progress.update(len(batch))
-                    progress.set_postfix(candidates_per_s=f"{ranked / (time.perf_counter() - started):.1f}")
-                save_atomically(Dataset.from_list(rows, features=FEATURES), shard_path(shards_dir, start))
-        state.wait_for_everyone()
-        if state.is_main_process:
-            merge_shards(shards_dir, dataset_dir, len(samples), shard_size)
-    if state.is_main_process and not (output_dir / RANKED_JSONL).exists():
-        _write_jsonl(datasets.load_from_disk(str(dataset_dir)), output_dir / RANKED_JSONL)
-    state.wait_for_everyone()
-    return datasets.load_from_disk(str(dataset_dir))
+    outputs = {RANKED_JSONL: _write_jsonl}
+    job = ShardedJob(
+        "ranking", output_dir, len(samples), shard_size, batch_size, overwrite=overwrite, other_outputs=outputs
+    )
+    return job.run(
+        manifest,
+        functools.partial(_rank_batch, model, tokenizer, samples, ranker, options),
+        [model, ranker],
+        DatasetInfo(features=FEATURES),
+        Progress("Ranking candidates", "candidates", lambda row: len(row["scores"])),
+    )
 
 
 def _rank_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     samples: SampleFile,
-    prompt_ids: range,
     ranker: LanguageRanker,
-    **options: Any,
+    options: RankingOptions,
+    prompt_ids: range,
 ) -> list[dict[str, Any]]:
     """Rows of the prompts ``prompt_ids``: one `rank_candidates` call."""
     lines = samples.read(prompt_ids)
-    result = rank_candidates(
+    result = rank_with_options(
         model,
         tokenizer,
         [line.example["prompt"] for line in lines],
         [line.candidates for line in lines],
         ranker,
+        options,
         append_eos=[line.finished for line in lines],
         mean_log_probs=[line.mean_log_probs for line in lines] if samples.has_mean_log_probs else None,
-        **options,
     )
     return [
         {
@@ -227,8 +170,5 @@ def _describe_extractor(extractor: AnswerExtractorLike | None) -> str | None:
     return f"{getattr(extractor, '__module__', '?')}.{getattr(extractor, '__qualname__', type(extractor).__name__)}"
 
 
-def _write_jsonl(dataset: Dataset, target: Path) -> None:
-    temporary = temporary_path(target)
-    with quiet_datasets():
-        dataset.to_json(str(temporary), lines=True, force_ascii=False)
-    replace_durably(temporary, target)
+def _write_jsonl(dataset: Dataset, path: str) -> None:
+    dataset.to_json(path, lines=True, force_ascii=False)

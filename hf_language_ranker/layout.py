@@ -176,6 +176,22 @@ def candidate_token_ids(
     return result
 
 
+def candidate_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    candidates: Sequence[Sequence[CandidateLike]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+) -> list[list[str]]:
+    """Each candidate as text: texts as given, token ids decoded (their `candidate_token_ids`, special tokens
+    skipped)."""
+    return [
+        [
+            candidate if isinstance(candidate, str) else tokenizer.decode(ids, skip_special_tokens=True)
+            for candidate, ids in zip(group, id_group)
+        ]
+        for group, id_group in zip(candidates, candidate_ids)
+    ]
+
+
 # ------------------------------------------------------------------------------------------- features
 def _left_padded(rows: Sequence[Sequence[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """``rows`` left-padded to one width: ``(input_ids, attention_mask)``."""

@@ -21,6 +21,7 @@ from .layout import (
     CandidateFeatures,
     CandidateLike,
     PromptLike,
+    candidate_texts,
     candidate_token_ids,
     describe_value,
     eos_token_ids,
@@ -52,6 +53,25 @@ class RankedCandidatesOutput(ModelOutput):
     features: CandidateFeatures | None = None
     ranker_scores: dict[str, list[torch.FloatTensor]] | None = None
     ranker_best_indices: dict[str, torch.LongTensor] | None = None
+
+
+@dataclass(frozen=True)
+class RankingOptions:
+    """How `rank_candidates` lays out, reads and picks candidates, as one value: `rank_candidates_file` builds it
+    once from its arguments and ranks every batch with it.
+
+    Args:
+        chat_template, candidate_batch_size, ranker_selection, answer_extractor: as in `rank_candidates`.
+    """
+
+    chat_template: bool | None = None
+    candidate_batch_size: int = 8
+    ranker_selection: str | None = None
+    answer_extractor: AnswerExtractorLike | None = None
+
+    def rankers(self, model: PreTrainedModel, ranker: RankersArgument, tokenizer: PreTrainedTokenizerBase) -> RankerSet:
+        """The rankers, loaded and checked against ``model``, each with its selection and answer extractor."""
+        return RankerSet.resolve(model, ranker, self.ranker_selection, self.answer_extractor, tokenizer)
 
 
 # ------------------------------------------------------------------------------------------------ ranking
@@ -92,6 +112,33 @@ def rank_candidates(
             and the pass stops at the deepest layer the rankers read instead of running the whole model.
         return_features: also return the `CandidateFeatures` that were read.
     """
+    options = RankingOptions(chat_template, candidate_batch_size, ranker_selection, answer_extractor)
+    return rank_with_options(
+        model,
+        tokenizer,
+        prompts,
+        candidates,
+        ranker,
+        options,
+        append_eos=append_eos,
+        mean_log_probs=mean_log_probs,
+        return_features=return_features,
+    )
+
+
+def rank_with_options(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[PromptLike],
+    candidates: Sequence[Sequence[CandidateLike]],
+    ranker: RankersArgument,
+    options: RankingOptions,
+    *,
+    append_eos: bool | Sequence[Sequence[bool]] = True,
+    mean_log_probs: Sequence[Sequence[float]] | None = None,
+    return_features: bool = False,
+) -> RankedCandidatesOutput:
+    """`rank_candidates` with its options as one `RankingOptions` (what `rank_candidates_file` calls per batch)."""
     if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence):
         raise TypeError(f"prompts must be a list of prompts (texts or token id lists), got {describe_value(prompts)}.")
     if isinstance(candidates, (str, torch.Tensor)) or not isinstance(candidates, Sequence):
@@ -105,9 +152,9 @@ def rank_candidates(
         )
     if not prompts:
         raise ValueError("No prompts were given: there is nothing to rank.")
-    ranking = RankerSet.resolve(model, ranker, ranker_selection, answer_extractor, tokenizer)
+    ranking = options.rankers(model, ranker, tokenizer)
     vocab_size = int(text_config(model).vocab_size)
-    use_chat_template = resolve_chat_template(tokenizer, chat_template)
+    use_chat_template = resolve_chat_template(tokenizer, options.chat_template)
     prompt_ids = prompt_token_ids(tokenizer, prompts, use_chat_template, vocab_size)
     ids = candidate_token_ids(tokenizer, candidates, eos_token_ids(model, tokenizer), vocab_size, append_eos)
     reported = None if mean_log_probs is None else _reported_log_probs(mean_log_probs, candidates, model.device)
@@ -117,18 +164,12 @@ def rank_candidates(
         ids,
         ranking.layers,
         token_statistics=ranking.reads_log_probs and reported is None,
-        candidate_batch_size=candidate_batch_size,
+        candidate_batch_size=options.candidate_batch_size,
         pad_token_id=padding_tokenizer(tokenizer).pad_token_id,
     )
     if reported is not None:
         features.mean_log_probs = reported
-    texts = [
-        [
-            candidate if isinstance(candidate, str) else tokenizer.decode(tokens, skip_special_tokens=True)
-            for candidate, tokens in zip(group, id_group)
-        ]
-        for group, id_group in zip(candidates, ids)
-    ]
+    texts = candidate_texts(tokenizer, candidates, ids)
     all_scores, best = ranking.pick(
         features.prompt_features,
         features.candidate_features,

@@ -19,14 +19,14 @@ from hf_language_ranker.cli import main
 
 
 def slowed(delay: float) -> None:
-    """Make every `rank_candidates` call of the job take at least ``delay`` more seconds."""
-    rank = file_ranking.rank_candidates
+    """Make every `rank_with_options` call of the job take at least ``delay`` more seconds."""
+    rank = file_ranking.rank_with_options
 
     def rank_slowly(*args: Any, **kwargs: Any) -> Any:
         time.sleep(delay)
         return rank(*args, **kwargs)
 
-    file_ranking.rank_candidates = rank_slowly
+    file_ranking.rank_with_options = rank_slowly
 
 
 if __name__ == "__main__":

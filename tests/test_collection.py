@@ -17,7 +17,7 @@ import torch
 from conftest import build_model, build_tokenizer
 from datasets import Array2D, Dataset, List, Value
 
-from hf_language_ranker import collection
+from hf_language_ranker import shards
 from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
 from hf_language_ranker.collection import collect_candidates
 from hf_language_ranker.sampling import sample_candidates
@@ -210,14 +210,14 @@ def test_kill_and_resume_loses_nothing_and_matches_an_uninterrupted_run(tmp_path
     (output_dir / "shards" / ".shard-000000036.tmp-1").mkdir()
     (output_dir / "shards" / ".shard-000000036.tmp-1" / "data-00000-of-00001.arrow").write_bytes(b"partial")
 
-    merge = collection.merge_shards
+    merge = shards.merge_shards
 
     def check_then_merge(*args, **kwargs):
         assert {path: path.read_bytes() for path in snapshot} == snapshot, "a finished shard was rewritten"
         assert not list((output_dir / "shards").glob(".*")), "temporary leftovers were not removed"
         merge(*args, **kwargs)
 
-    monkeypatch.setattr(collection, "merge_shards", check_then_merge)
+    monkeypatch.setattr(shards, "merge_shards", check_then_merge)
     calls = worker.verifier_calls
     resumed = worker.collect(output_dir, NUM_PROMPTS)
     assert worker.verifier_calls - calls == (NUM_PROMPTS - 4 * len(finished)) * N, "finished shards were sampled again"

@@ -116,7 +116,7 @@ def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatc
     assert sorted(path.name for path in output_dir.iterdir()) == ["dataset", "manifest.json", "ranked.jsonl"]
 
     # a finished job is returned as it is; another ranker is refused
-    monkeypatch.setattr(file_ranking, "rank_candidates", lambda *a, **k: pytest.fail("ranked again"))
+    monkeypatch.setattr(file_ranking, "rank_with_options", lambda *a, **k: pytest.fail("ranked again"))
     assert main(_arguments(setup, output_dir)) == 0
     other = tmp_path / "other-ranker"
     changed = LanguageRanker.from_pretrained(setup["ranker"])
@@ -237,13 +237,13 @@ def test_sigkill_then_rerun_ranks_every_prompt_once_with_the_same_picks(setup, t
     assert not (output_dir / "dataset").exists()
 
     ranked_prompts = []
-    rank = file_ranking.rank_candidates
+    rank = file_ranking.rank_with_options
 
     def counting(model, tokenizer, prompts, *args, **kwargs):
         ranked_prompts.extend(prompts)
         return rank(model, tokenizer, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(file_ranking, "rank_candidates", counting)
+    monkeypatch.setattr(file_ranking, "rank_with_options", counting)
     assert main(_arguments(setup, output_dir)) == 0
     assert len(ranked_prompts) == NUM_PROMPTS - SHARD_SIZE * len(finished), "finished shards were ranked again"
     _assert_reference_picks(output_dir, reference(setup))
