@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .losses import LOSSES
+
 #: Names of the `GenerationConfig` attributes that ranked generation reads.
 GENERATION_FLAGS = ("num_candidates", "ranker", "ranker_selection", "answer_extractor")
 
@@ -17,7 +19,7 @@ DEFAULT_LAYER_FRACTION = 0.6
 HEAD_TYPES = ("listwise", "pointwise")
 #: values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
 SELECTION_MODES = ("argmax", "weighted_vote")
-LOSS_TYPES = ("listwise", "marginal", "pairwise", "pointwise")
+LOSS_TYPES = tuple(LOSSES)
 #: dtypes a model can be loaded in (`hf_language_ranker.embedded.load_model_and_tokenizer`, the CLI's ``--dtype``);
 #: ``"auto"`` is bfloat16 where the hardware computes it natively, else float32 (`embedded.auto_dtype`)
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -68,8 +70,7 @@ class RankerConfig:
         if self.head not in HEAD_TYPES:
             raise ValueError(f"Unknown ranker head {self.head!r}: choose one of {', '.join(HEAD_TYPES)}.")
         check_selection_mode(self.selection)
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"Unknown ranker loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
+        LOSSES[self.loss]  # an unknown name raises the registry's error
         if not 0 <= self.feature_layer <= self.num_hidden_layers:
             raise ValueError(
                 f"feature_layer={self.feature_layer} is outside 0..{self.num_hidden_layers} "

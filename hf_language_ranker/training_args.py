@@ -12,6 +12,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .configuration import HEAD_TYPES, LOSS_TYPES, SELECTION_MODES, RankerConfig
+from .losses import LOSSES
 
 _RANKER_FIELDS = {f.name: f for f in fields(RankerConfig)}
 
@@ -108,8 +109,7 @@ class RankerTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"Unknown ranking loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
+        LOSSES[self.loss]  # an unknown name raises the registry's error
         self._check_ranker_fields()
         if self.group_size is not None and self.group_size < 0:
             raise ValueError(

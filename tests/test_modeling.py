@@ -39,7 +39,7 @@ def test_config_is_readable_as_attributes_and_dict():
     ("options", "message"),
     [
         (dict(head="cnn"), "Unknown ranker head 'cnn'"),
-        (dict(loss="hinge"), "Unknown ranker loss 'hinge'"),
+        (dict(loss="hinge"), "Unknown ranking loss 'hinge'. Known: listwise, marginal, pairwise, pointwise."),
         (dict(feature_layer=9), "outside 0..4"),
     ],
 )
