@@ -30,11 +30,13 @@ class Registry(MutableMapping[str, T], Generic[T]):
     """Named objects of one ``kind`` ("ranking loss", "task"), in registration order.
 
     A `MutableMapping`: ``name in registry``, iteration, ``registry[name] = obj`` and ``del registry[name]`` work as on
-    a dict; a missing name raises `UnknownNameError` with the known names and the closest one.
+    a dict; a missing name raises `UnknownNameError` with the known names and the closest one, then ``hint`` (what
+    else the caller may pass, say) when given.
     """
 
-    def __init__(self, kind: str, entries: Mapping[str, T] | None = None) -> None:
+    def __init__(self, kind: str, entries: Mapping[str, T] | None = None, *, hint: str = "") -> None:
         self.kind = kind
+        self.hint = hint
         self._entries: dict[str, T] = dict(entries or {})
 
     def register(self, name: str, obj: T | None = None) -> Any:
@@ -52,13 +54,13 @@ class Registry(MutableMapping[str, T], Generic[T]):
         return decorator
 
     def unknown(self, name: Any) -> UnknownNameError:
-        """The error for a name not held: ``Unknown <kind> 'x'. Known: a, b, c. Did you mean 'y'?``."""
+        """The error for a name not held: ``Unknown <kind> 'x'. Known: a, b, c. Did you mean 'y'? <hint>``."""
         known = sorted(self._entries)
         message = f"Unknown {self.kind} {name!r}. Known: {', '.join(known) or 'none'}."
         closest = difflib.get_close_matches(str(name), known, n=1)
         if closest:
             message += f" Did you mean {closest[0]!r}?"
-        return UnknownNameError(message)
+        return UnknownNameError(f"{message} {self.hint}".rstrip())
 
     def __getitem__(self, name: str) -> T:
         try:
