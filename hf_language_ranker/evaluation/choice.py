@@ -251,11 +251,13 @@ def select_ranker(
     variants = dict(variants if variants is not None else RANKER_VARIANTS)
     splits = {"train": train} | ({"validation": validation} if validation is not None else {})
     layers = list(layers) if layers is not None else feature_layers(train)
-    unknown = [rule for rule in selections if rule not in SELECTION_RULES]
-    if not variants or not layers or not selections or unknown:
+    for rule in selections:
+        if rule not in SELECTION_RULES:
+            raise SELECTION_RULES.unknown(rule)
+    if not variants or not layers or not selections:
         raise ValueError(
-            f"select_ranker needs at least one variant, layer and selection rule (rules: {list(SELECTION_RULES)}); "
-            f"got {len(variants)} variants, layers {layers}, selections {list(selections)}."
+            f"select_ranker needs at least one variant, layer and selection rule; got {len(variants)} variants, "
+            f"layers {layers}, selections {list(selections)}."
         )
     counts = {name: num_candidates(dataset) for name, dataset in splits.items()}
     serve_n = serve_n or max(counts.values())
