@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .agreement import PICK_RULES
 from .losses import LOSSES
 
 #: Names of the `GenerationConfig` attributes that ranked generation reads.
@@ -18,7 +19,7 @@ DEFAULT_LAYER_FRACTION = 0.6
 
 HEAD_TYPES = ("listwise", "pointwise")
 #: values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
-SELECTION_MODES = ("argmax", "weighted_vote")
+SELECTION_MODES = tuple(PICK_RULES)
 LOSS_TYPES = tuple(LOSSES)
 #: dtypes a model can be loaded in (`hf_language_ranker.embedded.load_model_and_tokenizer`, the CLI's ``--dtype``);
 #: ``"auto"`` is bfloat16 where the hardware computes it natively, else float32 (`embedded.auto_dtype`)
@@ -69,7 +70,8 @@ class RankerConfig:
     def __post_init__(self) -> None:
         if self.head not in HEAD_TYPES:
             raise ValueError(f"Unknown ranker head {self.head!r}: choose one of {', '.join(HEAD_TYPES)}.")
-        check_selection_mode(self.selection)
+        if self.selection not in PICK_RULES:
+            raise PICK_RULES.unknown(self.selection)
         LOSSES[self.loss]  # an unknown name raises the registry's error
         if not 0 <= self.feature_layer <= self.num_hidden_layers:
             raise ValueError(
@@ -95,12 +97,6 @@ class RankerConfig:
         if key not in self.__dataclass_fields__:
             raise KeyError(key)
         return getattr(self, key)
-
-
-def check_selection_mode(mode: str) -> None:
-    """Raise a clear error unless ``mode`` is one of `SELECTION_MODES`."""
-    if mode not in SELECTION_MODES:
-        raise ValueError(f"Unknown ranker_selection {mode!r}: choose one of {', '.join(SELECTION_MODES)}.")
 
 
 def default_feature_layer(num_hidden_layers: int) -> int:

@@ -43,3 +43,13 @@ def test_a_name_is_registered_once():
     with pytest.raises(ValueError, match="The shape 'square' is already registered"):
         shapes.register("square", 5)
     assert shapes["square"] == 4
+
+
+def test_every_pick_rule_has_its_dataset_form_and_the_name_tuples_follow_the_registries():
+    from hf_language_ranker.agreement import PICK_RULES
+    from hf_language_ranker.configuration import LOSS_TYPES, SELECTION_MODES
+    from hf_language_ranker.evaluation.selection import SELECTION_RULES
+    from hf_language_ranker.losses import LOSSES
+
+    assert list(SELECTION_RULES) == list(PICK_RULES) == list(SELECTION_MODES) == ["argmax", "weighted_vote"]
+    assert list(LOSSES) == list(LOSS_TYPES) == ["listwise", "marginal", "pairwise", "pointwise"]
