@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .agreement import PICK_RULES
+from .heads import HEADS
 from .losses import LOSSES
 
 #: Names of the `GenerationConfig` attributes that ranked generation reads.
@@ -17,7 +18,7 @@ DEFAULT_NUM_CANDIDATES = 16
 #: Fraction of the decoder depth used for the default feature layer (the paper's choice).
 DEFAULT_LAYER_FRACTION = 0.6
 
-HEAD_TYPES = ("listwise", "pointwise")
+HEAD_TYPES = tuple(HEADS)
 #: values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
 SELECTION_MODES = tuple(PICK_RULES)
 LOSS_TYPES = tuple(LOSSES)
@@ -68,8 +69,8 @@ class RankerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.head not in HEAD_TYPES:
-            raise ValueError(f"Unknown ranker head {self.head!r}: choose one of {', '.join(HEAD_TYPES)}.")
+        if self.head not in HEADS:
+            raise HEADS.unknown(self.head)
         if self.selection not in PICK_RULES:
             raise PICK_RULES.unknown(self.selection)
         LOSSES[self.loss]  # an unknown name raises the registry's error
