@@ -180,9 +180,11 @@ def default_feature_layer(num_hidden_layers: int) -> int:
     return max(1, round(DEFAULT_LAYER_FRACTION * num_hidden_layers))
 
 
-def recipe_fields() -> list[Field]:
-    """The `RankerConfig` fields of the recipe (declared with `recipe_field`), in declaration order."""
-    return [config_field for config_field in fields(RankerConfig) if config_field.metadata.get("recipe")]
+#: the recipe fields of `RankerConfig` (declared with `recipe_field`) by name, in declaration order
+RECIPE_FIELDS: Registry[Field] = Registry(
+    "RankerConfig recipe field",
+    {config_field.name: config_field for config_field in fields(RankerConfig) if config_field.metadata.get("recipe")},
+)
 
 
 def recipe_argument(config_field: Field) -> str:
@@ -193,7 +195,7 @@ def recipe_argument(config_field: Field) -> str:
 def check_recipe(source: Any, *, as_arguments: bool = False) -> None:
     """Raise a clear error for any recipe field of ``source`` whose value is not allowed: a `RankerConfig`, or with
     ``as_arguments`` an object naming them by their argument names (`RankerTrainingArguments`)."""
-    for config_field in recipe_fields():
+    for config_field in RECIPE_FIELDS.values():
         name = recipe_argument(config_field) if as_arguments else config_field.name
         value = getattr(source, name)
         choices = config_field.metadata["choices"]

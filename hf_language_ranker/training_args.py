@@ -3,25 +3,33 @@
 ``hf-language-ranker train`` builds its options from these fields with `transformers.HfArgumentParser`, so the
 command line, `train_ranker(**overrides)` and `RankerTrainer(args=...)` share one set of names and defaults. The recipe
 arguments (head, inputs, loss, pick rule) are not declared here: each is a `RankerConfig` field (`recipe_field`),
-added by `recipe_arguments` with its default and help.
+added by `with_recipe_arguments` with its default and help.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from transformers import TrainingArguments
 
-from .configuration import OPTIONAL_INT, RankerConfig, check_recipe, check_value, recipe_argument, recipe_fields
+from .configuration import (
+    OPTIONAL_INT,
+    RECIPE_FIELDS,
+    RankerConfig,
+    check_recipe,
+    check_value,
+    recipe_argument,
+)
 
 
-def recipe_arguments(cls: type) -> type:
+def with_recipe_arguments(cls: type) -> type:
     """Give the class ``cls`` (before `dataclass` reads it) one field per recipe field of `RankerConfig`, first: its
     argument name (`recipe_argument`), type, default and help, and a named choice's names as the CLI's choices."""
     types = get_type_hints(RankerConfig)
     recipe = {}
-    for config_field in recipe_fields():
+    for config_field in RECIPE_FIELDS.values():
         name = recipe_argument(config_field)
         metadata = {"help": config_field.metadata["help"]}
         if config_field.metadata["choices"] is not None:
@@ -32,8 +40,15 @@ def recipe_arguments(cls: type) -> type:
     return cls
 
 
+def recipe_as_arguments(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The `RankerTrainingArguments` fields of a recipe written as `RankerConfig` overrides, e.g. ``{"head":
+    "pointwise", "num_layers": 1}`` -> ``{"head": "pointwise", "num_ranker_layers": 1}``. A name that is not a recipe
+    field of `RankerConfig` raises `RECIPE_FIELDS`' error, which names the closest field."""
+    return {recipe_argument(RECIPE_FIELDS[name]): value for name, value in recipe.items()}
+
+
 @dataclass
-@recipe_arguments
+@with_recipe_arguments
 class RankerTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the ranker recipe and defaults that suit a tiny model trained on a CPU.
 
@@ -99,4 +114,6 @@ class RankerTrainingArguments(TrainingArguments):
 
     def ranker_options(self) -> dict[str, Any]:
         """The `RankerConfig` recipe fields these arguments describe, by their config names."""
-        return {config_field.name: getattr(self, recipe_argument(config_field)) for config_field in recipe_fields()}
+        return {
+            config_field.name: getattr(self, recipe_argument(config_field)) for config_field in RECIPE_FIELDS.values()
+        }

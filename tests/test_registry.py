@@ -47,9 +47,11 @@ def test_a_name_is_registered_once():
 
 def test_every_pick_rule_has_its_dataset_form_and_the_name_tuples_follow_the_registries():
     from hf_language_ranker.agreement import PICK_RULES
-    from hf_language_ranker.configuration import LOSS_TYPES, SELECTION_MODES
+    from hf_language_ranker.configuration import HEAD_TYPES, LOSS_TYPES, SELECTION_MODES
     from hf_language_ranker.evaluation.selection import SELECTION_RULES
+    from hf_language_ranker.heads import HEADS
     from hf_language_ranker.losses import LOSSES
 
     assert list(SELECTION_RULES) == list(PICK_RULES) == list(SELECTION_MODES) == ["argmax", "weighted_vote"]
     assert list(LOSSES) == list(LOSS_TYPES) == ["listwise", "marginal", "pairwise", "pointwise"]
+    assert list(HEADS) == list(HEAD_TYPES) == ["listwise", "pointwise"]

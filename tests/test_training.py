@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetInfo
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
-from hf_language_ranker.configuration import RankerConfig, recipe_argument, recipe_fields
+from hf_language_ranker.configuration import RECIPE_FIELDS, RankerConfig, recipe_argument
 from hf_language_ranker.training import (
     CandidateGroupCollator,
     RankerTrainer,
@@ -22,7 +22,7 @@ from hf_language_ranker.training import (
     resolve_training_layer,
     train_ranker,
 )
-from hf_language_ranker.training_args import RankerTrainingArguments
+from hf_language_ranker.training_args import RankerTrainingArguments, recipe_as_arguments
 
 HIDDEN = 32
 LAYER = 2
@@ -354,7 +354,7 @@ def test_the_recipe_arguments_are_ranker_config_fields(tmp_path):
     """The recipe is declared once, on RankerConfig: each recipe field is an argument with its default and help,
     under its argument name (num_layers is num_ranker_layers), and ranker_options maps the arguments back."""
     declared = {field.name: field for field in fields(RankerTrainingArguments)}
-    recipe = recipe_fields()
+    recipe = list(RECIPE_FIELDS.values())
     assert [field.name for field in recipe] == [
         "head",
         "projection_dim",
@@ -375,6 +375,7 @@ def test_the_recipe_arguments_are_ranker_config_fields(tmp_path):
         assert (argument.default, argument.metadata["help"]) == (config_field.default, config_field.metadata["help"])
     assert recipe_argument(RankerConfig.__dataclass_fields__["num_layers"]) == "num_ranker_layers"
     assert "num_layers" not in declared
+    assert recipe_as_arguments({"head": "pointwise", "num_layers": 1}) == {"head": "pointwise", "num_ranker_layers": 1}
     options = arguments(tmp_path, num_ranker_layers=3, head="pointwise", use_centrality=True).ranker_options()
     defaults = {field.name: field.default for field in recipe}
     assert options == {**defaults, "num_layers": 3, "head": "pointwise", "use_centrality": True}
