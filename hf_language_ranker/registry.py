@@ -12,7 +12,7 @@ a name -> object mapping with one error for a name it does not hold: what was as
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -20,73 +20,50 @@ T = TypeVar("T")
 
 class UnknownNameError(KeyError, ValueError):
     """A name that a `Registry` does not hold: a `ValueError` (a bad argument) that is also a `KeyError` (a failed
-    lookup), so both ``except`` clauses and ``Mapping.get`` keep working."""
+    lookup), so either ``except`` clause catches it."""
 
     def __str__(self) -> str:  # a KeyError would quote its message
         return str(self.args[0])
 
 
-class Registry(MutableMapping[str, T], Generic[T]):
+class Registry(dict[str, T], Generic[T]):
     """Named objects of one ``kind`` ("ranking loss", "task"), in registration order.
 
-    A `MutableMapping`: ``name in registry``, iteration, ``registry[name] = obj`` and ``del registry[name]`` work as on
-    a dict; a missing name raises `UnknownNameError` with the known names and the closest one, then ``hint`` (what
-    else the caller may pass, say) when given.
+    A `dict` in every other way (``in``, iteration, ``get``, ``|``, ``registry[name] = obj``); only a lookup of a name
+    it does not hold differs: it raises `UnknownNameError` with the known names and the closest one, then ``hint``
+    (what else the caller may pass, say) when given.
     """
 
     def __init__(self, kind: str, entries: Mapping[str, T] | None = None, *, hint: str = "") -> None:
+        super().__init__(entries or {})
         self.kind = kind
         self.hint = hint
-        self._entries: dict[str, T] = dict(entries or {})
 
     def register(self, name: str, obj: T | None = None) -> Any:
         """Add ``obj`` under ``name``, once; without ``obj``, a decorator that registers what it decorates."""
-        if name in self._entries:
+        if name in self:
             raise ValueError(f"The {self.kind} {name!r} is already registered.")
         if obj is not None:
-            self._entries[name] = obj
+            self[name] = obj
             return obj
 
         def decorator(decorated: Callable[..., Any]) -> Callable[..., Any]:
-            self._entries[name] = decorated  # type: ignore[assignment]
+            self[name] = decorated  # type: ignore[assignment]
             return decorated
 
         return decorator
 
     def unknown(self, name: Any) -> UnknownNameError:
         """The error for a name not held: ``Unknown <kind> 'x'. Known: a, b, c. Did you mean 'y'? <hint>``."""
-        known = sorted(self._entries)
+        known = sorted(self)
         message = f"Unknown {self.kind} {name!r}. Known: {', '.join(known) or 'none'}."
         closest = difflib.get_close_matches(str(name), known, n=1)
         if closest:
             message += f" Did you mean {closest[0]!r}?"
         return UnknownNameError(f"{message} {self.hint}".rstrip())
 
-    def __getitem__(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except (KeyError, TypeError):  # TypeError: an unhashable name
-            raise self.unknown(name) from None
-
-    def __contains__(self, name: object) -> bool:
-        try:
-            return name in self._entries
-        except TypeError:
-            return False
-
-    def __setitem__(self, name: str, obj: T) -> None:
-        self._entries[name] = obj
-
-    def __delitem__(self, name: str) -> None:
-        if name not in self._entries:
-            raise self.unknown(name)
-        del self._entries[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    def __missing__(self, name: str) -> T:
+        raise self.unknown(name)
 
     def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {list(self._entries)})"
+        return f"Registry({self.kind!r}, {dict.__repr__(self)})"
