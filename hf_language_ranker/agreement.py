@@ -22,7 +22,7 @@ from typing import Any, Union
 
 import torch
 
-from .configuration import check_selection_mode
+from .registry import Registry
 
 AnswerExtractor = Callable[[str], Union[Hashable, None]]
 AnswerExtractorLike = Union[AnswerExtractor, str, Any]
@@ -133,14 +133,28 @@ def weighted_vote_choices(scores: torch.Tensor, ids: torch.Tensor, mask: torch.T
     return scores.masked_fill(~in_heaviest, float("-inf")).argmax(-1)
 
 
-def select(scores: torch.Tensor, mode: str, ids: torch.Tensor | None = None) -> torch.Tensor:
-    """``[B]`` chosen candidates under a selection mode of `SELECTION_MODES` (``weighted_vote`` needs ``ids``)."""
-    check_selection_mode(mode)
-    if mode == "argmax":
-        return scores.argmax(-1)
+#: the pick rules: how a ranker's ``[B, N]`` scores (and ``[B, N]`` answer ids, for rules that read answers) become
+#: ``[B]`` chosen candidates; the values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
+PICK_RULES: Registry[Callable[[torch.Tensor, Union[torch.Tensor, None]], torch.Tensor]] = Registry("ranker_selection")
+
+
+@PICK_RULES.register("argmax")
+def pick_argmax(scores: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B]`` the best-scored candidate of each prompt."""
+    return scores.argmax(-1)
+
+
+@PICK_RULES.register("weighted_vote")
+def pick_weighted_vote(scores: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """`weighted_vote_choices` over the candidates' answer ids, which this rule needs."""
     if ids is None:
         raise ValueError(
             "ranker_selection='weighted_vote' groups candidates by their final answers: pass an "
             "answer_extractor (a callable str -> hashable | None, or 'math')."
         )
     return weighted_vote_choices(scores, ids.to(scores.device))
+
+
+def select(scores: torch.Tensor, mode: str, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B]`` chosen candidates under the pick rule ``mode`` of `PICK_RULES` (``weighted_vote`` needs ``ids``)."""
+    return PICK_RULES[mode](scores, ids)

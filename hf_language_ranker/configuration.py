@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
+
+from .agreement import PICK_RULES
+from .heads import HEADS
+from .losses import LOSSES
+from .registry import Registry
 
 #: Names of the `GenerationConfig` attributes that ranked generation reads.
 GENERATION_FLAGS = ("num_candidates", "ranker", "ranker_selection", "answer_extractor")
@@ -14,62 +20,135 @@ DEFAULT_NUM_CANDIDATES = 16
 #: Fraction of the decoder depth used for the default feature layer (the paper's choice).
 DEFAULT_LAYER_FRACTION = 0.6
 
-HEAD_TYPES = ("listwise", "pointwise")
-#: values of ``RankerConfig.selection`` and of ``ranker_selection`` on `generate`
-SELECTION_MODES = ("argmax", "weighted_vote")
-LOSS_TYPES = ("listwise", "marginal", "pairwise", "pointwise")
+#: the names of the built-in heads, pick rules (the values of ``RankerConfig.selection`` and of ``ranker_selection``
+#: on `generate`) and losses, read from their registries, the one source of each
+HEAD_TYPES = tuple(HEADS)
+SELECTION_MODES = tuple(PICK_RULES)
+LOSS_TYPES = tuple(LOSSES)
 #: dtypes a model can be loaded in (`hf_language_ranker.embedded.load_model_and_tokenizer`, the CLI's ``--dtype``);
 #: ``"auto"`` is bfloat16 where the hardware computes it natively, else float32 (`embedded.auto_dtype`)
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+#: a value test and the words an error uses for what it expects, e.g. ``(lambda v: v >= 1, "a number >= 1")``
+Check = tuple[Callable[[Any], bool], str]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+POSITIVE_INT: Check = (lambda value: _is_int(value) and value >= 1, "an integer >= 1")
+OPTIONAL_INT: Check = (lambda value: value is None or _is_int(value), "an integer or None")
+SWITCH: Check = (lambda value: isinstance(value, bool), "True or False")
+FRACTION: Check = (
+    lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
+    "a number in [0, 1)",
+)
+
+
+def check_value(name: str, value: Any, check: Check) -> None:
+    """Raise ``<name> must be <expected>, got <value>`` unless ``value`` passes ``check``."""
+    valid, expected = check
+    if not valid(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}.")
+
+
+def recipe_field(
+    default: Any, help: str, *, check: Check | None = None, choices: Registry | None = None, argument: str = ""
+) -> Any:
+    """A `RankerConfig` field of the recipe (a head, input, loss or pick-rule choice), declared once with its help.
+
+    `RankerTrainingArguments`, and with it ``hf-language-ranker train``, gets one argument per recipe field, named
+    ``argument`` (default: the field's own name), with this default and help. Values are validated by ``check`` or,
+    for a named choice, by the ``choices`` registry (whose names are the argument's choices).
+    """
+    metadata = {"help": help, "recipe": True, "check": check, "choices": choices, "argument": argument}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class RankerConfig:
     """Everything needed to rebuild a `LanguageRanker` and to check that it fits a base model.
 
-    The first block is the fingerprint of the LLM whose hidden states the ranker reads; the second
-    block describes the ranker head itself.
+    The first block is the fingerprint of the LLM whose hidden states the ranker reads; the second block is the
+    recipe of the ranker itself (`recipe_field`: head, inputs, loss and pick rule, the one place they are declared;
+    `RankerTrainingArguments` takes its recipe arguments from here), with what training recorded about its data.
     """
 
-    hidden_size: int
-    num_hidden_layers: int
-    feature_layer: int
-    model_type: str | None = None
-    base_model: str | None = None
-    #: the dtype the base model computed the training features in ("bfloat16"); serving in another one warns.
-    #: ``None``: not recorded (rankers from before this field, or trained on data that does not say)
-    model_dtype: str | None = None
+    hidden_size: int = field(metadata={"help": "Hidden size of the base model (the width of the features)."})
+    num_hidden_layers: int = field(metadata={"help": "Decoder layers of the base model."})
+    feature_layer: int = field(
+        metadata={"help": "The hidden-state layer the ranker reads (0 = embeddings, num_hidden_layers = the last)."}
+    )
+    model_type: str | None = field(default=None, metadata={"help": "transformers model type of the base model."})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id or path of the base model."})
+    model_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "The dtype the base model computed the training features in (bfloat16); serving in another one "
+            "warns. None: not recorded (rankers from before this field, or trained on data that does not say)."
+        },
+    )
 
-    head: str = "listwise"
-    projection_dim: int = 64
-    num_layers: int = 2
-    num_attention_heads: int = 4
-    intermediate_size: int = 128
-    dropout: float = 0.1
-    use_prompt_feature: bool = True
-    #: also feed each candidate's mean token log-probability (computed while sampling) to the head
-    use_mean_log_prob: bool = False
-    #: also feed each candidate's answer vote share (needs an answer extractor; see hf_language_ranker.agreement)
-    use_vote_share: bool = False
-    #: also feed each candidate's feature centrality among the prompt's candidates (needs no parser)
-    use_centrality: bool = False
-    #: subtract the mean of the prompt's candidate features from each candidate feature before the projection, so
-    #: the head sees how a candidate differs from its siblings rather than which task or prompt it belongs to
-    center_features: bool = False
-    #: the built-in verifier whose answer parser made the training answers ("math"); `generate` uses it when
-    #: no ``answer_extractor`` is passed. ``None``: the answers came from a custom extractor, which must be passed.
-    answer_extractor: str | None = None
-    #: how `generate` picks by default: "argmax" (best score) or "weighted_vote" (softmax weights summed per answer)
-    selection: str = "argmax"
-    loss: str = "listwise"
-    extra: dict[str, Any] = field(default_factory=dict)
+    head: str = recipe_field("listwise", "Ranker head: listwise or pointwise.", choices=HEADS)
+    projection_dim: int = recipe_field(64, "Projected feature size.", check=POSITIVE_INT)
+    num_layers: int = recipe_field(
+        2, "Transformer layers of the listwise head.", check=POSITIVE_INT, argument="num_ranker_layers"
+    )
+    num_attention_heads: int = recipe_field(
+        4, "Attention heads of the listwise head (they divide projection_dim).", check=POSITIVE_INT
+    )
+    intermediate_size: int = recipe_field(
+        128, "Hidden size of the listwise head's feed-forward blocks and of the pointwise MLP.", check=POSITIVE_INT
+    )
+    dropout: float = recipe_field(0.1, "Dropout inside the ranker head.", check=FRACTION)
+    use_prompt_feature: bool = recipe_field(True, "Feed the prompt's feature to the head.", check=SWITCH)
+    use_mean_log_prob: bool = recipe_field(
+        False,
+        "Also feed each candidate's mean token log-probability (computed while sampling) to the head.",
+        check=SWITCH,
+    )
+    use_vote_share: bool = recipe_field(
+        False,
+        "Also feed each candidate's answer vote share (from the dataset's parsed answers; serving needs an answer "
+        "extractor, see hf_language_ranker.agreement).",
+        check=SWITCH,
+    )
+    use_centrality: bool = recipe_field(
+        False,
+        "Also feed each candidate's feature centrality among its prompt's candidates (needs no parser).",
+        check=SWITCH,
+    )
+    center_features: bool = recipe_field(
+        False,
+        "Subtract the mean of each prompt's candidate features before the head (task-agnostic): the head sees how a "
+        "candidate differs from its siblings rather than which task or prompt it belongs to.",
+        check=SWITCH,
+    )
+    answer_extractor: str | None = field(
+        default=None,
+        metadata={
+            "help": "The built-in verifier whose answer parser made the training answers (math); `generate` uses it "
+            "when no answer_extractor is passed. None: the answers came from a custom extractor, which must be passed."
+        },
+    )
+    selection: str = recipe_field(
+        "argmax",
+        "How `generate` picks among the scored candidates by default: argmax (best score) or weighted_vote (softmax "
+        "weights summed per parsed answer; needs an answer extractor). Written to config.json.",
+        choices=PICK_RULES,
+    )
+    loss: str = recipe_field(
+        "listwise", "Ranking loss: listwise (paper default), marginal, pairwise or pointwise.", choices=LOSSES
+    )
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Free-form notes kept in config.json, e.g. how the weights were edited after training."},
+    )
 
     def __post_init__(self) -> None:
-        if self.head not in HEAD_TYPES:
-            raise ValueError(f"Unknown ranker head {self.head!r}: choose one of {', '.join(HEAD_TYPES)}.")
-        check_selection_mode(self.selection)
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"Unknown ranker loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
+        check_recipe(self)
         if not 0 <= self.feature_layer <= self.num_hidden_layers:
             raise ValueError(
                 f"feature_layer={self.feature_layer} is outside 0..{self.num_hidden_layers} "
@@ -96,12 +175,31 @@ class RankerConfig:
         return getattr(self, key)
 
 
-def check_selection_mode(mode: str) -> None:
-    """Raise a clear error unless ``mode`` is one of `SELECTION_MODES`."""
-    if mode not in SELECTION_MODES:
-        raise ValueError(f"Unknown ranker_selection {mode!r}: choose one of {', '.join(SELECTION_MODES)}.")
-
-
 def default_feature_layer(num_hidden_layers: int) -> int:
     """The paper's default: a middle layer at about 60% of the depth (at least 1)."""
     return max(1, round(DEFAULT_LAYER_FRACTION * num_hidden_layers))
+
+
+#: the recipe fields of `RankerConfig` (declared with `recipe_field`) by name, in declaration order
+RECIPE_FIELDS: Registry[Field] = Registry(
+    "RankerConfig recipe field",
+    {config_field.name: config_field for config_field in fields(RankerConfig) if config_field.metadata.get("recipe")},
+)
+
+
+def recipe_argument(config_field: Field) -> str:
+    """The `RankerTrainingArguments` (and CLI) name of a recipe field: ``num_layers`` is ``num_ranker_layers``."""
+    return config_field.metadata["argument"] or config_field.name
+
+
+def check_recipe(source: Any, *, as_arguments: bool = False) -> None:
+    """Raise a clear error for any recipe field of ``source`` whose value is not allowed: a `RankerConfig`, or with
+    ``as_arguments`` an object naming them by their argument names (`RankerTrainingArguments`)."""
+    for config_field in RECIPE_FIELDS.values():
+        name = recipe_argument(config_field) if as_arguments else config_field.name
+        value = getattr(source, name)
+        choices = config_field.metadata["choices"]
+        if choices is None:
+            check_value(name, value, config_field.metadata["check"])
+        elif value not in choices:
+            raise choices.unknown(value)

@@ -13,11 +13,18 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .registry import Registry
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: the ranking losses by name (``RankerConfig.loss``)
+LOSSES: Registry[LossFunction] = Registry("ranking loss")
+
 
 def _zero(scores: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(~torch.isfinite(scores), 0.0).sum() * 0.0
 
 
+@LOSSES.register("listwise")
 def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Cross-entropy between the softmax over a group and a target spread over its correct candidates."""
     labels = labels.float() * mask
@@ -30,6 +37,7 @@ def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     return -(target * log_probs).sum(-1)[keep].mean()
 
 
+@LOSSES.register("marginal")
 def marginal_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Minus the log of the softmax mass on a group's correct candidates (label-weighted), together.
 
@@ -46,6 +54,7 @@ def marginal_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     return -torch.logsumexp(log_probs + log_weights, dim=-1).mean()
 
 
+@LOSSES.register("pairwise")
 def pairwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Logistic loss on every (better, worse) pair of real candidates within a group."""
     labels = labels.float()
@@ -57,6 +66,7 @@ def pairwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     return F.softplus(-margins)[better].mean()
 
 
+@LOSSES.register("pointwise")
 def pointwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of each real candidate's score against its label."""
     if not mask.any():
@@ -64,16 +74,6 @@ def pointwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     return F.binary_cross_entropy_with_logits(scores[mask], labels.float()[mask])
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "listwise": listwise_loss,
-    "marginal": marginal_loss,
-    "pairwise": pairwise_loss,
-    "pointwise": pointwise_loss,
-}
-
-
 def ranking_loss(name: str, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Look a loss up by name and apply it."""
-    if name not in LOSSES:
-        raise ValueError(f"Unknown ranking loss {name!r}: choose one of {', '.join(LOSSES)}.")
     return LOSSES[name](scores, labels, mask)

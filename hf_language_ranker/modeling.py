@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput, logging
 from .agreement import feature_centrality, vote_shares
 from .configuration import RankerConfig
 from .features import ModelFingerprint, resolve_feature_layer
+from .heads import HEADS
 from .losses import ranking_loss
 from .model_card import RankerModelCardData, is_hub_id
 from .shipped_rankers import shipped_ranker_folder, shipped_ranker_names
@@ -59,7 +60,8 @@ class LanguageRanker(
     Both the prompt feature and the candidate features are projected to ``projection_dim`` by one shared
     linear layer. The ``listwise`` head (default) runs a small Transformer over
     ``[prompt, candidate_1, ..., candidate_N]`` so candidates are judged against each other; the
-    ``pointwise`` head scores each candidate alone with an MLP on ``[candidate, prompt, candidate * prompt]``.
+    ``pointwise`` head scores each candidate alone with an MLP on ``[candidate, prompt, candidate * prompt]``
+    (`hf_language_ranker.heads`).
     With ``use_mean_log_prob`` each candidate's mean token log-probability, and its difference from the mean over
     the prompt's candidates, are embedded and added to the candidate's projected feature; ``use_vote_share`` and
     ``use_centrality`` do the same with the agreement inputs of `hf_language_ranker.agreement` (each value and its
@@ -83,29 +85,7 @@ class LanguageRanker(
             self.vote_share_embedding = nn.Linear(2, dim)
         if config.use_centrality:
             self.centrality_embedding = nn.Linear(2, dim)
-        if config.head == "listwise":
-            self.role_embedding = nn.Embedding(2, dim)
-            block = nn.TransformerEncoderLayer(
-                dim,
-                config.num_attention_heads,
-                config.intermediate_size,
-                config.dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            self.encoder = nn.TransformerEncoder(
-                block, config.num_layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
-            )
-            self.score_head = nn.Linear(dim, 1)
-        else:
-            inputs = 3 * dim if config.use_prompt_feature else dim
-            self.score_head = nn.Sequential(
-                nn.Linear(inputs, config.intermediate_size),
-                nn.GELU(),
-                nn.Dropout(config.dropout),
-                nn.Linear(config.intermediate_size, 1),
-            )
+        HEADS[config.head].build(self, config)
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -218,35 +198,11 @@ class LanguageRanker(
         if self.config.use_centrality:
             centrality = feature_centrality(candidate_features.to(candidates.device), mask)
             candidates = candidates + self.centrality_embedding(_with_gap_to_max(centrality, mask).to(parameter.dtype))
-        if self.config.head == "listwise":
-            scores = self._listwise_scores(prompt, candidates, mask)
-        else:
-            scores = self._pointwise_scores(prompt, candidates)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = HEADS[self.config.head].scores(self, prompt, candidates, mask).masked_fill(~mask, float("-inf"))
         loss = None
         if labels is not None:
             loss = ranking_loss(self.config.loss, scores, labels.to(scores.device), mask)
         return RankerOutput(loss=loss, scores=scores)
-
-    def _listwise_scores(self, prompt: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        candidates = candidates + self.role_embedding.weight[1]
-        if self.config.use_prompt_feature:
-            tokens = torch.cat([(prompt + self.role_embedding.weight[0])[:, None], candidates], dim=1)
-            padding = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
-        else:
-            tokens = candidates
-            # a group whose slots are all masked would attend to nothing: let it attend to its (ignored) slots
-            padding = ~mask & mask.any(-1, keepdim=True)
-        encoded = self.encoder(tokens, src_key_padding_mask=padding)
-        if self.config.use_prompt_feature:
-            encoded = encoded[:, 1:]
-        return self.score_head(encoded).squeeze(-1)
-
-    def _pointwise_scores(self, prompt: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        if self.config.use_prompt_feature:
-            prompt = prompt[:, None].expand_as(candidates)
-            candidates = torch.cat([candidates, prompt, candidates * prompt], dim=-1)
-        return self.score_head(candidates).squeeze(-1)
 
     def _log_prob_inputs(self, mean_log_probs: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         """``[B, N, 2]``: each candidate's mean log-prob and its difference from the mean of the prompt's candidates."""

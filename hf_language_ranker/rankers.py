@@ -12,13 +12,13 @@ import torch
 from transformers import PreTrainedModel
 
 from .agreement import (
+    PICK_RULES,
     AnswerExtractorLike,
     answer_ids,
     extract_answers,
     resolve_answer_extractor,
     select,
 )
-from .configuration import check_selection_mode
 from .modeling import LanguageRanker
 
 RankerLike = Union[LanguageRanker, str, os.PathLike]
@@ -145,7 +145,8 @@ class RankerSet:
         # the call's (or generation config's) selection, else each ranker's recommended one; unknown modes fail here
         selections = {name: selection or ranker.config.selection for name, ranker in resolved.items()}
         for mode in selections.values():
-            check_selection_mode(mode)
+            if mode not in PICK_RULES:
+                raise PICK_RULES.unknown(mode)
         return cls(resolved, selections, answer_extractors(resolved, selections, answer_extractor, tokenizer))
 
     @property

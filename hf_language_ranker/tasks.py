@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonl import read_jsonl
+from .registry import Registry
 
 __all__ = ["DEFAULT_GENERATED_SIZE", "TASKS", "Task", "load_task", "split_task", "task_verifier"]
 
@@ -237,179 +238,183 @@ def _tools_prompt(functions: list[dict[str, Any]], question: list[list[dict[str,
     return f"You can call these functions:\n{json.dumps(functions)}\n\nQuestion: {text}\n\n{TOOLS_INSTRUCTION}"
 
 
-TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        ReasoningGymTask(
-            "arithmetic",
-            "basic_arithmetic",
-            "2-3 terms of 1-2 digits with + - *, non-negative results (reasoning-gym basic_arithmetic)",
-            config={
-                "min_terms": 2,
-                "max_terms": 3,
-                "min_digits": 1,
-                "max_digits": 2,
-                "operators": ("+", "-", "*"),
-                "allow_parentheses": False,
-                "allow_negation": False,
-            },
-            expression=True,
-        ),
-        ReasoningGymTask(
-            "chain_sum",
-            "chain_sum",
-            "2-4 terms of 1-2 digits with + -, non-negative results (reasoning-gym chain_sum)",
-            config={"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 2},
-            expression=True,
-        ),
-        ReasoningGymTask(
-            "products",
-            "products",
-            "a product of 2 factors of 1-2 digits (reasoning-gym products)",
-            config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
-            strip_suffix=" Give only the result as your final answer.",
-            expression=True,
-        ),
-        ReasoningGymTask(
-            "gsm_symbolic",
-            "gsm_symbolic",
-            "GSM8K-style word problems from templates (reasoning-gym gsm_symbolic)",
-            strip_suffix=" Give the result as your final answer. Do not include units.",
-        ),
-        # short-answer generators sized for a small model (benchmarks/results/task_difficulty.md screens them)
-        ReasoningGymTask(
-            "addition",
-            "chain_sum",
-            "a sum or difference of 2 terms of 1-2 digits, non-negative results (reasoning-gym chain_sum)",
-            config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
-            expression=True,
-        ),
-        ReasoningGymTask(
-            "decimal_addition",
-            "decimal_chain_sum",
-            "a sum or difference of 2 one-digit decimals with 1 decimal place (reasoning-gym decimal_chain_sum)",
-            config={"min_terms": 2, "max_terms": 2, "max_digits": 1, "min_decimal_places": 1, "max_decimal_places": 1},
-        ),
-        ReasoningGymTask(
-            "gcd",
-            "gcd",
-            "the greatest common divisor of 2 numbers up to 60 (reasoning-gym gcd)",
-            config={"max_value": 60},
-            strip_suffix=" Give only the GCD as your final answer.",
-        ),
-        ReasoningGymTask(
-            "lcm",
-            "lcm",
-            "the least common multiple of 2 numbers up to 60 (reasoning-gym lcm)",
-            config={"max_value": 60},
-        ),
-        ReasoningGymTask(
-            "linear_equations",
-            "simple_equations",
-            "solve x + a = b or x - a = b with numbers up to 20 (reasoning-gym simple_equations)",
-            config={
-                "min_terms": 2,
-                "max_terms": 2,
-                "max_value": 20,
-                "operators": ("+", "-"),
-                "operators_weights": (0.5, 0.5),
-            },
-        ),
-        ReasoningGymTask(
-            "count_bits",
-            "count_bits",
-            "the number of 1 bits of a number up to 1023 (reasoning-gym count_bits)",
-            config={"max_n": 1023},
-        ),
-        ReasoningGymTask(
-            "number_sequence",
-            "number_sequence",
-            "the next term of a simple sequence of 4-5 terms (reasoning-gym number_sequence, complexity 1)",
-            config={"min_terms": 4, "max_terms": 5, "min_value": 0, "max_value": 20, "max_complexity": 1},
-        ),
-        ReasoningGymTask(
-            "letter_counting",
-            "letter_counting",
-            "how often a letter occurs in 3-5 words (reasoning-gym letter_counting)",
-            config={"min_words": 3, "max_words": 5},
-        ),
-        ReasoningGymTask(
-            "leg_counting",
-            "leg_counting",
-            "the total number of legs of 1-2 kinds of animals, up to 5 each (reasoning-gym leg_counting)",
-            config={"min_animals": 1, "max_animals": 2, "max_instances": 5},
-        ),
-        ReasoningGymTask(
-            "count_primes",
-            "count_primes",
-            "how many primes lie in a range up to 50 (reasoning-gym count_primes)",
-            config={"max_n": 50},
-        ),
-        ReasoningGymTask(
-            "family_counting",
-            "aiw",
-            "'Alice in Wonderland' sibling and colleague counting questions (reasoning-gym aiw)",
-        ),
-        ReasoningGymTask(
-            "weekday_count",
-            "calendar_arithmetic",
-            "how many times a weekday occurs between two dates up to 30 days apart (reasoning-gym calendar_arithmetic)",
-            config={"tasks": ["count_days"], "offset_upper_bound": 30},
-        ),
-        ReasoningGymTask(
-            "rectangle_count",
-            "rectangle_count",
-            "how many rectangles an ASCII grid of 20 x 10 shows, up to 3 (reasoning-gym rectangle_count)",
-            config={"max_rectangles": 3, "width": 20, "height": 10},
-        ),
-        ReasoningGymTask(
-            "triangle_angle",
-            "simple_geometry",
-            "the third interior angle of a triangle given two (reasoning-gym simple_geometry, 3 sides)",
-            config={"min_sides": 3, "max_sides": 3},
-            strip_suffix="Return only the angle as your answer.Do not give the units in your answer.",
-        ),
-        ReasoningGymTask(
-            "animal_legs",
-            "leg_counting",
-            "the total number of legs of 1-20 animals of one kind (reasoning-gym leg_counting)",
-            config={"min_animals": 1, "max_animals": 1, "max_instances": 20},
-        ),
-        ReasoningGymTask(
-            "largest_island",
-            "largest_island",
-            "the area of the largest island of 1s in a binary grid of 4-6 x 4-6 (reasoning-gym largest_island)",
-            config={
-                "min_rows": 4,
-                "max_rows": 6,
-                "min_cols": 4,
-                "max_cols": 6,
-                "min_num_islands": 1,
-                "max_num_islands": 2,
-                "min_island_size": 1,
-                "max_island_size": 5,
-            },
-        ),
-        ReasoningGymTask(
-            "pick_number",
-            "number_format",
-            "the largest or smallest of 2-3 numbers up to 100 written in varied formats (reasoning-gym number_format)",
-            config={"min_num_candidates": 2, "max_num_candidates": 3, "min_n": 1, "max_n": 100},
-        ),
-        HumanEvalTask(),
-        BFCLTask("bfcl_simple", "simple_python", "BFCL v4 simple (Python): one function, one call"),
-        BFCLTask("bfcl_multiple", "multiple", "BFCL v4 multiple: pick one call among 2-4 functions"),
-        BFCLTask("bfcl_parallel", "parallel", "BFCL v4 parallel: several calls of one function"),
-        BFCLTask("bfcl_parallel_multiple", "parallel_multiple", "BFCL v4 parallel multiple: several calls"),
-    )
-}
-
-
-def _get_task(name: str) -> Task:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ValueError(f"Unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.") from None
+TASKS: Registry[Task] = Registry(
+    "task",
+    {
+        task.name: task
+        for task in (
+            ReasoningGymTask(
+                "arithmetic",
+                "basic_arithmetic",
+                "2-3 terms of 1-2 digits with + - *, non-negative results (reasoning-gym basic_arithmetic)",
+                config={
+                    "min_terms": 2,
+                    "max_terms": 3,
+                    "min_digits": 1,
+                    "max_digits": 2,
+                    "operators": ("+", "-", "*"),
+                    "allow_parentheses": False,
+                    "allow_negation": False,
+                },
+                expression=True,
+            ),
+            ReasoningGymTask(
+                "chain_sum",
+                "chain_sum",
+                "2-4 terms of 1-2 digits with + -, non-negative results (reasoning-gym chain_sum)",
+                config={"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 2},
+                expression=True,
+            ),
+            ReasoningGymTask(
+                "products",
+                "products",
+                "a product of 2 factors of 1-2 digits (reasoning-gym products)",
+                config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+                strip_suffix=" Give only the result as your final answer.",
+                expression=True,
+            ),
+            ReasoningGymTask(
+                "gsm_symbolic",
+                "gsm_symbolic",
+                "GSM8K-style word problems from templates (reasoning-gym gsm_symbolic)",
+                strip_suffix=" Give the result as your final answer. Do not include units.",
+            ),
+            # short-answer generators sized for a small model (benchmarks/results/task_difficulty.md screens them)
+            ReasoningGymTask(
+                "addition",
+                "chain_sum",
+                "a sum or difference of 2 terms of 1-2 digits, non-negative results (reasoning-gym chain_sum)",
+                config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+                expression=True,
+            ),
+            ReasoningGymTask(
+                "decimal_addition",
+                "decimal_chain_sum",
+                "a sum or difference of 2 one-digit decimals with 1 decimal place (reasoning-gym decimal_chain_sum)",
+                config={
+                    "min_terms": 2,
+                    "max_terms": 2,
+                    "max_digits": 1,
+                    "min_decimal_places": 1,
+                    "max_decimal_places": 1,
+                },
+            ),
+            ReasoningGymTask(
+                "gcd",
+                "gcd",
+                "the greatest common divisor of 2 numbers up to 60 (reasoning-gym gcd)",
+                config={"max_value": 60},
+                strip_suffix=" Give only the GCD as your final answer.",
+            ),
+            ReasoningGymTask(
+                "lcm",
+                "lcm",
+                "the least common multiple of 2 numbers up to 60 (reasoning-gym lcm)",
+                config={"max_value": 60},
+            ),
+            ReasoningGymTask(
+                "linear_equations",
+                "simple_equations",
+                "solve x + a = b or x - a = b with numbers up to 20 (reasoning-gym simple_equations)",
+                config={
+                    "min_terms": 2,
+                    "max_terms": 2,
+                    "max_value": 20,
+                    "operators": ("+", "-"),
+                    "operators_weights": (0.5, 0.5),
+                },
+            ),
+            ReasoningGymTask(
+                "count_bits",
+                "count_bits",
+                "the number of 1 bits of a number up to 1023 (reasoning-gym count_bits)",
+                config={"max_n": 1023},
+            ),
+            ReasoningGymTask(
+                "number_sequence",
+                "number_sequence",
+                "the next term of a simple sequence of 4-5 terms (reasoning-gym number_sequence, complexity 1)",
+                config={"min_terms": 4, "max_terms": 5, "min_value": 0, "max_value": 20, "max_complexity": 1},
+            ),
+            ReasoningGymTask(
+                "letter_counting",
+                "letter_counting",
+                "how often a letter occurs in 3-5 words (reasoning-gym letter_counting)",
+                config={"min_words": 3, "max_words": 5},
+            ),
+            ReasoningGymTask(
+                "leg_counting",
+                "leg_counting",
+                "the total number of legs of 1-2 kinds of animals, up to 5 each (reasoning-gym leg_counting)",
+                config={"min_animals": 1, "max_animals": 2, "max_instances": 5},
+            ),
+            ReasoningGymTask(
+                "count_primes",
+                "count_primes",
+                "how many primes lie in a range up to 50 (reasoning-gym count_primes)",
+                config={"max_n": 50},
+            ),
+            ReasoningGymTask(
+                "family_counting",
+                "aiw",
+                "'Alice in Wonderland' sibling and colleague counting questions (reasoning-gym aiw)",
+            ),
+            ReasoningGymTask(
+                "weekday_count",
+                "calendar_arithmetic",
+                "how many times a weekday occurs between two dates up to 30 days apart "
+                "(reasoning-gym calendar_arithmetic)",
+                config={"tasks": ["count_days"], "offset_upper_bound": 30},
+            ),
+            ReasoningGymTask(
+                "rectangle_count",
+                "rectangle_count",
+                "how many rectangles an ASCII grid of 20 x 10 shows, up to 3 (reasoning-gym rectangle_count)",
+                config={"max_rectangles": 3, "width": 20, "height": 10},
+            ),
+            ReasoningGymTask(
+                "triangle_angle",
+                "simple_geometry",
+                "the third interior angle of a triangle given two (reasoning-gym simple_geometry, 3 sides)",
+                config={"min_sides": 3, "max_sides": 3},
+                strip_suffix="Return only the angle as your answer.Do not give the units in your answer.",
+            ),
+            ReasoningGymTask(
+                "animal_legs",
+                "leg_counting",
+                "the total number of legs of 1-20 animals of one kind (reasoning-gym leg_counting)",
+                config={"min_animals": 1, "max_animals": 1, "max_instances": 20},
+            ),
+            ReasoningGymTask(
+                "largest_island",
+                "largest_island",
+                "the area of the largest island of 1s in a binary grid of 4-6 x 4-6 (reasoning-gym largest_island)",
+                config={
+                    "min_rows": 4,
+                    "max_rows": 6,
+                    "min_cols": 4,
+                    "max_cols": 6,
+                    "min_num_islands": 1,
+                    "max_num_islands": 2,
+                    "min_island_size": 1,
+                    "max_island_size": 5,
+                },
+            ),
+            ReasoningGymTask(
+                "pick_number",
+                "number_format",
+                "the largest or smallest of 2-3 numbers up to 100 written in varied formats "
+                "(reasoning-gym number_format)",
+                config={"min_num_candidates": 2, "max_num_candidates": 3, "min_n": 1, "max_n": 100},
+            ),
+            HumanEvalTask(),
+            BFCLTask("bfcl_simple", "simple_python", "BFCL v4 simple (Python): one function, one call"),
+            BFCLTask("bfcl_multiple", "multiple", "BFCL v4 multiple: pick one call among 2-4 functions"),
+            BFCLTask("bfcl_parallel", "parallel", "BFCL v4 parallel: several calls of one function"),
+            BFCLTask("bfcl_parallel_multiple", "parallel_multiple", "BFCL v4 parallel multiple: several calls"),
+        )
+    },
+)
 
 
 def load_task(name: str, *, size: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
@@ -419,7 +424,7 @@ def load_task(name: str, *, size: int | None = None, seed: int = 0) -> list[dict
     ``size`` gives a prefix of a larger one. Fixed datasets are shuffled with ``seed`` and cut to
     ``size`` (all when None).
     """
-    task = _get_task(name)
+    task = TASKS[name]
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise ValueError(f"size must be a non-negative int or None, got {size!r}.")
     return task.load(size, seed)
@@ -427,7 +432,7 @@ def load_task(name: str, *, size: int | None = None, seed: int = 0) -> list[dict
 
 def task_verifier(name: str) -> str:
     """The verifier kind that labels a task's candidates: "math", "code" or "tools"."""
-    return _get_task(name).verifier
+    return TASKS[name].verifier
 
 
 def _count(part: int | float, total: int, label: str) -> int:

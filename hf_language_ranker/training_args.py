@@ -1,43 +1,64 @@
-"""`RankerTrainingArguments`: every recipe switch of ranker training, the one source of its defaults.
+"""`RankerTrainingArguments`: the training loop's options and the ranker recipe, the one source of their defaults.
 
 ``hf-language-ranker train`` builds its options from these fields with `transformers.HfArgumentParser`, so the
-command line, `train_ranker(**overrides)` and `RankerTrainer(args=...)` share one set of names and defaults.
+command line, `train_ranker(**overrides)` and `RankerTrainer(args=...)` share one set of names and defaults. The recipe
+arguments (head, inputs, loss, pick rule) are not declared here: each is a `RankerConfig` field (`recipe_field`),
+added by `with_recipe_arguments` with its default and help.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
 
 from transformers import TrainingArguments
 
-from .configuration import HEAD_TYPES, LOSS_TYPES, SELECTION_MODES, RankerConfig
+from .configuration import (
+    OPTIONAL_INT,
+    RECIPE_FIELDS,
+    RankerConfig,
+    check_recipe,
+    check_value,
+    recipe_argument,
+)
 
-_RANKER_FIELDS = {f.name: f for f in fields(RankerConfig)}
+
+def with_recipe_arguments(cls: type) -> type:
+    """Give the class ``cls`` (before `dataclass` reads it) one field per recipe field of `RankerConfig`, first: its
+    argument name (`recipe_argument`), type, default and help, and a named choice's names as the CLI's choices."""
+    types = get_type_hints(RankerConfig)
+    recipe = {}
+    for config_field in RECIPE_FIELDS.values():
+        name = recipe_argument(config_field)
+        metadata = {"help": config_field.metadata["help"]}
+        if config_field.metadata["choices"] is not None:
+            metadata["choices"] = config_field.metadata["choices"]
+        recipe[name] = types[config_field.name]
+        setattr(cls, name, field(default=config_field.default, metadata=metadata))
+    cls.__annotations__ = {**recipe, **cls.__annotations__}
+    return cls
 
 
-def _ranker_default(name: str) -> Any:
-    return _RANKER_FIELDS[name].default
+def recipe_as_arguments(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The `RankerTrainingArguments` fields of a recipe written as `RankerConfig` overrides, e.g. ``{"head":
+    "pointwise", "num_layers": 1}`` -> ``{"head": "pointwise", "num_ranker_layers": 1}``. A name that is not a recipe
+    field of `RankerConfig` raises `RECIPE_FIELDS`' error, which names the closest field."""
+    return {recipe_argument(RECIPE_FIELDS[name]): value for name, value in recipe.items()}
 
 
 @dataclass
+@with_recipe_arguments
 class RankerTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with ranker options and defaults that suit a tiny model trained on a CPU.
+    """`TrainingArguments` with the ranker recipe and defaults that suit a tiny model trained on a CPU.
 
-    Every recipe switch lives here, the one source of defaults: ``hf-language-ranker train`` generates its options
-    from these fields with `transformers.HfArgumentParser`. The head options (``head``, ``projection_dim``,
-    ``num_ranker_layers``, ``dropout``, ``use_prompt_feature``, ``use_mean_log_prob``, ``use_vote_share``,
-    ``use_centrality``, ``center_features``) are used only when `RankerTrainer` builds the ranker itself
-    (``model=None``); ``loss`` and ``selection`` are written to the ranker's config either way.
+    Every recipe switch is an argument here, the one source of defaults: ``hf-language-ranker train`` generates its
+    options from these fields with `transformers.HfArgumentParser`. The recipe arguments are `RankerConfig`'s recipe
+    fields under the same names (``num_layers`` is ``num_ranker_layers``); `ranker_options` maps them back. The head
+    and input options are used only when `RankerTrainer` builds the ranker itself (``model=None``); ``loss`` and
+    ``selection`` are written to the ranker's config either way.
     """
 
-    loss: str = field(
-        default="listwise",
-        metadata={
-            "help": "Ranking loss: listwise (paper default), marginal, pairwise or pointwise.",
-            "choices": LOSS_TYPES,
-        },
-    )
     group_size: int | None = field(
         default=8,
         metadata={"help": "Candidates per training group, sampled per prompt at each step; None or 0 = all of them."},
@@ -47,41 +68,6 @@ class RankerTrainingArguments(TrainingArguments):
         metadata={
             "help": "Hidden-state layer to train on; default: the only collected layer, else the paper's layer at "
             "60 percent of the depth if collected, else the middle collected layer."
-        },
-    )
-    head: str = field(
-        default=_ranker_default("head"), metadata={"help": "Ranker head: listwise or pointwise.", "choices": HEAD_TYPES}
-    )
-    projection_dim: int = field(default=_ranker_default("projection_dim"), metadata={"help": "Projected feature size."})
-    num_ranker_layers: int = field(
-        default=_ranker_default("num_layers"), metadata={"help": "Transformer layers of the listwise head."}
-    )
-    dropout: float = field(default=_ranker_default("dropout"), metadata={"help": "Dropout inside the ranker head."})
-    use_prompt_feature: bool = field(
-        default=_ranker_default("use_prompt_feature"), metadata={"help": "Feed the prompt's feature to the head."}
-    )
-    use_mean_log_prob: bool = field(
-        default=_ranker_default("use_mean_log_prob"),
-        metadata={"help": "Also feed each candidate's mean token log-probability to the head."},
-    )
-    use_vote_share: bool = field(
-        default=_ranker_default("use_vote_share"),
-        metadata={"help": "Also feed each candidate's answer vote share (from the dataset's parsed answers)."},
-    )
-    use_centrality: bool = field(
-        default=_ranker_default("use_centrality"),
-        metadata={"help": "Also feed each candidate's feature centrality among its prompt's candidates."},
-    )
-    center_features: bool = field(
-        default=_ranker_default("center_features"),
-        metadata={"help": "Subtract the mean of each prompt's candidate features before the head (task-agnostic)."},
-    )
-    selection: str = field(
-        default=_ranker_default("selection"),
-        metadata={
-            "help": "How `generate` picks among the scored candidates by default: argmax (best score) or weighted_vote "
-            "(softmax weights summed per parsed answer; needs an answer extractor). Written to config.json.",
-            "choices": SELECTION_MODES,
         },
     )
     dataset_name: str | None = field(
@@ -108,9 +94,9 @@ class RankerTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"Unknown ranking loss {self.loss!r}: choose one of {', '.join(LOSS_TYPES)}.")
-        self._check_ranker_fields()
+        check_recipe(self, as_arguments=True)
+        check_value("group_size", self.group_size, OPTIONAL_INT)
+        check_value("feature_layer", self.feature_layer, OPTIONAL_INT)
         if self.group_size is not None and self.group_size < 0:
             raise ValueError(
                 f"group_size must be a positive number of candidates or None/0 for all, got {self.group_size}."
@@ -126,42 +112,8 @@ class RankerTrainingArguments(TrainingArguments):
                 "LanguageRanker.forward, and the trainer picks the columns it needs itself."
             )
 
-    def _check_ranker_fields(self) -> None:
-        """Types and ranges of the ranker's own fields (transformers checks the Trainer's)."""
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        checks = {
-            "group_size": (self.group_size is None or is_int(self.group_size), "an integer or None"),
-            "feature_layer": (self.feature_layer is None or is_int(self.feature_layer), "an integer or None"),
-            "head": (self.head in HEAD_TYPES, " or ".join(map(repr, HEAD_TYPES))),
-            "selection": (self.selection in SELECTION_MODES, " or ".join(map(repr, SELECTION_MODES))),
-            "projection_dim": (is_int(self.projection_dim) and self.projection_dim >= 1, "an integer >= 1"),
-            "num_ranker_layers": (is_int(self.num_ranker_layers) and self.num_ranker_layers >= 1, "an integer >= 1"),
-            "dropout": (
-                isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1,
-                "a number in [0, 1)",
-            ),
-        }
-        for flag in ("use_prompt_feature", "use_mean_log_prob", "use_vote_share", "use_centrality", "center_features"):
-            checks[flag] = (isinstance(getattr(self, flag), bool), "True or False")
-        for name, (valid, expected) in checks.items():
-            if not valid:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}.")
-
     def ranker_options(self) -> dict[str, Any]:
-        """The `RankerConfig` head options these arguments describe."""
+        """The `RankerConfig` recipe fields these arguments describe, by their config names."""
         return {
-            "head": self.head,
-            "projection_dim": self.projection_dim,
-            "num_layers": self.num_ranker_layers,
-            "dropout": self.dropout,
-            "use_prompt_feature": self.use_prompt_feature,
-            "use_mean_log_prob": self.use_mean_log_prob,
-            "use_vote_share": self.use_vote_share,
-            "use_centrality": self.use_centrality,
-            "center_features": self.center_features,
-            "loss": self.loss,
-            "selection": self.selection,
+            config_field.name: getattr(self, recipe_argument(config_field)) for config_field in RECIPE_FIELDS.values()
         }

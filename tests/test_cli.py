@@ -293,7 +293,7 @@ def _cli_bad_inputs(tmp_path):
         (["train", "--dataset", str(not_collected), *out], "not-collected is not a dataset folder"),
         (
             ["collect", "--task", "nosuchtask", *out],
-            "Unknown task 'nosuchtask'; known tasks: " + ", ".join(sorted(TASKS)),
+            "Unknown task 'nosuchtask'. Known: " + ", ".join(sorted(TASKS)),
         ),
         (["collect", "--prompts", str(prompts), *out], "--prompts needs --verifier"),
         (["collect", "--prompts", str(prompts), "--verifier", "nosuch", *out], "Unknown verifier name 'nosuch'"),

@@ -11,7 +11,7 @@ import pytest
 from datasets import Array2D, Dataset, Features, List, Value
 
 from hf_language_ranker.candidates import candidate_feature_column, first_candidates, prompt_feature_column
-from hf_language_ranker.configuration import RankerConfig
+from hf_language_ranker.configuration import RECIPE_FIELDS, RankerConfig
 from hf_language_ranker.evaluation import GREEDY, EvaluationResult, evaluate, select_feature_layer, selection_accuracy
 from hf_language_ranker.evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
 from hf_language_ranker.evaluation.report import CHOSEN, headline_methods
@@ -291,6 +291,20 @@ def test_select_ranker_cross_validates_deterministically_and_refits(splits):
     table = first.to_markdown()
     assert f"*{first.chosen.row}" in table and "Cross-validated accuracy (3 folds over 60" in table
     assert first.to_dict()["chosen"] == {"method": first.chosen.row, "feature_layer": first.chosen.feature_layer}
+
+
+def test_variants_are_ranker_config_overrides_checked_before_any_training(splits, monkeypatch):
+    """A variant names RankerConfig recipe fields (num_layers, not the argument num_ranker_layers); a field the recipe
+    lacks is refused, with the closest field, before the first fit."""
+    import hf_language_ranker.evaluation.choice as choice
+
+    assert all(set(variant) <= set(RECIPE_FIELDS) for variant in RANKER_VARIANTS.values())
+    monkeypatch.setattr(choice, "fit_setting", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    misspelt = {**CHOICE_VARIANTS, "Language Ranker (typo)": {"head": "listwise", "use_logprob": True}}
+    with pytest.raises(ValueError, match="Unknown RankerConfig recipe field 'use_logprob'.*'use_mean_log_prob'"):
+        choice.select_ranker(splits["train"], splits["validation"], variants=misspelt, folds=2)
+    with pytest.raises(ValueError, match="Unknown RankerConfig recipe field 'num_ranker_layers'"):
+        choice.select_ranker(splits["train"], variants={"deep": {"num_ranker_layers": 3}}, folds=2)
 
 
 def test_near_ties_go_to_the_default_recipe(splits, monkeypatch):

@@ -39,8 +39,10 @@ def test_config_is_readable_as_attributes_and_dict():
     ("options", "message"),
     [
         (dict(head="cnn"), "Unknown ranker head 'cnn'"),
-        (dict(loss="hinge"), "Unknown ranker loss 'hinge'"),
+        (dict(loss="hinge"), "Unknown ranking loss 'hinge'. Known: listwise, marginal, pairwise, pointwise."),
         (dict(feature_layer=9), "outside 0..4"),
+        (dict(num_layers=0), "num_layers must be an integer >= 1, got 0"),
+        (dict(use_vote_share="yes"), "use_vote_share must be True or False, got 'yes'"),
     ],
 )
 def test_bad_config_is_refused(options, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from datasets import Dataset, DatasetInfo
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
+from hf_language_ranker.configuration import RECIPE_FIELDS, RankerConfig, recipe_argument
 from hf_language_ranker.training import (
     CandidateGroupCollator,
     RankerTrainer,
@@ -20,7 +22,7 @@ from hf_language_ranker.training import (
     resolve_training_layer,
     train_ranker,
 )
-from hf_language_ranker.training_args import RankerTrainingArguments
+from hf_language_ranker.training_args import RankerTrainingArguments, recipe_as_arguments
 
 HIDDEN = 32
 LAYER = 2
@@ -333,16 +335,52 @@ def test_invalid_arguments_are_refused(tmp_path):
         ("group_size", "4", "group_size must be an integer or None, got '4'"),
         ("group_size", -2, "group_size must be a positive number"),
         ("feature_layer", "3", "feature_layer must be an integer or None, got '3'"),
-        ("head", "grid", "head must be 'listwise' or 'pointwise', got 'grid'"),
+        ("head", "grid", r"Unknown ranker head 'grid'\. Known: listwise, pointwise\."),
         ("projection_dim", 0, "projection_dim must be an integer >= 1, got 0"),
         ("num_ranker_layers", 1.5, r"num_ranker_layers must be an integer >= 1, got 1\.5"),
         ("dropout", 1.0, r"dropout must be a number in \[0, 1\), got 1\.0"),
         ("dropout", "0.1", "dropout must be a number"),
         ("use_mean_log_prob", "yes", "use_mean_log_prob must be True or False, got 'yes'"),
-        ("selection", "vote", "selection must be 'argmax' or 'weighted_vote', got 'vote'"),
+        ("selection", "vote", r"Unknown ranker_selection 'vote'\. Known: argmax, weighted_vote\."),
         ("loss", "hinge", "Unknown ranking loss 'hinge'"),
     ],
 )
 def test_bad_values_name_the_argument(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         arguments(tmp_path, **{field: value})
+
+
+def test_the_recipe_arguments_are_ranker_config_fields(tmp_path):
+    """The recipe is declared once, on RankerConfig: each recipe field is an argument with its default and help,
+    under its argument name (num_layers is num_ranker_layers), and ranker_options maps the arguments back."""
+    declared = {field.name: field for field in fields(RankerTrainingArguments)}
+    recipe = list(RECIPE_FIELDS.values())
+    assert [field.name for field in recipe] == [
+        "head",
+        "projection_dim",
+        "num_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "dropout",
+        "use_prompt_feature",
+        "use_mean_log_prob",
+        "use_vote_share",
+        "use_centrality",
+        "center_features",
+        "selection",
+        "loss",
+    ]
+    for config_field in recipe:
+        argument = declared[recipe_argument(config_field)]
+        assert (argument.default, argument.metadata["help"]) == (config_field.default, config_field.metadata["help"])
+    assert recipe_argument(RankerConfig.__dataclass_fields__["num_layers"]) == "num_ranker_layers"
+    assert "num_layers" not in declared
+    assert recipe_as_arguments({"head": "pointwise", "num_layers": 1}) == {"head": "pointwise", "num_ranker_layers": 1}
+    options = arguments(tmp_path, num_ranker_layers=3, head="pointwise", use_centrality=True).ranker_options()
+    defaults = {field.name: field.default for field in recipe}
+    assert options == {**defaults, "num_layers": 3, "head": "pointwise", "use_centrality": True}
+    trainer = RankerTrainer(
+        args=arguments(tmp_path, num_ranker_layers=3, intermediate_size=16), train_dataset=candidate_dataset(4)
+    )
+    assert (trainer.ranker.config.num_layers, trainer.ranker.config.intermediate_size) == (3, 16)
+    assert len(trainer.ranker.encoder.layers) == 3

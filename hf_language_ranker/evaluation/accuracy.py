@@ -48,9 +48,9 @@ def evaluate(
     given under two names with two rules.
     """
     selections = dict(selections or {})
-    unknown = {name: rule for name, rule in selections.items() if rule not in SELECTION_RULES}
-    if unknown:
-        raise ValueError(f"Unknown selection rules {unknown}: choose among {list(SELECTION_RULES)}.")
+    for rule in selections.values():
+        if rule not in SELECTION_RULES:
+            raise SELECTION_RULES.unknown(rule)
     if greedy_accuracy is not None and not (0 <= greedy_accuracy <= 1 and math.isfinite(greedy_accuracy)):
         raise ValueError(f"greedy_accuracy must be a fraction in [0, 1], got {greedy_accuracy}.")
     available = num_candidates(test_dataset)

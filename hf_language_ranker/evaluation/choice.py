@@ -30,6 +30,7 @@ from transformers.utils.logging import is_progress_bar_enabled
 from ..candidates import CollectionInfo, feature_layers, num_candidates, pool_datasets
 from ..configuration import SELECTION_MODES, default_feature_layer
 from ..modeling import LanguageRanker
+from ..training_args import recipe_as_arguments
 from .scorers import RankerScorer
 from .selection import SELECTION_RULES, chosen_correct
 
@@ -37,7 +38,7 @@ logger = logging.get_logger(__name__)
 
 #: The Language Ranker variants the protocol trains and reports (each with its feature layer chosen by
 #: cross-validation, under each selection rule): the paper's heads, then the agreement inputs of
-#: `hf_language_ranker.agreement`.
+#: `hf_language_ranker.agreement`. Each recipe is a set of `RankerConfig` overrides (its recipe fields).
 RANKER_VARIANTS: dict[str, dict[str, Any]] = {
     "Language Ranker (listwise)": {"head": "listwise"},
     "Language Ranker (pointwise)": {"head": "pointwise"},
@@ -203,8 +204,10 @@ def quiet_training(seed: int, **overrides: Any) -> dict[str, Any]:
 def fit_setting(
     dataset: Dataset, variant: dict[str, Any], feature_layer: int, selection: str, **training_arguments: Any
 ) -> RankerScorer:
-    """A ranker of ``variant`` reading ``feature_layer``, trained on ``dataset``, that picks by ``selection``."""
-    options = {"feature_layer": feature_layer, "selection": selection, **variant, **training_arguments}
+    """A ranker of ``variant`` (`RankerConfig` overrides) reading ``feature_layer``, trained on ``dataset``, that
+    picks by ``selection``."""
+    options = {"feature_layer": feature_layer, "selection": selection, **recipe_as_arguments(variant)}
+    options |= training_arguments
     return RankerScorer(**options).fit(dataset, None)
 
 
@@ -235,7 +238,7 @@ def select_ranker(
     Args:
         train, validation: candidate datasets written by `collect` (never the test split). They are pooled by
             prompt; each fold's training set is cut to the smallest candidate count of the two.
-        variants: ranker variants (name -> `RankerTrainingArguments` head options); default `RANKER_VARIANTS`.
+        variants: ranker variants (name -> `RankerConfig` overrides of its recipe fields); default `RANKER_VARIANTS`.
         layers: feature layers to try; default every collected layer.
         selections: selection rules to try (keys of `selection.SELECTION_RULES`).
         folds: number of folds (each prompt is held out once).
@@ -249,13 +252,17 @@ def select_ranker(
         A `RankerSelection` holding the chosen ranker and the cross-validated table.
     """
     variants = dict(variants if variants is not None else RANKER_VARIANTS)
+    for variant in variants.values():  # a field that RankerConfig's recipe lacks fails here, before any training
+        recipe_as_arguments(variant)
     splits = {"train": train} | ({"validation": validation} if validation is not None else {})
     layers = list(layers) if layers is not None else feature_layers(train)
-    unknown = [rule for rule in selections if rule not in SELECTION_RULES]
-    if not variants or not layers or not selections or unknown:
+    for rule in selections:
+        if rule not in SELECTION_RULES:
+            raise SELECTION_RULES.unknown(rule)
+    if not variants or not layers or not selections:
         raise ValueError(
-            f"select_ranker needs at least one variant, layer and selection rule (rules: {list(SELECTION_RULES)}); "
-            f"got {len(variants)} variants, layers {layers}, selections {list(selections)}."
+            f"select_ranker needs at least one variant, layer and selection rule; got {len(variants)} variants, "
+            f"layers {layers}, selections {list(selections)}."
         )
     counts = {name: num_candidates(dataset) for name, dataset in splits.items()}
     serve_n = serve_n or max(counts.values())

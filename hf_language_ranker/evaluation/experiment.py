@@ -25,6 +25,7 @@ from ..collection import collect_candidates
 from ..features import dtype_name, text_config
 from ..model_card import RankerModelCardData
 from ..prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
+from ..registry import Registry
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
 from .accuracy import evaluate
@@ -86,37 +87,40 @@ class Preset:
         return self.train_candidates if split == "train" else self.eval_candidates
 
 
-PRESETS: dict[str, Preset] = {
-    # 7.5 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct (measured: 7:28 wall, 2.1 GB peak RSS)
-    "demo": Preset(
-        train_prompts=120,
-        validation_prompts=30,
-        test_prompts=50,
-        train_candidates=8,
-        eval_candidates=8,
-        max_new_tokens=40,
-        layer_fractions=(0.4, 0.6, 0.8),
-        ns=(1, 2, 4, 8),
-        reward_model_max_pairs=400,
-    ),
-    # the full protocol for benchmarks/quality.py (about 85 minutes of sampling on 2 CPU cores in bfloat16):
-    # 400 test prompts for +-0.03 paired intervals, 150 validation prompts for the choices, 400 training prompts
-    # (where the cross-validated learning curve flattens, benchmarks/results/arithmetic/learning_curve.md), each
-    # with 16 candidates as at test time (training still draws groups of 8 per step; all 16 at once did no better
-    # on validation: benchmarks/results/arithmetic/ablation.md)
-    "arithmetic": Preset(
-        train_prompts=400,
-        validation_prompts=150,
-        test_prompts=400,
-        train_candidates=16,
-        pool_size=1135,
-        layer_fractions=(0.4, 0.6, 0.8, 1.0),
-        dtype="bfloat16",
-    ),
-    # a second math task: a 40-prompt probe put it inside the 10-70% first-sample window, the full run found 1-3%
-    # (benchmarks/results/task_difficulty.md)
-    "products": Preset(task="products", train_prompts=300, layer_fractions=(0.4, 0.6, 0.8, 1.0), dtype="bfloat16"),
-}
+PRESETS: Registry[Preset] = Registry(
+    "preset",
+    {
+        # 7.5 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct (measured: 7:28 wall, 2.1 GB peak RSS)
+        "demo": Preset(
+            train_prompts=120,
+            validation_prompts=30,
+            test_prompts=50,
+            train_candidates=8,
+            eval_candidates=8,
+            max_new_tokens=40,
+            layer_fractions=(0.4, 0.6, 0.8),
+            ns=(1, 2, 4, 8),
+            reward_model_max_pairs=400,
+        ),
+        # the full protocol for benchmarks/quality.py (about 85 minutes of sampling on 2 CPU cores in bfloat16):
+        # 400 test prompts for +-0.03 paired intervals, 150 validation prompts for the choices, 400 training prompts
+        # (where the cross-validated learning curve flattens, benchmarks/results/arithmetic/learning_curve.md), each
+        # with 16 candidates as at test time (training still draws groups of 8 per step; all 16 at once did no better
+        # on validation: benchmarks/results/arithmetic/ablation.md)
+        "arithmetic": Preset(
+            train_prompts=400,
+            validation_prompts=150,
+            test_prompts=400,
+            train_candidates=16,
+            pool_size=1135,
+            layer_fractions=(0.4, 0.6, 0.8, 1.0),
+            dtype="bfloat16",
+        ),
+        # a second math task: a 40-prompt probe put it inside the 10-70% first-sample window, the full run found 1-3%
+        # (benchmarks/results/task_difficulty.md)
+        "products": Preset(task="products", train_prompts=300, layer_fractions=(0.4, 0.6, 0.8, 1.0), dtype="bfloat16"),
+    },
+)
 
 
 def task_splits(preset: Preset) -> dict[str, list[dict[str, Any]]]:
@@ -170,8 +174,6 @@ def collect_splits(
 
 def preset_from(name: str, **overrides: Any) -> Preset:
     """A named preset with some fields replaced (``None`` values are ignored)."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     return replace(PRESETS[name], **{key: value for key, value in overrides.items() if value is not None})
 
 

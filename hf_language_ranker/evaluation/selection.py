@@ -29,6 +29,7 @@ from ..candidates import (
     per_candidate_values,
 )
 from ..candidates import SELF_CERTAINTY as SELF_CERTAINTY_COLUMN
+from ..registry import Registry
 
 FIRST_SAMPLE = "first sample"
 MAJORITY_VOTE = "majority vote"
@@ -89,12 +90,15 @@ def oracle_choices(dataset: Dataset, n: int) -> np.ndarray:
 
 
 #: The heuristic rules `evaluate` always reports (the oracle is reported separately, as a ceiling).
-BASELINES: dict[str, ChoiceRule] = {
-    FIRST_SAMPLE: first_sample_choices,
-    MAJORITY_VOTE: majority_vote_choices,
-    MEAN_LOG_PROB: mean_log_prob_choices,
-    SELF_CERTAINTY: self_certainty_choices,
-}
+BASELINES: Registry[ChoiceRule] = Registry(
+    "baseline",
+    {
+        FIRST_SAMPLE: first_sample_choices,
+        MAJORITY_VOTE: majority_vote_choices,
+        MEAN_LOG_PROB: mean_log_prob_choices,
+        SELF_CERTAINTY: self_certainty_choices,
+    },
+)
 
 
 def choices_from_scores(scores: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -111,10 +115,10 @@ def weighted_vote_from_scores(dataset: Dataset, scores: Sequence[np.ndarray] | n
 
 
 #: How a learned scorer's scores become a choice: the best-scored candidate, or the score-weighted vote.
-SELECTION_RULES: dict[str, Callable[[Dataset, Sequence[np.ndarray]], np.ndarray]] = {
-    "argmax": lambda dataset, scores: choices_from_scores(scores),
-    "weighted_vote": weighted_vote_from_scores,
-}
+SELECTION_RULES: Registry[Callable[[Dataset, Sequence[np.ndarray]], np.ndarray]] = Registry(
+    "selection rule",
+    {"argmax": lambda dataset, scores: choices_from_scores(scores), "weighted_vote": weighted_vote_from_scores},
+)
 
 
 def chosen_correct(dataset: Dataset, choices: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..registry import Registry
 from .base import CallableVerifier, Verifier
 from .code import CodeVerifier, extract_code
 from .math import MathVerifier, answers_match, extract_answer
@@ -16,11 +17,11 @@ from .sandbox import SandboxResult, run_in_sandbox
 from .tools import ToolCallVerifier, parse_tool_calls, tool_calls_match
 
 #: the built-in verifiers by name (the registry lives here, above the modules it names, so none imports back)
-BUILTIN_VERIFIERS: dict[str, type[Verifier]] = {
-    "math": MathVerifier,
-    "code": CodeVerifier,
-    "tools": ToolCallVerifier,
-}
+BUILTIN_VERIFIERS: Registry[type[Verifier]] = Registry(
+    "verifier name",
+    {"math": MathVerifier, "code": CodeVerifier, "tools": ToolCallVerifier},
+    hint="Or pass a Verifier instance, or a callable fn(prompt_text, candidate_text) -> bool | float.",
+)
 
 
 def as_verifier(obj: Verifier | Callable[[str, str], bool | float] | str | type[Verifier]) -> Verifier:
@@ -30,24 +31,18 @@ def as_verifier(obj: Verifier | Callable[[str, str], bool | float] | str | type[
     defaults), one of the built-in names ``"math"``, ``"code"``, ``"tools"``, or a plain callable
     ``fn(prompt_text, candidate_text) -> bool | float``.
     """
-    names = ", ".join(map(repr, BUILTIN_VERIFIERS))
     if isinstance(obj, Verifier):
         return obj
     if isinstance(obj, type) and issubclass(obj, Verifier):
         return obj()
     if isinstance(obj, str):
-        key = obj.strip().lower()
-        if key in BUILTIN_VERIFIERS:
-            return BUILTIN_VERIFIERS[key]()
-        raise ValueError(
-            f"Unknown verifier name {obj!r}. Use one of {names}, a Verifier instance, or a callable "
-            "fn(prompt_text, candidate_text) -> bool | float."
-        )
+        return BUILTIN_VERIFIERS[obj.strip().lower()]()
     if callable(obj):
         return CallableVerifier(obj)
     raise ValueError(
-        f"Cannot use {type(obj).__name__} ({obj!r:.80}) as a verifier. Pass a Verifier instance, one of {names}, or a "
-        "callable fn(prompt_text, candidate_text) -> bool | float."
+        f"Cannot use {type(obj).__name__} ({obj!r:.80}) as a verifier. Pass a built-in verifier name "
+        f"({', '.join(sorted(BUILTIN_VERIFIERS))}), a Verifier instance, or a callable "
+        "fn(prompt_text, candidate_text) -> bool | float."
     )
 
 
