@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from hf_language_ranker.candidates import feature_layers, load_collection, num_candidates, pool_datasets
+from hf_language_ranker.evaluation import paired_bootstrap
 from hf_language_ranker.evaluation.choice import RANKER_VARIANTS, Setting, fit_setting, quiet_training, select_ranker
-from hf_language_ranker.evaluation.report import paired_bootstrap
 from hf_language_ranker.evaluation.selection import (
     MAJORITY_VOTE,
     SELECTION_RULES,

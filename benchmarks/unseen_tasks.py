@@ -64,7 +64,7 @@ import torch
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.agreement import vote_shares
 from hf_language_ranker.candidates import dataset_answer_ids, first_candidates, load_collection
-from hf_language_ranker.evaluation.report import paired_bootstrap
+from hf_language_ranker.evaluation import paired_bootstrap
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
     SELECTION_RULES,
