@@ -32,6 +32,7 @@ from hf_language_ranker.candidates import (
     num_candidates,
     prompt_feature_column,
 )
+from hf_language_ranker.evaluation import paired_stderr
 from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
 from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, Scorer
 from hf_language_ranker.evaluation.selection import (
@@ -138,7 +139,7 @@ def main() -> None:
             differences = []
             for reference, values in references.items():
                 difference = hit.astype(float) - values
-                standard_error = float(difference.std(ddof=1) / np.sqrt(len(difference)))
+                standard_error = paired_stderr(hit, values)
                 entry[f"minus {reference}"] = [float(difference.mean()), standard_error]
                 differences.append(f"{difference.mean():+.3f} ± {standard_error:.3f}")
             cells.append(f"{entry['accuracy']:.3f} ({', '.join(differences)})")

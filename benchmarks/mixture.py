@@ -40,7 +40,7 @@ import torch
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import feature_layers, load_collection
-from hf_language_ranker.evaluation import evaluate
+from hf_language_ranker.evaluation import evaluate, paired_stderr
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
     FIRST_SAMPLE,
@@ -130,7 +130,7 @@ def choose(validation_outcomes: dict[tuple[str, int, str], np.ndarray]) -> tuple
     """The best validation row, unless it beats the default recipe by no more than one paired standard error."""
     best = max(validation_outcomes, key=lambda row: validation_outcomes[row].mean())
     difference = validation_outcomes[best].astype(float) - validation_outcomes[DEFAULT].astype(float)
-    standard_error = float(difference.std(ddof=1) / np.sqrt(len(difference)))
+    standard_error = paired_stderr(validation_outcomes[best], validation_outcomes[DEFAULT])
     chosen = DEFAULT if difference.mean() <= standard_error else best
     rule = {"best": row_name(*best), "best_minus_default": float(difference.mean()), "standard_error": standard_error}
     return chosen, rule

@@ -64,7 +64,7 @@ import torch
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.agreement import vote_shares
 from hf_language_ranker.candidates import dataset_answer_ids, first_candidates, load_collection
-from hf_language_ranker.evaluation import paired_bootstrap
+from hf_language_ranker.evaluation import paired_bootstrap, paired_stderr
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.evaluation.selection import (
     SELECTION_RULES,
@@ -169,11 +169,6 @@ def outcome(dataset: datasets.Dataset, choices: np.ndarray) -> np.ndarray:
     return chosen_correct(dataset, choices).astype(float)
 
 
-def standard_error(a: np.ndarray, b: np.ndarray) -> float:
-    difference = a - b
-    return float(difference.std(ddof=1) / np.sqrt(len(difference)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "benchmarks" / "data" / "mixture"))
@@ -271,7 +266,7 @@ def main() -> None:
     chosen = args.incumbent
     if best is not None:
         margin = rows[best]["pooled"] - incumbent_row["pooled"]
-        if margin > standard_error(rows[best]["outcomes"], incumbent_row["outcomes"]):
+        if margin > paired_stderr(rows[best]["outcomes"], incumbent_row["outcomes"]):
             chosen = best
     recipe, rule = rows[chosen]["recipe"], rows[chosen]["rule"]
     print(
