@@ -37,6 +37,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from _common import ship
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import feature_layers, load_collection
@@ -263,7 +264,7 @@ def main() -> None:
     (RESULTS / "results.md").write_text(markdown)
     print(markdown)
     if args.ship:
-        ship(mixture.ranker, Path(args.ship), report)
+        ship(mixture.ranker, Path(args.ship), ranker_card(report), "mixture ranker")
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -347,34 +348,29 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
-    """Save the mixture ranker with a card: training tasks, held-out table, how to reproduce it."""
+def ranker_card(report: dict[str, Any]) -> dict[str, Any]:
+    """The mixture ranker's card: training tasks, held-out table, how to reproduce it."""
     pooled = report["tests"]["held-out tasks, pooled"]
-    (folder / "README.md").unlink(missing_ok=True)
-    ranker.save_pretrained(
-        folder,
-        model_card_kwargs={
-            "training": {
-                "training tasks (reasoning-gym, built-in)": ", ".join(report["training_tasks"]),
-                "held-out tasks (never trained on)": ", ".join(report["held_out_tasks"]),
-                "data": f"{report['train_prompts']} train prompts x 8 candidates, balanced over tasks; sampled from "
-                "SmolLM2-135M-Instruct in bfloat16 at temperature 0.8, 64 new tokens",
-                "chosen on the mixed validation split": f"{report['chosen']['variant']}, layer "
-                f"{report['chosen']['layer']}, {report['chosen']['selection']}",
-                "held-out tasks at N=16 (pooled)": f"mixture ranker − majority vote "
-                f"{pooled['paired_at_16'][f'{MIXTURE} - {MAJORITY_VOTE}']}",
-                "reproduce": "`python benchmarks/mixture_collect.py prepare && python benchmarks/mixture_collect.py "
-                "run --output-dir benchmarks/data/mixture && python benchmarks/mixture.py --ship "
-                "model_cards/smollm2-135m-instruct-mixture` (tables: benchmarks/results/mixture/results.md)",
-            },
-            "evaluation": {
-                "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
-                "dataset": f"{pooled['num_prompts']} test prompts of tasks the ranker never saw",
-                "accuracy": pooled["accuracy"],
-            },
+    return {
+        "training": {
+            "training tasks (reasoning-gym, built-in)": ", ".join(report["training_tasks"]),
+            "held-out tasks (never trained on)": ", ".join(report["held_out_tasks"]),
+            "data": f"{report['train_prompts']} train prompts x 8 candidates, balanced over tasks; sampled from "
+            "SmolLM2-135M-Instruct in bfloat16 at temperature 0.8, 64 new tokens",
+            "chosen on the mixed validation split": f"{report['chosen']['variant']}, layer "
+            f"{report['chosen']['layer']}, {report['chosen']['selection']}",
+            "held-out tasks at N=16 (pooled)": f"mixture ranker − majority vote "
+            f"{pooled['paired_at_16'][f'{MIXTURE} - {MAJORITY_VOTE}']}",
+            "reproduce": "`python benchmarks/mixture_collect.py prepare && python benchmarks/mixture_collect.py "
+            "run --output-dir benchmarks/data/mixture && python benchmarks/mixture.py --ship "
+            "model_cards/smollm2-135m-instruct-mixture` (tables: benchmarks/results/mixture/results.md)",
         },
-    )
-    print(f"saved the mixture ranker to {folder}")
+        "evaluation": {
+            "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
+            "dataset": f"{pooled['num_prompts']} test prompts of tasks the ranker never saw",
+            "accuracy": pooled["accuracy"],
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from _common import ship
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.agreement import vote_shares
@@ -322,7 +323,8 @@ def main() -> None:
         else:
             selection, temperature = SERVED_RULES[rule]
             final.ranker.config.selection = selection
-            ship(fold_vote_temperature(final.ranker, temperature), Path(args.ship), report)
+            ranker = fold_vote_temperature(final.ranker, temperature)
+            ship(ranker, Path(args.ship), ranker_card(report), "chosen ranker")
 
 
 def fold_vote_temperature(ranker: LanguageRanker, temperature: float) -> LanguageRanker:
@@ -336,33 +338,28 @@ def fold_vote_temperature(ranker: LanguageRanker, temperature: float) -> Languag
     return ranker
 
 
-def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
-    """Save the chosen ranker with a card: training tasks, the choice, the held-out table, how to reproduce it."""
+def ranker_card(report: dict[str, Any]) -> dict[str, Any]:
+    """The chosen ranker's card: training tasks, the choice, the held-out table, how to reproduce it."""
     chosen, pooled = report["chosen"], report["tests"]["held-out tasks, pooled"]
-    (folder / "README.md").unlink(missing_ok=True)
-    ranker.save_pretrained(
-        folder,
-        model_card_kwargs={
-            "training": {
-                "training tasks (reasoning-gym, built-in)": ", ".join(chosen["tasks"]),
-                "held-out tasks (never trained on, never used for a choice)": ", ".join(report["held_out_tasks"]),
-                "data": "train splits (8 candidates per prompt) of the training tasks, balanced, and the first 8 "
-                "candidates of the other tasks' validation draws; sampled from SmolLM2-135M-Instruct at temperature "
-                "0.8, 64 new tokens (bfloat16 on a GPU; the later rounds' screening draws in float32 on a CPU)",
-                "chosen on leave-one-task-out validation": f"{chosen['recipe']}, {chosen['rule']} (the vote "
-                "temperature is folded into the score head)",
-                "held-out tasks at N=16 (pooled)": f"chosen ranker − majority vote {pooled['chosen_minus_majority']}",
-                "reproduce": f"`{report['command']}` on the committed collections (tables: "
-                f"benchmarks/results/mixture/{report['output_name']}.md)",
-            },
-            "evaluation": {
-                "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
-                "dataset": f"{pooled['num_prompts']} test prompts of tasks the ranker never saw",
-                "accuracy": {method: {N: value} for method, value in pooled["accuracy"].items()},
-            },
+    return {
+        "training": {
+            "training tasks (reasoning-gym, built-in)": ", ".join(chosen["tasks"]),
+            "held-out tasks (never trained on, never used for a choice)": ", ".join(report["held_out_tasks"]),
+            "data": "train splits (8 candidates per prompt) of the training tasks, balanced, and the first 8 "
+            "candidates of the other tasks' validation draws; sampled from SmolLM2-135M-Instruct at temperature "
+            "0.8, 64 new tokens (bfloat16 on a GPU; the later rounds' screening draws in float32 on a CPU)",
+            "chosen on leave-one-task-out validation": f"{chosen['recipe']}, {chosen['rule']} (the vote "
+            "temperature is folded into the score head)",
+            "held-out tasks at N=16 (pooled)": f"chosen ranker − majority vote {pooled['chosen_minus_majority']}",
+            "reproduce": f"`{report['command']}` on the committed collections (tables: "
+            f"benchmarks/results/mixture/{report['output_name']}.md)",
         },
-    )
-    print(f"saved the chosen ranker to {folder}")
+        "evaluation": {
+            "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
+            "dataset": f"{pooled['num_prompts']} test prompts of tasks the ranker never saw",
+            "accuracy": {method: {N: value} for method, value in pooled["accuracy"].items()},
+        },
+    }
 
 
 def summarize(is_held_out: bool, methods: dict[str, np.ndarray]) -> dict[str, Any]:
