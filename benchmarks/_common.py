@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: saving a chosen ranker with its card.
+"""What the benchmark scripts share: writing a result table with its JSON, and saving a chosen ranker with its card.
 
 Not a benchmark itself: the scripts import it (Python puts a script's own folder on ``sys.path``). Statistics come
 from the library (`hf_language_ranker.evaluation`: `paired_bootstrap`, `paired_stderr`), never from here.
@@ -6,10 +6,20 @@ from the library (`hf_language_ranker.evaluation`: `paired_bootstrap`, `paired_s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hf_language_ranker import LanguageRanker
+if TYPE_CHECKING:  # only json at import time: rank_memory.py measures its processes' memory
+    from hf_language_ranker import LanguageRanker
+
+
+def write_results(folder: Path, stem: str, markdown: str, payload: Any) -> None:
+    """Write ``<stem>.md`` and ``<stem>.json`` (indented, ending with a newline) into ``folder``; print the table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.md").write_text(markdown)
+    (folder / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(markdown)
 
 
 def ship(ranker: LanguageRanker, folder: Path, card: dict[str, Any], name: str) -> None:

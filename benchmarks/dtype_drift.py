@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import write_results
 
 from hf_language_ranker import LanguageRanker, rank_candidates
 from hf_language_ranker.candidates import candidate_feature_column, feature_layers, load_collection
@@ -105,11 +106,7 @@ def main() -> None:
             "",
         ]
     )
-    target = ROOT / "benchmarks" / "results" / "dtype"
-    target.mkdir(parents=True, exist_ok=True)
-    (target / f"{args.dtype}.md").write_text(markdown)
-    (target / f"{args.dtype}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown)
+    write_results(ROOT / "benchmarks" / "results" / "dtype", args.dtype, markdown, report)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from _common import ship
+from _common import ship, write_results
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import feature_layers, load_collection
@@ -258,11 +258,7 @@ def main() -> None:
         collection=plan["settings"],
         wall_seconds=round(time.perf_counter() - started),
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = to_markdown(report)
-    (RESULTS / "results.md").write_text(markdown)
-    print(markdown)
+    write_results(RESULTS, "results", to_markdown(report), report)
     if args.ship:
         ship(mixture.ranker, Path(args.ship), ranker_card(report), "mixture ranker")
 

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "benchmarks" / "results" / "rank_memory"
 PROMPT = "Calculate 47 + 38 * 2.\nGive the final answer as 'The answer is N'."
@@ -154,10 +156,7 @@ def main() -> None:
             "",
         ]
     )
-    TARGET.mkdir(parents=True, exist_ok=True)
-    (TARGET / "results.md").write_text(markdown)
-    (TARGET / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown)
+    write_results(TARGET, "results", markdown, result)
 
 
 if __name__ == "__main__":

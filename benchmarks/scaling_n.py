@@ -13,12 +13,12 @@ cores in bfloat16, measured); writes ``benchmarks/results/arithmetic/scaling_n.m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import write_results
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.collection import collect_candidates
@@ -98,8 +98,6 @@ def main() -> None:
             "",
         ]
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scaling_n.md").write_text(markdown)
     report = {
         "command": command,
         "seed": SEED,
@@ -108,8 +106,7 @@ def main() -> None:
         "paired": {n: str(p) for n, p in paired.items()},
         "per_prompt": {m: result.per_prompt[m] for m in methods},
     }
-    (RESULTS / "scaling_n.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown)
+    write_results(RESULTS, "scaling_n", markdown, report)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ and ``results.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import datasets
+from _common import write_results
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.evaluation import evaluate
@@ -97,10 +97,7 @@ def main() -> None:
             "",
         ]
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.md").write_text(markdown)
-    (RESULTS / "results.json").write_text(json.dumps({**report, "rankers": choices}, indent=2) + "\n")
-    print(markdown)
+    write_results(RESULTS, "results", markdown, {**report, "rankers": choices})
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from _common import ship
+from _common import ship, write_results
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.agreement import vote_shares
@@ -312,11 +312,7 @@ def main() -> None:
         "tests": report_tests,
         "wall_seconds": round(time.perf_counter() - started),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.output_name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = to_markdown(report)
-    (RESULTS / f"{args.output_name}.md").write_text(markdown)
-    print(markdown)
+    write_results(RESULTS, args.output_name, to_markdown(report), report)
     if args.ship:
         if rule not in SERVED_RULES:
             print(f"not shipped: generate cannot serve the rule {rule!r}")
