@@ -19,7 +19,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_language_ranker import LanguageRanker, RankedGenerateOutput
 from hf_language_ranker.candidates import CORRECT_THRESHOLD
-from hf_language_ranker.cli import print_outputs
 from hf_language_ranker.configuration import DEFAULT_LAYER_FRACTION, MODEL_DTYPES
 from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.evaluation import EvaluationResult, evaluate
@@ -165,6 +164,11 @@ def generate_ranked(
         tokenizer.batch_decode(rows[:, prompt_length:], skip_special_tokens=True) for rows in output.candidate_sequences
     ]
     return output, candidates
+
+
+def print_outputs(outputs: Mapping[str, Path]) -> None:
+    """Tell the user where the example's results went, one line each."""
+    print("Results:", *(f"  {name}: {path}" for name, path in outputs.items()), sep="\n")
 
 
 def verdict(label: float) -> str:
