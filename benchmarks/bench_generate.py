@@ -79,7 +79,7 @@ def storage_bytes(tensors) -> int:
 
 def embedded_setup(num_candidates: int, new_tokens: int):
     """The embedded model, the shipped ranker, one chat prompt and a call per method (fixed answer lengths)."""
-    from hf_language_ranker.embedded import load_model_and_tokenizer
+    from hf_language_ranker import load_model_and_tokenizer
     from hf_language_ranker.prompts import format_prompt
 
     model, tokenizer = load_model_and_tokenizer()

@@ -46,12 +46,11 @@ import numpy as np
 import torch
 from _common import write_results
 
-from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
 from hf_language_ranker.embedded import (
     BF16_CPU_CAPABILITIES,
     EMBEDDED_GGUF,
     embedded_model_folder,
-    load_model_and_tokenizer,
     native_bf16_cpu_capabilities,
 )
 from hf_language_ranker.features import token_statistics

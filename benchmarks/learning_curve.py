@@ -23,19 +23,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from hf_language_ranker.candidates import first_candidates, load_collection, num_candidates
-from hf_language_ranker.evaluation import paired_stderr
-from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
-from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, Scorer
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker import load_collection
+from hf_language_ranker.candidates import first_candidates, num_candidates
+from hf_language_ranker.evaluation import (
     BASELINES,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
     ORACLE,
-    choices_from_scores,
+    RANKER_VARIANTS,
+    ProbeScorer,
+    RankerScorer,
+    Scorer,
     chosen_correct,
-    oracle_choices,
+    paired_stderr,
 )
+from hf_language_ranker.evaluation.selection import choices_from_scores, oracle_choices
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arithmetic"
 

@@ -39,20 +39,20 @@ import numpy as np
 import torch
 from _common import ship, write_results
 
-from hf_language_ranker import LanguageRanker
-from hf_language_ranker.candidates import feature_layers, load_collection
-from hf_language_ranker.evaluation import evaluate, paired_stderr
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker import LanguageRanker, load_collection
+from hf_language_ranker.candidates import feature_layers
+from hf_language_ranker.evaluation import (
     FIRST_SAMPLE,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
     ORACLE,
     SELECTION_RULES,
+    RankerScorer,
     chosen_correct,
-    majority_vote_choices,
-    weighted_vote_from_scores,
+    evaluate,
+    paired_stderr,
 )
+from hf_language_ranker.evaluation.selection import majority_vote_choices, weighted_vote_from_scores
 from hf_language_ranker.mixture import check_disjoint_prompts, mix_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -51,8 +51,8 @@ def measure(num_candidates: int, candidate_tokens: int, candidate_batch_size: in
     """In this process: load the model, reset the peak-RSS mark, rank, and report memory and time."""
     import torch
 
-    from hf_language_ranker import LanguageRanker, rank_candidates
-    from hf_language_ranker.embedded import embedded_default_ranker, load_model_and_tokenizer
+    from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
+    from hf_language_ranker.embedded import embedded_default_ranker
     from hf_language_ranker.prompts import format_prompt
 
     model, tokenizer = load_model_and_tokenizer(None, dtype=dtype)

@@ -20,13 +20,9 @@ from pathlib import Path
 import torch
 from _common import write_results
 
-from hf_language_ranker import LanguageRanker
-from hf_language_ranker.collection import collect_candidates
-from hf_language_ranker.embedded import load_model_and_tokenizer
-from hf_language_ranker.evaluation import evaluate
+from hf_language_ranker import LanguageRanker, collect_candidates, load_model_and_tokenizer
+from hf_language_ranker.evaluation import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, RankerScorer, evaluate
 from hf_language_ranker.evaluation.experiment import PRESETS, task_splits
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
 from hf_language_ranker.tasks import task_verifier
 
 ROOT = Path(__file__).resolve().parents[1]

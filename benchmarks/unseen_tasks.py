@@ -62,14 +62,11 @@ import numpy as np
 import torch
 from _common import ship, write_results
 
-from hf_language_ranker import LanguageRanker
+from hf_language_ranker import LanguageRanker, load_collection
 from hf_language_ranker.agreement import vote_shares
-from hf_language_ranker.candidates import dataset_answer_ids, first_candidates, load_collection
-from hf_language_ranker.evaluation import paired_bootstrap, paired_stderr
-from hf_language_ranker.evaluation.scorers import RankerScorer
+from hf_language_ranker.candidates import dataset_answer_ids, first_candidates
+from hf_language_ranker.evaluation import SELECTION_RULES, RankerScorer, chosen_correct, paired_bootstrap, paired_stderr
 from hf_language_ranker.evaluation.selection import (
-    SELECTION_RULES,
-    chosen_correct,
     majority_vote_choices,
     mean_log_prob_choices,
     oracle_choices,
