@@ -26,12 +26,11 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from hf_language_ranker.candidates import CORRECT_THRESHOLD, num_candidates
-from hf_language_ranker.evaluation.scorers import RankerScorer
+from hf_language_ranker.evaluation import RankerScorer, selection_accuracy
 from hf_language_ranker.evaluation.selection import (
     choices_from_scores,
     majority_vote_choices,
     oracle_choices,
-    selection_accuracy,
     weighted_vote_from_scores,
 )
 

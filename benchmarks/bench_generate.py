@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_results
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, sample_candidates
@@ -78,7 +79,7 @@ def storage_bytes(tensors) -> int:
 
 def embedded_setup(num_candidates: int, new_tokens: int):
     """The embedded model, the shipped ranker, one chat prompt and a call per method (fixed answer lengths)."""
-    from hf_language_ranker.embedded import load_model_and_tokenizer
+    from hf_language_ranker import load_model_and_tokenizer
     from hf_language_ranker.prompts import format_prompt
 
     model, tokenizer = load_model_and_tokenizer()
@@ -154,11 +155,7 @@ def embedded_table(args: argparse.Namespace) -> None:
             "",
         ]
     )
-    target = ROOT / "benchmarks" / "results" / "generate_cost"
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "results.md").write_text(markdown)
-    (target / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown)
+    write_results(ROOT / "benchmarks" / "results" / "generate_cost", "results", markdown, result)
     print(json.dumps(result))
 
 

@@ -44,13 +44,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import write_results
 
-from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
 from hf_language_ranker.embedded import (
     BF16_CPU_CAPABILITIES,
     EMBEDDED_GGUF,
     embedded_model_folder,
-    load_model_and_tokenizer,
     native_bf16_cpu_capabilities,
 )
 from hf_language_ranker.features import token_statistics
@@ -445,17 +445,12 @@ def main() -> None:
                 runs[path, dtype] = result
 
     markdown = report(runs, memory, notes, args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.output_name}.md").write_text(markdown)
     summary = {
         f"{path} [{dtype}]": {k: v for k, v in run.items() if k not in ("candidates", "picks")}
         for (path, dtype), run in runs.items()
     }
     command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
-    (RESULTS / f"{args.output_name}.json").write_text(
-        json.dumps({"command": command, "runs": summary, "memory_check": memory}, indent=2) + "\n"
-    )
-    print(markdown)
+    write_results(RESULTS, args.output_name, markdown, {"command": command, "runs": summary, "memory_check": memory})
     print(json.dumps(summary))
 
 

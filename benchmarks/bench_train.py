@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetInfo
 
+from hf_language_ranker import RankerTrainer, RankerTrainingArguments
 from hf_language_ranker.candidates import CollectionInfo, candidate_feature_column, prompt_feature_column
-from hf_language_ranker.training import RankerTrainer
-from hf_language_ranker.training_args import RankerTrainingArguments
 
 LAYER = 19  # ~60% of a 32-layer, 4096-wide model
 

@@ -19,15 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_language_ranker.candidates import feature_layers, load_collection, num_candidates, pool_datasets
-from hf_language_ranker.evaluation.choice import RANKER_VARIANTS, Setting, fit_setting, quiet_training, select_ranker
-from hf_language_ranker.evaluation.report import paired_bootstrap
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker import load_collection, select_ranker
+from hf_language_ranker.candidates import feature_layers, num_candidates, pool_datasets
+from hf_language_ranker.evaluation import (
     MAJORITY_VOTE,
+    RANKER_VARIANTS,
     SELECTION_RULES,
     chosen_correct,
-    majority_vote_choices,
+    paired_bootstrap,
 )
+from hf_language_ranker.evaluation.choice import Setting, fit_setting, quiet_training
+from hf_language_ranker.evaluation.selection import majority_vote_choices
 
 
 def test_outcomes(scorer, test, n: int) -> dict[str, np.ndarray]:

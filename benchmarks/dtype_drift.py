@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import write_results
 
-from hf_language_ranker import LanguageRanker, rank_candidates
-from hf_language_ranker.candidates import candidate_feature_column, feature_layers, load_collection
-from hf_language_ranker.embedded import load_model_and_tokenizer
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import SELECTION_RULES, chosen_correct
+from hf_language_ranker import LanguageRanker, load_collection, load_model_and_tokenizer, rank_candidates
+from hf_language_ranker.candidates import candidate_feature_column, feature_layers
+from hf_language_ranker.evaluation import SELECTION_RULES, RankerScorer, chosen_correct
 
 ROOT = Path(__file__).resolve().parents[1]
 RANKERS = {
@@ -105,11 +104,7 @@ def main() -> None:
             "",
         ]
     )
-    target = ROOT / "benchmarks" / "results" / "dtype"
-    target.mkdir(parents=True, exist_ok=True)
-    (target / f"{args.dtype}.md").write_text(markdown)
-    (target / f"{args.dtype}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown)
+    write_results(ROOT / "benchmarks" / "results" / "dtype", args.dtype, markdown, report)
 
 
 if __name__ == "__main__":

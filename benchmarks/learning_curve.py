@@ -22,45 +22,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, load_from_disk
 
-from hf_language_ranker.candidates import (
-    LABELS,
-    MEAN_LOG_PROBS,
-    candidate_feature_column,
-    correct_candidates,
-    num_candidates,
-    prompt_feature_column,
-)
-from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
-from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, Scorer
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker import load_collection
+from hf_language_ranker.candidates import first_candidates, num_candidates
+from hf_language_ranker.evaluation import (
     BASELINES,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
     ORACLE,
-    choices_from_scores,
-    oracle_choices,
+    RANKER_VARIANTS,
+    ProbeScorer,
+    RankerScorer,
+    Scorer,
+    chosen_correct,
+    paired_stderr,
 )
+from hf_language_ranker.evaluation.selection import choices_from_scores, oracle_choices
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arithmetic"
-
-
-def hits(dataset: Dataset, choices: np.ndarray, n: int) -> np.ndarray:
-    """Per prompt: whether the chosen candidate is correct."""
-    return correct_candidates(dataset, n)[np.arange(len(dataset)), choices]
-
-
-def first_candidates(dataset: Dataset, k: int, feature_layer: int) -> Dataset:
-    """The columns training reads, keeping only the first ``k`` candidates of every prompt."""
-    per_candidate = [LABELS, MEAN_LOG_PROBS, candidate_feature_column(feature_layer)]
-    dataset = dataset.select_columns([*per_candidate, prompt_feature_column(feature_layer)])
-    if k >= num_candidates(dataset):
-        return dataset
-    values = dataset.with_format("numpy")[:]
-    return Dataset.from_dict(
-        {column: list(values[column][:, :k]) if column in per_candidate else list(values[column]) for column in values}
-    )
 
 
 def learned_scorers(feature_layer: int, seed: int) -> dict[str, Scorer]:
@@ -89,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
 
-    train = load_from_disk(str(Path(args.work_dir) / "candidates" / "train" / "dataset"))
+    train = load_collection(Path(args.work_dir) / "candidates" / "train")
     n = num_candidates(train)
     order = np.random.default_rng(args.seed).permutation(len(train))
     folds = np.array_split(order, args.folds)
@@ -102,15 +81,15 @@ def main() -> None:
     for fold in folds:
         held_out = train.select(fold)
         for name, rule in [*BASELINES.items(), (ORACLE, oracle_choices)]:
-            fixed[name][fold] = hits(held_out, rule(held_out, n), n)
+            fixed[name][fold] = chosen_correct(held_out, rule(held_out, n))
         rest = np.concatenate([other for other in folds if other is not fold])  # shuffled; sizes are nested
         for size, k in settings:
-            subset = first_candidates(train.select(rest[:size]), k, args.feature_layer)
+            subset = first_candidates(train.select(rest[:size]), k)
             for name, scorer in learned_scorers(args.feature_layer, args.seed).items():
                 scorer.fit(subset, None)
                 choices = choices_from_scores(scorer.score(held_out, n))
-                learned.setdefault(name, {}).setdefault((size, k), np.zeros(len(train), bool))[fold] = hits(
-                    held_out, choices, n
+                learned.setdefault(name, {}).setdefault((size, k), np.zeros(len(train), bool))[fold] = chosen_correct(
+                    held_out, choices
                 )
             print(f"fold done: {size} prompts x {k} candidates ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -138,7 +117,7 @@ def main() -> None:
             differences = []
             for reference, values in references.items():
                 difference = hit.astype(float) - values
-                standard_error = float(difference.std(ddof=1) / np.sqrt(len(difference)))
+                standard_error = paired_stderr(hit, values)
                 entry[f"minus {reference}"] = [float(difference.mean()), standard_error]
                 differences.append(f"{difference.mean():+.3f} ± {standard_error:.3f}")
             cells.append(f"{entry['accuracy']:.3f} ({', '.join(differences)})")

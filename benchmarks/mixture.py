@@ -37,21 +37,22 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from _common import ship, write_results
 
-from hf_language_ranker import LanguageRanker, RankerModelCardData
-from hf_language_ranker.candidates import feature_layers, load_collection
-from hf_language_ranker.evaluation import evaluate
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker import LanguageRanker, load_collection
+from hf_language_ranker.candidates import feature_layers
+from hf_language_ranker.evaluation import (
     FIRST_SAMPLE,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
     ORACLE,
     SELECTION_RULES,
+    RankerScorer,
     chosen_correct,
-    majority_vote_choices,
-    weighted_vote_from_scores,
+    evaluate,
+    paired_stderr,
 )
+from hf_language_ranker.evaluation.selection import majority_vote_choices, weighted_vote_from_scores
 from hf_language_ranker.mixture import check_disjoint_prompts, mix_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def choose(validation_outcomes: dict[tuple[str, int, str], np.ndarray]) -> tuple
     """The best validation row, unless it beats the default recipe by no more than one paired standard error."""
     best = max(validation_outcomes, key=lambda row: validation_outcomes[row].mean())
     difference = validation_outcomes[best].astype(float) - validation_outcomes[DEFAULT].astype(float)
-    standard_error = float(difference.std(ddof=1) / np.sqrt(len(difference)))
+    standard_error = paired_stderr(validation_outcomes[best], validation_outcomes[DEFAULT])
     chosen = DEFAULT if difference.mean() <= standard_error else best
     rule = {"best": row_name(*best), "best_minus_default": float(difference.mean()), "standard_error": standard_error}
     return chosen, rule
@@ -257,13 +258,9 @@ def main() -> None:
         collection=plan["settings"],
         wall_seconds=round(time.perf_counter() - started),
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = to_markdown(report)
-    (RESULTS / "results.md").write_text(markdown)
-    print(markdown)
+    write_results(RESULTS, "results", to_markdown(report), report)
     if args.ship:
-        ship(mixture.ranker, Path(args.ship), report)
+        ship(mixture.ranker, Path(args.ship), ranker_card(report), "mixture ranker")
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -347,11 +344,11 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
-    """Save the mixture ranker with a card: training tasks, held-out table, how to reproduce it."""
+def ranker_card(report: dict[str, Any]) -> dict[str, Any]:
+    """The mixture ranker's card: training tasks, held-out table, how to reproduce it."""
     pooled = report["tests"]["held-out tasks, pooled"]
-    ranker.card_data = RankerModelCardData(
-        training={
+    return {
+        "training": {
             "training tasks (reasoning-gym, built-in)": ", ".join(report["training_tasks"]),
             "held-out tasks (never trained on)": ", ".join(report["held_out_tasks"]),
             "data": f"{report['train_prompts']} train prompts x 8 candidates, balanced over tasks; sampled from "
@@ -364,14 +361,12 @@ def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
             "run --output-dir benchmarks/data/mixture && python benchmarks/mixture.py --ship "
             "model_cards/smollm2-135m-instruct-mixture` (tables: benchmarks/results/mixture/results.md)",
         },
-        evaluation={
+        "evaluation": {
             "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
             "dataset": f"{pooled['num_prompts']} test prompts of tasks the ranker never saw",
             "accuracy": pooled["accuracy"],
         },
-    )
-    ranker.save_pretrained(folder)
-    print(f"saved the mixture ranker to {folder}")
+    }
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def _load(threads: int, dtype: str) -> None:
     global _MODEL
     import torch
 
-    from hf_language_ranker.embedded import load_model_and_tokenizer
+    from hf_language_ranker import load_model_and_tokenizer
 
     torch.set_num_threads(threads)
     model, tokenizer = load_model_and_tokenizer(dtype=getattr(torch, dtype))
@@ -155,8 +155,8 @@ def _collect(job: dict[str, Any]) -> dict[str, Any]:
     """One (task, split) collection in a worker; returns its accuracy figures."""
     import numpy as np
 
+    from hf_language_ranker import collect_candidates
     from hf_language_ranker.candidates import CORRECT_THRESHOLD
-    from hf_language_ranker.collection import collect_candidates
 
     model, tokenizer = _MODEL
     started = time.perf_counter()
@@ -297,11 +297,11 @@ def pack(source: Path, target: Path, layers: list[int], skip: list[str], rename:
     ``task/split`` folders in ``skip``, each as one compact Parquet file (`save_collection`: lossless, checked bit
     for bit on writing) for committing under benchmarks/data; ``rename`` maps a split's name to the one it is saved
     under (``{"screening": "validation"}``). ``source`` may be a run's output folder or a packed copy."""
+    from hf_language_ranker import load_collection
     from hf_language_ranker.candidates import (
         COLLECTION_FILE,
         CollectionInfo,
         candidate_feature_column,
-        load_collection,
         prompt_feature_column,
         save_collection,
     )

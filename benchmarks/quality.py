@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker import load_model_and_tokenizer
 from hf_language_ranker.evaluation.experiment import PRESETS, preset_json, run_experiment
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "benchmarks" / "results" / "rank_memory"
 PROMPT = "Calculate 47 + 38 * 2.\nGive the final answer as 'The answer is N'."
@@ -49,8 +51,8 @@ def measure(num_candidates: int, candidate_tokens: int, candidate_batch_size: in
     """In this process: load the model, reset the peak-RSS mark, rank, and report memory and time."""
     import torch
 
-    from hf_language_ranker import LanguageRanker, rank_candidates
-    from hf_language_ranker.embedded import embedded_default_ranker, load_model_and_tokenizer
+    from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
+    from hf_language_ranker.embedded import embedded_default_ranker
     from hf_language_ranker.prompts import format_prompt
 
     model, tokenizer = load_model_and_tokenizer(None, dtype=dtype)
@@ -154,10 +156,7 @@ def main() -> None:
             "",
         ]
     )
-    TARGET.mkdir(parents=True, exist_ok=True)
-    (TARGET / "results.md").write_text(markdown)
-    (TARGET / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown)
+    write_results(TARGET, "results", markdown, result)
 
 
 if __name__ == "__main__":

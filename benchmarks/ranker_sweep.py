@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from datasets import load_from_disk
 
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import choices_from_scores, selection_accuracy
+from hf_language_ranker.evaluation import RankerScorer, selection_accuracy
+from hf_language_ranker.evaluation.selection import choices_from_scores
 
 GRID = {
     "loss": ["listwise", "pairwise", "pointwise"],

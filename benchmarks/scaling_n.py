@@ -13,20 +13,16 @@ cores in bfloat16, measured); writes ``benchmarks/results/arithmetic/scaling_n.m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import write_results
 
-from hf_language_ranker import LanguageRanker
-from hf_language_ranker.collection import collect_candidates
-from hf_language_ranker.embedded import load_model_and_tokenizer
-from hf_language_ranker.evaluation import evaluate
+from hf_language_ranker import LanguageRanker, collect_candidates, load_model_and_tokenizer
+from hf_language_ranker.evaluation import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, RankerScorer, evaluate
 from hf_language_ranker.evaluation.experiment import PRESETS, task_splits
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
 from hf_language_ranker.tasks import task_verifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,8 +94,6 @@ def main() -> None:
             "",
         ]
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scaling_n.md").write_text(markdown)
     report = {
         "command": command,
         "seed": SEED,
@@ -108,8 +102,7 @@ def main() -> None:
         "paired": {n: str(p) for n, p in paired.items()},
         "per_prompt": {m: result.per_prompt[m] for m in methods},
     }
-    (RESULTS / "scaling_n.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown)
+    write_results(RESULTS, "scaling_n", markdown, report)
 
 
 if __name__ == "__main__":

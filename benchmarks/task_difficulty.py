@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 
+from hf_language_ranker import collect_candidates, load_model_and_tokenizer
 from hf_language_ranker.candidates import CORRECT_THRESHOLD
-from hf_language_ranker.collection import collect_candidates
-from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.tasks import load_task, task_verifier
 
 SETTINGS = {  # prompts, candidates, max_new_tokens

@@ -13,16 +13,14 @@ and ``results.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import datasets
+from _common import write_results
 
 from hf_language_ranker import LanguageRanker
-from hf_language_ranker.evaluation import evaluate
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
+from hf_language_ranker.evaluation import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, RankerScorer, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "transfer"
@@ -97,10 +95,7 @@ def main() -> None:
             "",
         ]
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.md").write_text(markdown)
-    (RESULTS / "results.json").write_text(json.dumps({**report, "rankers": choices}, indent=2) + "\n")
-    print(markdown)
+    write_results(RESULTS, "results", markdown, {**report, "rankers": choices})
 
 
 if __name__ == "__main__":

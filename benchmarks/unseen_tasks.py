@@ -60,15 +60,13 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from _common import ship, write_results
 
-from hf_language_ranker import LanguageRanker, RankerModelCardData
+from hf_language_ranker import LanguageRanker, load_collection
 from hf_language_ranker.agreement import vote_shares
-from hf_language_ranker.candidates import dataset_answer_ids, first_candidates, load_collection
-from hf_language_ranker.evaluation.report import paired_bootstrap
-from hf_language_ranker.evaluation.scorers import RankerScorer
+from hf_language_ranker.candidates import dataset_answer_ids, first_candidates
+from hf_language_ranker.evaluation import SELECTION_RULES, RankerScorer, chosen_correct, paired_bootstrap, paired_stderr
 from hf_language_ranker.evaluation.selection import (
-    SELECTION_RULES,
-    chosen_correct,
     majority_vote_choices,
     mean_log_prob_choices,
     oracle_choices,
@@ -169,11 +167,6 @@ def outcome(dataset: datasets.Dataset, choices: np.ndarray) -> np.ndarray:
     return chosen_correct(dataset, choices).astype(float)
 
 
-def standard_error(a: np.ndarray, b: np.ndarray) -> float:
-    difference = a - b
-    return float(difference.std(ddof=1) / np.sqrt(len(difference)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "benchmarks" / "data" / "mixture"))
@@ -271,7 +264,7 @@ def main() -> None:
     chosen = args.incumbent
     if best is not None:
         margin = rows[best]["pooled"] - incumbent_row["pooled"]
-        if margin > standard_error(rows[best]["outcomes"], incumbent_row["outcomes"]):
+        if margin > paired_stderr(rows[best]["outcomes"], incumbent_row["outcomes"]):
             chosen = best
     recipe, rule = rows[chosen]["recipe"], rows[chosen]["rule"]
     print(
@@ -316,18 +309,15 @@ def main() -> None:
         "tests": report_tests,
         "wall_seconds": round(time.perf_counter() - started),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.output_name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = to_markdown(report)
-    (RESULTS / f"{args.output_name}.md").write_text(markdown)
-    print(markdown)
+    write_results(RESULTS, args.output_name, to_markdown(report), report)
     if args.ship:
         if rule not in SERVED_RULES:
             print(f"not shipped: generate cannot serve the rule {rule!r}")
         else:
             selection, temperature = SERVED_RULES[rule]
             final.ranker.config.selection = selection
-            ship(fold_vote_temperature(final.ranker, temperature), Path(args.ship), report)
+            ranker = fold_vote_temperature(final.ranker, temperature)
+            ship(ranker, Path(args.ship), ranker_card(report), "chosen ranker")
 
 
 def fold_vote_temperature(ranker: LanguageRanker, temperature: float) -> LanguageRanker:
@@ -341,11 +331,11 @@ def fold_vote_temperature(ranker: LanguageRanker, temperature: float) -> Languag
     return ranker
 
 
-def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
-    """Save the chosen ranker with a card: training tasks, the choice, the held-out table, how to reproduce it."""
+def ranker_card(report: dict[str, Any]) -> dict[str, Any]:
+    """The chosen ranker's card: training tasks, the choice, the held-out table, how to reproduce it."""
     chosen, pooled = report["chosen"], report["tests"]["held-out tasks, pooled"]
-    ranker.card_data = RankerModelCardData(
-        training={
+    return {
+        "training": {
             "training tasks (reasoning-gym, built-in)": ", ".join(chosen["tasks"]),
             "held-out tasks (never trained on, never used for a choice)": ", ".join(report["held_out_tasks"]),
             "data": "train splits (8 candidates per prompt) of the training tasks, balanced, and the first 8 "
@@ -357,14 +347,12 @@ def ship(ranker: LanguageRanker, folder: Path, report: dict[str, Any]) -> None:
             "reproduce": f"`{report['command']}` on the committed collections (tables: "
             f"benchmarks/results/mixture/{report['output_name']}.md)",
         },
-        evaluation={
+        "evaluation": {
             "task": "held-out tasks, pooled: " + ", ".join(report["held_out_tasks"]),
             "dataset": f"{pooled['num_prompts']} test prompts of tasks the ranker never saw",
             "accuracy": {method: {N: value} for method, value in pooled["accuracy"].items()},
         },
-    )
-    ranker.save_pretrained(folder)
-    print(f"saved the chosen ranker to {folder}")
+    }
 
 
 def summarize(is_held_out: bool, methods: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -17,19 +17,19 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hf_language_ranker import LanguageRanker, RankedGenerateOutput
+from hf_language_ranker import (
+    LanguageRanker,
+    RankedGenerateOutput,
+    RankerTrainer,
+    RankerTrainingArguments,
+    load_model_and_tokenizer,
+)
 from hf_language_ranker.candidates import CORRECT_THRESHOLD
-from hf_language_ranker.cli import print_outputs
 from hf_language_ranker.configuration import DEFAULT_LAYER_FRACTION, MODEL_DTYPES
-from hf_language_ranker.embedded import load_model_and_tokenizer
-from hf_language_ranker.evaluation import EvaluationResult, evaluate
+from hf_language_ranker.evaluation import FIRST_SAMPLE, ORACLE, EvaluationResult, RankerScorer, evaluate
 from hf_language_ranker.evaluation.experiment import Preset, collect_splits, task_splits
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import FIRST_SAMPLE, ORACLE
 from hf_language_ranker.prompts import format_prompt, resolve_chat_template, tokenize_prompts
 from hf_language_ranker.tasks import task_verifier
-from hf_language_ranker.training import RankerTrainer
-from hf_language_ranker.training_args import RankerTrainingArguments
 from hf_language_ranker.verifiers import as_verifier
 
 RANKER = "Language Ranker"
@@ -164,6 +164,11 @@ def generate_ranked(
         tokenizer.batch_decode(rows[:, prompt_length:], skip_special_tokens=True) for rows in output.candidate_sequences
     ]
     return output, candidates
+
+
+def print_outputs(outputs: Mapping[str, Path]) -> None:
+    """Tell the user where the example's results went, one line each."""
+    print("Results:", *(f"  {name}: {path}" for name, path in outputs.items()), sep="\n")
 
 
 def verdict(label: float) -> str:

@@ -28,9 +28,9 @@ import argparse
 import time
 from pathlib import Path
 
-from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
 from hf_language_ranker.configuration import MODEL_DTYPES
-from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder, load_model_and_tokenizer
+from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder
 from hf_language_ranker.prompts import format_prompt
 from hf_language_ranker.tasks import load_task, task_verifier
 from hf_language_ranker.verifiers import as_verifier

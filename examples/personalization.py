@@ -17,14 +17,13 @@ import statistics
 import time
 
 import numpy as np
-from _common import collect, example_parser, generate_ranked, positive_int, save_ranker, train, verdict
+from _common import collect, example_parser, generate_ranked, positive_int, print_outputs, save_ranker, train, verdict
 from datasets import Dataset
 
 from hf_language_ranker.candidates import CORRECT_THRESHOLD, per_candidate_values
-from hf_language_ranker.cli import print_outputs
+from hf_language_ranker.evaluation import FIRST_SAMPLE, RankerScorer, selection_accuracy
 from hf_language_ranker.evaluation.experiment import Preset
-from hf_language_ranker.evaluation.scorers import RankerScorer
-from hf_language_ranker.evaluation.selection import FIRST_SAMPLE, choices_from_scores, selection_accuracy
+from hf_language_ranker.evaluation.selection import choices_from_scores
 from hf_language_ranker.verifiers import as_verifier
 
 PRESET = Preset(

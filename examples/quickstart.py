@@ -21,9 +21,9 @@ import argparse
 
 import torch
 
-from hf_language_ranker import LanguageRanker
+from hf_language_ranker import LanguageRanker, load_model_and_tokenizer
 from hf_language_ranker.configuration import MODEL_DTYPES
-from hf_language_ranker.embedded import EMBEDDED_DEFAULT_RANKER, is_embedded, load_model_and_tokenizer
+from hf_language_ranker.embedded import EMBEDDED_DEFAULT_RANKER, is_embedded
 from hf_language_ranker.evaluation.shipped import prompt_picks
 
 # fixed before the first run (reasoning-gym generators, seed 11, none of them in the released ranker's data)

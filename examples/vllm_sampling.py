@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 
-from hf_language_ranker import LanguageRanker, rank_candidates
+from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
 from hf_language_ranker.configuration import MODEL_DTYPES
-from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.layout import eos_token_ids
 from hf_language_ranker.prompts import format_prompt
 

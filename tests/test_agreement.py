@@ -16,7 +16,6 @@ from hf_language_ranker.agreement import (
     vote_shares,
     weighted_vote_choices,
 )
-from hf_language_ranker.evaluation import paired_bootstrap
 
 
 def last_digit(text: str) -> str | None:
@@ -115,17 +114,6 @@ def test_vote_share_ranker_without_an_extractor_is_a_clear_error():
         )
     with pytest.raises(ValueError, match="answer_ids"):
         ranker(torch.zeros(1, 32), torch.zeros(1, 3, 32))
-
-
-def test_paired_bootstrap_interval_covers_the_paired_difference():
-    a = [1, 1, 0, 1, 0, 1, 1, 0] * 25
-    b = [1, 0, 0, 1, 0, 0, 1, 0] * 25
-    result = paired_bootstrap(a, b)
-    assert result.difference == pytest.approx(0.25)
-    assert 0 < result.low < 0.25 < result.high and (result.wins, result.losses) == (50, 0)
-    assert paired_bootstrap(b, a).high < 0
-    with pytest.raises(ValueError, match="equally long"):
-        paired_bootstrap([1, 0], [1])
 
 
 MODEL_CARDS = Path(__file__).resolve().parents[1] / "model_cards"

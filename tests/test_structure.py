@@ -122,3 +122,24 @@ def test_names_are_imported_from_the_module_that_defines_them():
                 if alias.name not in defined[base] and f"{base}.{alias.name}" not in modules:
                     wrong.append(f"{path.relative_to(root)}: {alias.name} from {base}")
     assert wrong == []
+
+
+def test_benchmarks_and_examples_import_no_cli_and_no_private_names():
+    """Benchmarks and examples use the library as a user would: never `hf_language_ranker.cli` (the command line's
+    internals), no module path or name that starts with ``_``. Their own helper modules (``_common``) are theirs."""
+    root = PACKAGE.parent
+    wrong = []
+    for path in [*(root / "examples").glob("*.py"), *(root / "benchmarks").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                modules, names = [node.module or ""], [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                modules, names = [alias.name for alias in node.names], []
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == PACKAGE.name and ("cli" in parts or any(part.startswith("_") for part in parts)):
+                    wrong.append(f"{path.relative_to(root)}: imports {module}")
+            wrong += [f"{path.relative_to(root)}: imports {name} from {modules[0]}" for name in names if name[0] == "_"]
+    assert wrong == []

@@ -16,14 +16,15 @@ correctness per prompt, so `paired_bootstrap` intervals can be recomputed.
 Modules, in the one direction data flows: `experiment` (the protocol: collect, choose, train, report) →
 `choice` (`select_ranker`: k-fold cross-validation over train + validation) → `accuracy` (`evaluate`) → `scorers`
 (the `Scorer` protocol and the learned selectors) → `selection` (the free rules); `report` holds the result, its
-tables, JSON and plot.
+tables, JSON and plot; `statistics` the paired comparisons over prompts (`paired_bootstrap`, `paired_stderr`) that
+the report, the cross-validated choice and the benchmarks share.
 """
 
 from __future__ import annotations
 
 from .accuracy import DEFAULT_NS, evaluate, select_feature_layer
 from .choice import RANKER_VARIANTS, RankerSelection, select_ranker
-from .report import GREEDY, EvaluationResult, MethodCost, PairedDifference, paired_bootstrap
+from .report import GREEDY, EvaluationResult, MethodCost
 from .scorers import (
     BaseScorer,
     ProbeScorer,
@@ -44,6 +45,7 @@ from .selection import (
     chosen_correct,
     selection_accuracy,
 )
+from .statistics import PairedDifference, paired_bootstrap, paired_stderr
 
 __all__ = [
     "BASELINES",
@@ -68,6 +70,7 @@ __all__ = [
     "chosen_correct",
     "evaluate",
     "paired_bootstrap",
+    "paired_stderr",
     "select_feature_layer",
     "select_on_validation",
     "select_ranker",

@@ -17,7 +17,6 @@ recipe (`DEFAULT_VARIANT`, `DEFAULT_SELECTION`, the paper's layer), never to whi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ from ..modeling import LanguageRanker
 from ..training_args import recipe_as_arguments
 from .scorers import RankerScorer
 from .selection import SELECTION_RULES, chosen_correct
+from .statistics import paired_stderr
 
 logger = logging.get_logger(__name__)
 
@@ -292,7 +292,7 @@ def select_ranker(
     paired = {setting: np.concatenate(parts).astype(np.float64) for setting, parts in outcomes.items()}
     accuracy = {setting: float(values.mean()) for setting, values in paired.items()}
     best = max(accuracy, key=accuracy.get)  # ties: the first setting of the grid
-    stderr = {setting: _paired_stderr(paired[best], values) for setting, values in paired.items()}
+    stderr = {setting: paired_stderr(paired[best], values) for setting, values in paired.items()}
     near_ties = [setting for setting in accuracy if accuracy[best] - accuracy[setting] <= stderr[setting]]
     preferred_layer = default_layer(train, layers)
 
@@ -322,9 +322,3 @@ def select_ranker(
         num_prompts=len(paired[best]),
         outcomes=paired,
     )
-
-
-def _paired_stderr(best: np.ndarray, other: np.ndarray) -> float:
-    """One standard error of the mean of ``best - other`` over paired prompts (0 for a single prompt)."""
-    differences = best - other
-    return float(differences.std(ddof=1) / math.sqrt(len(differences))) if len(differences) > 1 else 0.0

@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
+from .statistics import PairedDifference, paired_bootstrap
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -19,36 +18,6 @@ if TYPE_CHECKING:
 GREEDY = "greedy decoding"
 #: characters per legend line of `EvaluationResult.plot` (two columns of this fit the canvas)
 LEGEND_WIDTH = 36
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """Mean of ``a - b`` over paired 0/1 outcomes, its bootstrap 95% interval, and prompts won / lost."""
-
-    difference: float
-    low: float
-    high: float
-    wins: int
-    losses: int
-
-    def __str__(self) -> str:
-        return f"{self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({self.wins} won, {self.losses} lost)"
-
-
-def paired_bootstrap(
-    a: Sequence[float], b: Sequence[float], num_samples: int = 10_000, seed: int = 0
-) -> PairedDifference:
-    """Paired bootstrap (prompts resampled with replacement) of ``mean(a) - mean(b)``, percentile 95% interval."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError(f"paired_bootstrap needs two equally long, non-empty 1-d sequences, got {a.shape}, {b.shape}.")
-    differences = a - b
-    rows = np.random.default_rng(seed).integers(0, len(a), size=(num_samples, len(a)))
-    means = differences[rows].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return PairedDifference(
-        float(differences.mean()), float(low), float(high), int((differences > 0).sum()), int((differences < 0).sum())
-    )
 
 
 @dataclass

@@ -1,0 +1,32 @@
+"""What the benchmark scripts share: writing a result table with its JSON, and saving a chosen ranker with its card.
+
+Not a benchmark itself: the scripts import it (Python puts a script's own folder on ``sys.path``). Statistics come
+from the library (`hf_language_ranker.evaluation`: `paired_bootstrap`, `paired_stderr`), never from here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only json at import time: rank_memory.py measures its processes' memory
+    from hf_language_ranker import LanguageRanker
+
+
+def write_results(folder: Path, stem: str, markdown: str, payload: Any) -> None:
+    """Write ``<stem>.md`` and ``<stem>.json`` (indented, ending with a newline) into ``folder``; print the table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.md").write_text(markdown)
+    (folder / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(markdown)
+
+
+def ship(ranker: LanguageRanker, folder: Path, card: dict[str, Any], name: str) -> None:
+    """Save a benchmark's chosen ``ranker`` (called ``name`` in the message) to ``folder`` with its model card
+    (``card``: the fields of its `RankerModelCardData`, its training and evaluation sections)."""
+    from hf_language_ranker import RankerModelCardData
+
+    ranker.card_data = RankerModelCardData(**card)
+    ranker.save_pretrained(folder)  # writes the card from card_data, over any earlier one
+    print(f"saved the {name} to {folder}")
