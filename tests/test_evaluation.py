@@ -13,10 +13,7 @@ from datasets import Array2D, Dataset, Features, List, Value
 from hf_language_ranker.candidates import candidate_feature_column, first_candidates, prompt_feature_column
 from hf_language_ranker.configuration import RECIPE_FIELDS, RankerConfig
 from hf_language_ranker.evaluation import GREEDY, EvaluationResult, evaluate, select_feature_layer, selection_accuracy
-from hf_language_ranker.evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
-from hf_language_ranker.evaluation.report import CHOSEN, headline_methods
-from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker.evaluation.baselines import (
     FIRST_SAMPLE,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
@@ -28,6 +25,9 @@ from hf_language_ranker.evaluation.selection import (
     oracle_choices,
     self_certainty_choices,
 )
+from hf_language_ranker.evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
+from hf_language_ranker.evaluation.report import CHOSEN, headline_methods
+from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
 from hf_language_ranker.model_card import RankerModelCardData
 from hf_language_ranker.modeling import LanguageRanker
 

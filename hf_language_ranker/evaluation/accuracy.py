@@ -13,9 +13,9 @@ from transformers.utils import logging
 from transformers.utils.logging import is_progress_bar_enabled
 
 from ..candidates import num_candidates
+from .baselines import BASELINES, ORACLE, SELECTION_RULES, chosen_correct, oracle_choices
 from .report import EvaluationResult, MethodCost
 from .scorers import Scorer, select_on_validation
-from .selection import BASELINES, ORACLE, SELECTION_RULES, chosen_correct, oracle_choices
 
 logger = logging.get_logger(__name__)
 

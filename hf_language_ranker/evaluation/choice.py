@@ -30,8 +30,8 @@ from ..candidates import CollectionInfo, feature_layers, num_candidates, pool_da
 from ..configuration import SELECTION_MODES, default_feature_layer
 from ..modeling import LanguageRanker
 from ..training_args import recipe_as_arguments
+from .baselines import SELECTION_RULES, chosen_correct
 from .scorers import RankerScorer
-from .selection import SELECTION_RULES, chosen_correct
 from .statistics import paired_stderr
 
 logger = logging.get_logger(__name__)

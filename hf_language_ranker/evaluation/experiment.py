@@ -29,6 +29,7 @@ from ..registry import Registry
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
 from .accuracy import evaluate
+from .baselines import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
 from .choice import (
     DEFAULT_FOLDS,
     RANKER_VARIANTS,
@@ -40,7 +41,6 @@ from .choice import (
 )
 from .report import CHOSEN, EvaluationResult, headline_methods
 from .scorers import ProbeScorer, RankerScorer, Scorer, TextRewardScorer
-from .selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
 
 SPLITS = ("train", "validation", "test")
 #: the default shares of a user's prompts held out for validation and test by `split_prompts` (the rest trains)

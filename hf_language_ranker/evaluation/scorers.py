@@ -37,7 +37,7 @@ from ..candidates import (
 from ..embedded import wheel_folder
 from ..modeling import LanguageRanker
 from ..training import train_ranker
-from .selection import SELECTION_RULES, selection_accuracy
+from .baselines import SELECTION_RULES, selection_accuracy
 
 logger = logging.get_logger(__name__)
 

@@ -31,8 +31,8 @@ from ..candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, CollectionInfo, correc
 from ..prompts import format_prompt, resolve_chat_template, tokenize_prompts
 from ..verifiers import as_verifier
 from .accuracy import evaluate
+from .baselines import MAJORITY_VOTE, ORACLE, majority_vote_choices
 from .scorers import RankerScorer
-from .selection import MAJORITY_VOTE, ORACLE, majority_vote_choices
 from .statistics import PairedDifference, paired_bootstrap
 
 #: seed of the fresh prompts. The shipped rankers' train / validation / test prompts are the seed-0 draws of the
