@@ -29,7 +29,7 @@ from hf_language_ranker.evaluation import (
     paired_bootstrap,
 )
 from hf_language_ranker.evaluation.baselines import majority_vote_choices
-from hf_language_ranker.evaluation.choice import Setting, fit_setting, quiet_training
+from hf_language_ranker.evaluation.cross_validation import Setting, fit_setting, quiet_training
 
 
 def test_outcomes(scorer, test, n: int) -> dict[str, np.ndarray]:

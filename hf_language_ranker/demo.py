@@ -28,7 +28,7 @@ from .candidates import load_collection
 from .embedded import embedded_default_ranker, load_model_and_tokenizer, resolve_dtype
 from .evaluation.accuracy import evaluate
 from .evaluation.baselines import MAJORITY_VOTE, ORACLE
-from .evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, select_ranker
+from .evaluation.cross_validation import DEFAULT_VARIANT, RANKER_VARIANTS, select_ranker
 from .evaluation.scorers import RankerScorer
 from .evaluation.shipped import compare_on_collections, compare_with_majority_vote, fresh_prompts
 from .modeling import LanguageRanker

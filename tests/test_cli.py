@@ -17,7 +17,7 @@ from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import CollectionInfo
 from hf_language_ranker.cli import build_parser, main, training_options
 from hf_language_ranker.evaluation import EvaluationResult
-from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
+from hf_language_ranker.evaluation.cross_validation import RANKER_VARIANTS
 from hf_language_ranker.evaluation.experiment import PRESETS, Preset
 from hf_language_ranker.evaluation.report import CHOSEN
 from hf_language_ranker.tasks import TASKS

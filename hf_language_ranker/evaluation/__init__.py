@@ -14,10 +14,10 @@ best-scored candidate, or votes with its scores (``selections={name: "weighted_v
 method's 0/1 correctness per prompt, so `paired_bootstrap` intervals can be recomputed.
 
 Modules, in the one direction data flows: `experiment` (the protocol: collect, choose, train, report) →
-`choice` (`select_ranker`: k-fold cross-validation over train + validation) → `accuracy` (`evaluate`) → `scorers`
-(the `Scorer` protocol and the learned selectors) → `baselines` (the training-free rules, and the pick rules that
-turn scores into choices); `report` holds the result, its tables, JSON and plot; `statistics` the paired
-comparisons over prompts (`paired_bootstrap`, `paired_stderr`) that the report, the cross-validated choice and the
+`cross_validation` (`select_ranker`: the recipe choice, k-fold over train + validation) → `accuracy` (`evaluate`) →
+`scorers` (the `Scorer` protocol and the learned selectors) → `baselines` (the training-free rules, and the pick
+rules that turn scores into choices); `report` holds the result, its tables, JSON and plot; `statistics` the paired
+comparisons over prompts (`paired_bootstrap`, `paired_stderr`) that the report, the recipe choice and the
 benchmarks share.
 """
 
@@ -35,7 +35,7 @@ from .baselines import (
     chosen_correct,
     selection_accuracy,
 )
-from .choice import RANKER_VARIANTS, RankerSelection, select_ranker
+from .cross_validation import RANKER_VARIANTS, RankerSelection, select_ranker
 from .report import GREEDY, EvaluationResult, MethodCost
 from .scorers import (
     BaseScorer,

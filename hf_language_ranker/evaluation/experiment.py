@@ -30,7 +30,7 @@ from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
 from .accuracy import evaluate
 from .baselines import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
-from .choice import (
+from .cross_validation import (
     DEFAULT_FOLDS,
     RANKER_VARIANTS,
     RankerSelection,

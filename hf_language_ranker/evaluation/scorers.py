@@ -2,7 +2,7 @@
 
 Learned scorers (``fit(train, validation)`` then ``score(dataset, n)``): `ProbeScorer` (logistic regression on
 the same hidden features as the ranker), `TextRewardScorer` (a fine-tuned MiniLM text classifier) and
-`RankerScorer` (a `LanguageRanker`). Their scores become choices by `selection.SELECTION_RULES`.
+`RankerScorer` (a `LanguageRanker`). Their scores become choices by `baselines.SELECTION_RULES`.
 """
 
 from __future__ import annotations

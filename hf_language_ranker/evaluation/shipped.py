@@ -304,7 +304,7 @@ def prompt_picks(
     example: Mapping[str, Any], texts: list[str], scores: torch.Tensor, ranker_index: int, verifier: Any = "math"
 ) -> PromptPicks:
     """One prompt's candidates (decoded ``texts``, the ranker's ``scores`` and pick) labelled and parsed by
-    ``verifier``, with majority vote's pick among the same candidates (`selection.majority_vote_choices`: the
+    ``verifier``, with majority vote's pick among the same candidates (`baselines.majority_vote_choices`: the
     verifier's parsed answers vote; ranked generate returns no log-probs, so ties go to the earliest candidate)."""
     verifier = as_verifier(verifier)
     candidates = Dataset.from_dict(  # one prompt in the candidate-dataset columns the selection rules read

@@ -240,7 +240,7 @@ def select_ranker(
             prompt; each fold's training set is cut to the smallest candidate count of the two.
         variants: ranker variants (name -> `RankerConfig` overrides of its recipe fields); default `RANKER_VARIANTS`.
         layers: feature layers to try; default every collected layer.
-        selections: selection rules to try (keys of `selection.SELECTION_RULES`).
+        selections: selection rules to try (keys of `baselines.SELECTION_RULES`).
         folds: number of folds (each prompt is held out once).
         serve_n: the N the ranker will serve; held-out prompts are scored among their first ``serve_n``
             candidates (fewer where a split holds fewer; `RankerSelection.notes` says so). Default: the most
