@@ -31,7 +31,7 @@ from .agreement import AnswerExtractorLike
 from .features import ModelFingerprint, text_config
 from .modeling import LanguageRanker
 from .prompts import resolve_chat_template
-from .rankers import RankerLike, load_ranker
+from .ranker_set import RankerLike, load_ranker
 from .ranking import RankingOptions, rank_with_options
 from .sample_files import SampleFile
 from .shards import Progress, ShardedJob, check_counts

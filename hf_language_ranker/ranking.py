@@ -29,7 +29,7 @@ from .layout import (
     prompt_token_ids,
 )
 from .prompts import padding_tokenizer, resolve_chat_template
-from .rankers import RankersArgument, RankerSet
+from .ranker_set import RankersArgument, RankerSet
 
 
 @dataclass
