@@ -295,10 +295,10 @@ def _load_dataset(path: str) -> Any:
 
 
 def run_collect(args: argparse.Namespace) -> None:
+    from .candidates_jsonl import read_candidates_jsonl
     from .collection import collect_candidates, read_prompts_jsonl
     from .embedded import load_model_and_tokenizer
     from .evaluation.experiment import preset_from, task_splits
-    from .sample_files import read_candidates_jsonl
     from .tasks import task_verifier
     from .verifiers import as_verifier
 
@@ -536,10 +536,10 @@ def run_push(args: argparse.Namespace) -> None:
 
 
 def run_rank(args: argparse.Namespace) -> None:
+    from .candidates_jsonl import SampleFile
     from .embedded import load_model_and_tokenizer
     from .file_ranking import RANKED_JSONL, rank_candidates_file
     from .modeling import LanguageRanker
-    from .sample_files import SampleFile
 
     # a broken ranker or samples file fails before the model loads (the vocabulary is checked once it has)
     ranker = LanguageRanker.from_pretrained(args.ranker)

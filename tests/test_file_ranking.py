@@ -18,8 +18,8 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM
 
 from hf_language_ranker import LanguageRanker, file_ranking, rank_candidates
+from hf_language_ranker.candidates_jsonl import read_candidates_jsonl
 from hf_language_ranker.cli import main
-from hf_language_ranker.sample_files import read_candidates_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "ranking_worker.py"
