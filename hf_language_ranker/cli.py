@@ -538,8 +538,8 @@ def run_push(args: argparse.Namespace) -> None:
 def run_rank(args: argparse.Namespace) -> None:
     from .candidates_jsonl import SampleFile
     from .embedded import load_model_and_tokenizer
-    from .file_ranking import RANKED_JSONL, rank_candidates_file
     from .modeling import LanguageRanker
+    from .rank_job import RANKED_JSONL, rank_candidates_file
 
     # a broken ranker or samples file fails before the model loads (the vocabulary is checked once it has)
     ranker = LanguageRanker.from_pretrained(args.ranker)
