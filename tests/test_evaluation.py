@@ -333,7 +333,7 @@ def test_near_ties_go_to_the_default_recipe(splits, monkeypatch):
     voted = Setting("Language Ranker (pointwise)", SIGNAL_LAYER, "weighted_vote")
     assert result.best == best and result.accuracy[best] == result.accuracy[voted] == 1.0
     assert result.near_ties == [best, voted]  # a gap of 1.0 without noise is no tie; an equal row is
-    assert result.chosen == voted  # the tie goes to the default's selection rule, not to the first row
+    assert result.chosen == voted  # the tie goes to the default's pick rule, not to the first row
 
     def noisy(held_out, choices):  # one setting of the best fit wins two held-out prompts and loses one
         correct = np.zeros(len(held_out), dtype=bool)

@@ -116,7 +116,7 @@ def weighted_vote_from_scores(dataset: Dataset, scores: Sequence[np.ndarray] | n
 
 #: How a learned scorer's scores become a choice: the best-scored candidate, or the score-weighted vote.
 SELECTION_RULES: Registry[Callable[[Dataset, Sequence[np.ndarray]], np.ndarray]] = Registry(
-    "selection rule",
+    "pick rule",
     {"argmax": lambda dataset, scores: choices_from_scores(scores), "weighted_vote": weighted_vote_from_scores},
 )
 

@@ -304,7 +304,7 @@ def greedy_baseline(
 # ----------------------------------------------------------------------------------------------- the protocol
 @dataclass
 class TrainedScorers:
-    """Every learned selector of a run, the selection rule of each row, and what cross-validation chose."""
+    """Every learned selector of a run, the pick rule of each row, and what cross-validation chose."""
 
     scorers: dict[str, Scorer]
     selections: dict[str, str]

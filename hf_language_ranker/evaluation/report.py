@@ -29,7 +29,7 @@ class MethodCost:
     score_seconds: float | None
 
 
-#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, selection rule).
+#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, pick rule).
 CHOSEN = "chosen by cross-validation"
 
 

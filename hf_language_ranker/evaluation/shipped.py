@@ -307,7 +307,7 @@ def prompt_picks(
     ``verifier``, with majority vote's pick among the same candidates (`baselines.majority_vote_choices`: the
     verifier's parsed answers vote; ranked generate returns no log-probs, so ties go to the earliest candidate)."""
     verifier = as_verifier(verifier)
-    candidates = Dataset.from_dict(  # one prompt in the candidate-dataset columns the selection rules read
+    candidates = Dataset.from_dict(  # one prompt in the candidate-dataset columns the baselines read
         {
             LABELS: [[float(verifier(example, text)) for text in texts]],
             ANSWERS: [[verifier.parse(text) for text in texts]],
