@@ -27,7 +27,7 @@ from datasets import Dataset, load_from_disk
 
 from hf_language_ranker.candidates import CORRECT_THRESHOLD, num_candidates
 from hf_language_ranker.evaluation import RankerScorer, selection_accuracy
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker.evaluation.baselines import (
     choices_from_scores,
     majority_vote_choices,
     oracle_choices,

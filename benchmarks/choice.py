@@ -28,8 +28,8 @@ from hf_language_ranker.evaluation import (
     chosen_correct,
     paired_bootstrap,
 )
-from hf_language_ranker.evaluation.choice import Setting, fit_setting, quiet_training
-from hf_language_ranker.evaluation.selection import majority_vote_choices
+from hf_language_ranker.evaluation.baselines import majority_vote_choices
+from hf_language_ranker.evaluation.cross_validation import Setting, fit_setting, quiet_training
 
 
 def test_outcomes(scorer, test, n: int) -> dict[str, np.ndarray]:

@@ -37,7 +37,7 @@ from hf_language_ranker.evaluation import (
     chosen_correct,
     paired_stderr,
 )
-from hf_language_ranker.evaluation.selection import choices_from_scores, oracle_choices
+from hf_language_ranker.evaluation.baselines import choices_from_scores, oracle_choices
 
 RESULTS = Path(__file__).resolve().parent / "results" / "arithmetic"
 

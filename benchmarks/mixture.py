@@ -52,7 +52,7 @@ from hf_language_ranker.evaluation import (
     evaluate,
     paired_stderr,
 )
-from hf_language_ranker.evaluation.selection import majority_vote_choices, weighted_vote_from_scores
+from hf_language_ranker.evaluation.baselines import majority_vote_choices, weighted_vote_from_scores
 from hf_language_ranker.mixture import check_disjoint_prompts, mix_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import torch
 from datasets import load_from_disk
 
 from hf_language_ranker.evaluation import RankerScorer, selection_accuracy
-from hf_language_ranker.evaluation.selection import choices_from_scores
+from hf_language_ranker.evaluation.baselines import choices_from_scores
 
 GRID = {
     "loss": ["listwise", "pairwise", "pointwise"],

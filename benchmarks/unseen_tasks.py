@@ -66,7 +66,7 @@ from hf_language_ranker import LanguageRanker, load_collection
 from hf_language_ranker.agreement import vote_shares
 from hf_language_ranker.candidates import dataset_answer_ids, first_candidates
 from hf_language_ranker.evaluation import SELECTION_RULES, RankerScorer, chosen_correct, paired_bootstrap, paired_stderr
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker.evaluation.baselines import (
     majority_vote_choices,
     mean_log_prob_choices,
     oracle_choices,

@@ -22,8 +22,8 @@ from datasets import Dataset
 
 from hf_language_ranker.candidates import CORRECT_THRESHOLD, per_candidate_values
 from hf_language_ranker.evaluation import FIRST_SAMPLE, RankerScorer, selection_accuracy
+from hf_language_ranker.evaluation.baselines import choices_from_scores
 from hf_language_ranker.evaluation.experiment import Preset
-from hf_language_ranker.evaluation.selection import choices_from_scores
 from hf_language_ranker.verifiers import as_verifier
 
 PRESET = Preset(

@@ -21,7 +21,7 @@ _LAZY = {
     "rank_candidates": "ranking",
     "RankedCandidatesOutput": "ranking",
     "featurize_token_candidates": "layout",
-    "rank_candidates_file": "file_ranking",
+    "rank_candidates_file": "rank_job",
     "RankerTrainer": "training",
     "RankerTrainingArguments": "training_args",
     "train_ranker": "training",

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="the full evaluation protocol on a built-in task, your prompts, or collected folders",
         description="Collect train/validation/test candidates (resumable), choose a ranker by k-fold "
-        "cross-validation over train + validation (variant x layer x selection rule, near-ties to the default "
+        "cross-validation over train + validation (variant x layer x pick rule, near-ties to the default "
         "recipe), refit it on all of them, train a linear probe and a MiniLM reward model, and report test accuracy "
         "against N for them, first sample, greedy, majority vote, mean log-probability, self-certainty and the "
         "oracle. Writes results.md, results.json (per-prompt outcomes), accuracy_vs_n.png and the chosen ranker "
@@ -260,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--candidate-batch-size", type=positive_int, default=8, help="(prompt, answer) pairs per pass")
     rank.add_argument("--batch-size", type=positive_int, default=8, help="prompts per ranking call")
     rank.add_argument("--shard-size", type=positive_int, default=256, help="prompts per shard (unit of resumption)")
-    rank.add_argument("--ranker-selection", choices=SELECTION_MODES, default=None, help="default: the ranker's")
+    rank.add_argument(
+        "--ranker-selection", choices=SELECTION_MODES, default=None, help="the pick rule (default: the ranker's)"
+    )
     rank.add_argument("--answer-extractor", default=None, help="built-in parser (math, code, tools); default: ranker's")
     rank.add_argument("--no-chat-template", action="store_true", help="the prompts are raw model input")
     rank.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
@@ -295,10 +297,10 @@ def _load_dataset(path: str) -> Any:
 
 
 def run_collect(args: argparse.Namespace) -> None:
+    from .candidates_jsonl import read_candidates_jsonl
     from .collection import collect_candidates, read_prompts_jsonl
     from .embedded import load_model_and_tokenizer
     from .evaluation.experiment import preset_from, task_splits
-    from .sample_files import read_candidates_jsonl
     from .tasks import task_verifier
     from .verifiers import as_verifier
 
@@ -536,10 +538,10 @@ def run_push(args: argparse.Namespace) -> None:
 
 
 def run_rank(args: argparse.Namespace) -> None:
+    from .candidates_jsonl import SampleFile
     from .embedded import load_model_and_tokenizer
-    from .file_ranking import RANKED_JSONL, rank_candidates_file
     from .modeling import LanguageRanker
-    from .sample_files import SampleFile
+    from .rank_job import RANKED_JSONL, rank_candidates_file
 
     # a broken ranker or samples file fails before the model loads (the vocabulary is checked once it has)
     ranker = LanguageRanker.from_pretrained(args.ranker)

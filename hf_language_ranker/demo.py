@@ -27,9 +27,9 @@ from transformers.utils.logging import disable_progress_bar, enable_progress_bar
 from .candidates import load_collection
 from .embedded import embedded_default_ranker, load_model_and_tokenizer, resolve_dtype
 from .evaluation.accuracy import evaluate
-from .evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, select_ranker
+from .evaluation.baselines import MAJORITY_VOTE, ORACLE
+from .evaluation.cross_validation import DEFAULT_VARIANT, RANKER_VARIANTS, select_ranker
 from .evaluation.scorers import RankerScorer
-from .evaluation.selection import MAJORITY_VOTE, ORACLE
 from .evaluation.shipped import compare_on_collections, compare_with_majority_vote, fresh_prompts
 from .modeling import LanguageRanker
 

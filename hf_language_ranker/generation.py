@@ -1,5 +1,5 @@
 """Ranked generation, the transformers integration: ``generate(..., ranker=...)`` samples N candidates per
-prompt (`sampling`), scores them with the rankers of the call (`rankers`) and returns the best.
+prompt (`sampling`), scores them with the rankers of the call (`ranker_set`) and returns the best.
 
 `RankedGenerationMixin` and `attach_ranker` add the ranking flags to a transformers causal LM's `generate`;
 `ranked_generate` is also the Hub ``custom_generate`` entry point.
@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 
 from .agreement import AnswerExtractorLike
 from .configuration import DEFAULT_NUM_CANDIDATES, GENERATION_FLAGS
-from .rankers import RankersArgument, RankerSet
+from .ranker_set import RankersArgument, RankerSet
 from .sampling import sample_candidates
 
 

@@ -31,7 +31,7 @@ from transformers.utils.logging import get_logger
 from .agreement import AnswerExtractorLike
 from .embedded import embedded_default_ranker, is_embedded, load_model_and_tokenizer
 from .generation import ranked_generate
-from .rankers import RankerLike, RankerSet, load_ranker
+from .ranker_set import RankerLike, RankerSet, load_ranker
 
 try:
     from lm_eval.api.registry import register_model

@@ -1,4 +1,4 @@
-"""Model cards for rankers, rendered from the template in ``model_cards/``."""
+"""Model cards for rankers, rendered from the template in ``templates/ranker_card.md``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PIPELINE_TAG = "text-ranking"
 
 
 def _template() -> str:
-    return resources.files(__package__).joinpath("model_cards/ranker_card.md").read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("templates/ranker_card.md").read_text(encoding="utf-8")
 
 
 def is_hub_id(name: str | None) -> bool:

@@ -29,7 +29,7 @@ from .layout import (
     prompt_token_ids,
 )
 from .prompts import padding_tokenizer, resolve_chat_template
-from .rankers import RankersArgument, RankerSet
+from .ranker_set import RankersArgument, RankerSet
 
 
 @dataclass
@@ -70,7 +70,7 @@ class RankingOptions:
     answer_extractor: AnswerExtractorLike | None = None
 
     def rankers(self, model: PreTrainedModel, ranker: RankersArgument, tokenizer: PreTrainedTokenizerBase) -> RankerSet:
-        """The rankers, loaded and checked against ``model``, each with its selection and answer extractor."""
+        """The rankers, loaded and checked against ``model``, each with its pick rule and answer extractor."""
         return RankerSet.resolve(model, ranker, self.ranker_selection, self.answer_extractor, tokenizer)
 
 

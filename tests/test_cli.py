@@ -17,7 +17,7 @@ from hf_language_ranker import LanguageRanker
 from hf_language_ranker.candidates import CollectionInfo
 from hf_language_ranker.cli import build_parser, main, training_options
 from hf_language_ranker.evaluation import EvaluationResult
-from hf_language_ranker.evaluation.choice import RANKER_VARIANTS
+from hf_language_ranker.evaluation.cross_validation import RANKER_VARIANTS
 from hf_language_ranker.evaluation.experiment import PRESETS, Preset
 from hf_language_ranker.evaluation.report import CHOSEN
 from hf_language_ranker.tasks import TASKS
@@ -87,10 +87,10 @@ def test_collect_train_generate(tiny_model_dir, tiny_preset, tmp_path, capsys, c
     assert config.hidden_size == 32 and config.use_mean_log_prob and config.use_vote_share and config.use_centrality
     assert (config.selection, config.answer_extractor) == ("weighted_vote", "math")
     assert config.model_dtype == "bfloat16"  # collect -> train -> save -> load
-    import hf_language_ranker.rankers as rankers  # the rule `generate` picks with (RankerSet.pick), spied on
+    import hf_language_ranker.ranker_set as ranker_set  # the rule `generate` picks with (RankerSet.pick), spied on
 
     modes = []
-    monkeypatch.setattr(rankers, "select", lambda values, mode, ids: modes.append(mode) or values.argmax(-1))
+    monkeypatch.setattr(ranker_set, "select", lambda values, mode, ids: modes.append(mode) or values.argmax(-1))
     capsys.readouterr()
     warning_once.cache_clear()
     with caplog.at_level(logging.WARNING, logger="hf_language_ranker"):

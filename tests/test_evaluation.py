@@ -13,10 +13,7 @@ from datasets import Array2D, Dataset, Features, List, Value
 from hf_language_ranker.candidates import candidate_feature_column, first_candidates, prompt_feature_column
 from hf_language_ranker.configuration import RECIPE_FIELDS, RankerConfig
 from hf_language_ranker.evaluation import GREEDY, EvaluationResult, evaluate, select_feature_layer, selection_accuracy
-from hf_language_ranker.evaluation.choice import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
-from hf_language_ranker.evaluation.report import CHOSEN, headline_methods
-from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
-from hf_language_ranker.evaluation.selection import (
+from hf_language_ranker.evaluation.baselines import (
     FIRST_SAMPLE,
     MAJORITY_VOTE,
     MEAN_LOG_PROB,
@@ -28,6 +25,9 @@ from hf_language_ranker.evaluation.selection import (
     oracle_choices,
     self_certainty_choices,
 )
+from hf_language_ranker.evaluation.cross_validation import DEFAULT_VARIANT, RANKER_VARIANTS, Setting, select_ranker
+from hf_language_ranker.evaluation.report import CHOSEN, headline_methods
+from hf_language_ranker.evaluation.scorers import ProbeScorer, RankerScorer, TextRewardScorer
 from hf_language_ranker.model_card import RankerModelCardData
 from hf_language_ranker.modeling import LanguageRanker
 
@@ -296,21 +296,23 @@ def test_select_ranker_cross_validates_deterministically_and_refits(splits):
 def test_variants_are_ranker_config_overrides_checked_before_any_training(splits, monkeypatch):
     """A variant names RankerConfig recipe fields (num_layers, not the argument num_ranker_layers); a field the recipe
     lacks is refused, with the closest field, before the first fit."""
-    import hf_language_ranker.evaluation.choice as choice
+    import hf_language_ranker.evaluation.cross_validation as cross_validation
 
     assert all(set(variant) <= set(RECIPE_FIELDS) for variant in RANKER_VARIANTS.values())
-    monkeypatch.setattr(choice, "fit_setting", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    monkeypatch.setattr(
+        cross_validation, "fit_setting", lambda *args, **kwargs: pytest.fail("trained before the check")
+    )
     misspelt = {**CHOICE_VARIANTS, "Language Ranker (typo)": {"head": "listwise", "use_logprob": True}}
     with pytest.raises(ValueError, match="Unknown RankerConfig recipe field 'use_logprob'.*'use_mean_log_prob'"):
-        choice.select_ranker(splits["train"], splits["validation"], variants=misspelt, folds=2)
+        cross_validation.select_ranker(splits["train"], splits["validation"], variants=misspelt, folds=2)
     with pytest.raises(ValueError, match="Unknown RankerConfig recipe field 'num_ranker_layers'"):
-        choice.select_ranker(splits["train"], variants={"deep": {"num_ranker_layers": 3}}, folds=2)
+        cross_validation.select_ranker(splits["train"], variants={"deep": {"num_ranker_layers": 3}}, folds=2)
 
 
 def test_near_ties_go_to_the_default_recipe(splits, monkeypatch):
     """Settings within one standard error of the best count as tied; the tie goes to the default recipe, not to the
     first row. Outcomes are planted: the pointwise argmax row is best by one prompt of 30."""
-    import hf_language_ranker.evaluation.choice as choice
+    import hf_language_ranker.evaluation.cross_validation as cross_validation
 
     train, validation = splits["train"].select(range(20)), splits["validation"].select(range(10))
     planted = {}
@@ -324,14 +326,14 @@ def test_near_ties_go_to_the_default_recipe(splits, monkeypatch):
         scorer.ranker = None  # what select_ranker returns of the refit
         return scorer
 
-    monkeypatch.setattr(choice, "fit_setting", fake_fit)
-    monkeypatch.setattr(choice, "chosen_correct", outcomes)
-    result = choice.select_ranker(train, validation, variants=CHOICE_VARIANTS, folds=2)
+    monkeypatch.setattr(cross_validation, "fit_setting", fake_fit)
+    monkeypatch.setattr(cross_validation, "chosen_correct", outcomes)
+    result = cross_validation.select_ranker(train, validation, variants=CHOICE_VARIANTS, folds=2)
     best = Setting("Language Ranker (pointwise)", SIGNAL_LAYER, "argmax")
     voted = Setting("Language Ranker (pointwise)", SIGNAL_LAYER, "weighted_vote")
     assert result.best == best and result.accuracy[best] == result.accuracy[voted] == 1.0
     assert result.near_ties == [best, voted]  # a gap of 1.0 without noise is no tie; an equal row is
-    assert result.chosen == voted  # the tie goes to the default's selection rule, not to the first row
+    assert result.chosen == voted  # the tie goes to the default's pick rule, not to the first row
 
     def noisy(held_out, choices):  # one setting of the best fit wins two held-out prompts and loses one
         correct = np.zeros(len(held_out), dtype=bool)
@@ -342,8 +344,8 @@ def test_near_ties_go_to_the_default_recipe(splits, monkeypatch):
         return correct
 
     planted.clear()
-    monkeypatch.setattr(choice, "chosen_correct", noisy)
-    result = choice.select_ranker(train, validation, variants=CHOICE_VARIANTS, folds=2)
+    monkeypatch.setattr(cross_validation, "chosen_correct", noisy)
+    result = cross_validation.select_ranker(train, validation, variants=CHOICE_VARIANTS, folds=2)
     assert result.best.variant == "Language Ranker (pointwise)" and len(result.near_ties) == len(result.accuracy)
     assert (result.chosen.variant, result.chosen.selection) == (DEFAULT_VARIANT, "weighted_vote")
 

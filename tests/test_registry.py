@@ -48,7 +48,7 @@ def test_a_name_is_registered_once():
 def test_every_pick_rule_has_its_dataset_form_and_the_name_tuples_follow_the_registries():
     from hf_language_ranker.agreement import PICK_RULES
     from hf_language_ranker.configuration import HEAD_TYPES, LOSS_TYPES, SELECTION_MODES
-    from hf_language_ranker.evaluation.selection import SELECTION_RULES
+    from hf_language_ranker.evaluation.baselines import SELECTION_RULES
     from hf_language_ranker.heads import HEADS
     from hf_language_ranker.losses import LOSSES
 

@@ -8,33 +8,23 @@
     result = evaluate(test, scorers, greedy_accuracy=0.41)
     print(result.to_markdown()); result.plot("accuracy_vs_n.png"); result.to_json("evaluation.json")
 
-`evaluate` always reports the free rules of `selection.BASELINES` (first sample, majority vote, mean log-prob,
-self-certainty) and the oracle (pass@N, the ceiling of any selector); each learned scorer picks its best-scored
-candidate, or votes with its scores (``selections={name: "weighted_vote"}``). The result keeps each method's 0/1
-correctness per prompt, so `paired_bootstrap` intervals can be recomputed.
+`evaluate` always reports the training-free baselines of `baselines.BASELINES` (first sample, majority vote,
+mean log-prob, self-certainty) and the oracle (pass@N, the ceiling of any selector); each learned scorer picks its
+best-scored candidate, or votes with its scores (``selections={name: "weighted_vote"}``). The result keeps each
+method's 0/1 correctness per prompt, so `paired_bootstrap` intervals can be recomputed.
 
 Modules, in the one direction data flows: `experiment` (the protocol: collect, choose, train, report) →
-`choice` (`select_ranker`: k-fold cross-validation over train + validation) → `accuracy` (`evaluate`) → `scorers`
-(the `Scorer` protocol and the learned selectors) → `selection` (the free rules); `report` holds the result, its
-tables, JSON and plot; `statistics` the paired comparisons over prompts (`paired_bootstrap`, `paired_stderr`) that
-the report, the cross-validated choice and the benchmarks share.
+`cross_validation` (`select_ranker`: the recipe choice, k-fold over train + validation) → `accuracy` (`evaluate`) →
+`scorers` (the `Scorer` protocol and the learned selectors) → `baselines` (the training-free rules, and the pick
+rules that turn scores into choices); `report` holds the result, its tables, JSON and plot; `statistics` the paired
+comparisons over prompts (`paired_bootstrap`, `paired_stderr`) that the report, the recipe choice and the
+benchmarks share.
 """
 
 from __future__ import annotations
 
 from .accuracy import DEFAULT_NS, evaluate, select_feature_layer
-from .choice import RANKER_VARIANTS, RankerSelection, select_ranker
-from .report import GREEDY, EvaluationResult, MethodCost
-from .scorers import (
-    BaseScorer,
-    ProbeScorer,
-    RankerScorer,
-    Scorer,
-    TextRewardScorer,
-    select_on_validation,
-    validation_accuracy,
-)
-from .selection import (
+from .baselines import (
     BASELINES,
     FIRST_SAMPLE,
     MAJORITY_VOTE,
@@ -44,6 +34,17 @@ from .selection import (
     SELF_CERTAINTY,
     chosen_correct,
     selection_accuracy,
+)
+from .cross_validation import RANKER_VARIANTS, RankerSelection, select_ranker
+from .report import GREEDY, EvaluationResult, MethodCost
+from .scorers import (
+    BaseScorer,
+    ProbeScorer,
+    RankerScorer,
+    Scorer,
+    TextRewardScorer,
+    select_on_validation,
+    validation_accuracy,
 )
 from .statistics import PairedDifference, paired_bootstrap, paired_stderr
 

@@ -13,9 +13,9 @@ from transformers.utils import logging
 from transformers.utils.logging import is_progress_bar_enabled
 
 from ..candidates import num_candidates
+from .baselines import BASELINES, ORACLE, SELECTION_RULES, chosen_correct, oracle_choices
 from .report import EvaluationResult, MethodCost
 from .scorers import Scorer, select_on_validation
-from .selection import BASELINES, ORACLE, SELECTION_RULES, chosen_correct, oracle_choices
 
 logger = logging.get_logger(__name__)
 
@@ -43,7 +43,7 @@ def evaluate(
 
     Values of ``ns`` above the number of candidates collected per prompt are skipped. ``greedy_accuracy`` (the
     accuracy of greedy decoding, measured separately) is drawn as a reference line. ``selections`` maps a scorer's
-    name to the rule of `selection.SELECTION_RULES` that turns its scores into choices
+    name to the rule of `baselines.SELECTION_RULES` that turns its scores into choices
     (default ``"argmax"``; ``"weighted_vote"`` needs the dataset's parsed answers); the same fitted scorer may be
     given under two names with two rules.
     """

@@ -29,7 +29,8 @@ from ..registry import Registry
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
 from .accuracy import evaluate
-from .choice import (
+from .baselines import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
+from .cross_validation import (
     DEFAULT_FOLDS,
     RANKER_VARIANTS,
     RankerSelection,
@@ -40,7 +41,6 @@ from .choice import (
 )
 from .report import CHOSEN, EvaluationResult, headline_methods
 from .scorers import ProbeScorer, RankerScorer, Scorer, TextRewardScorer
-from .selection import MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE, SELECTION_RULES
 
 SPLITS = ("train", "validation", "test")
 #: the default shares of a user's prompts held out for validation and test by `split_prompts` (the rest trains)
@@ -304,7 +304,7 @@ def greedy_baseline(
 # ----------------------------------------------------------------------------------------------- the protocol
 @dataclass
 class TrainedScorers:
-    """Every learned selector of a run, the selection rule of each row, and what cross-validation chose."""
+    """Every learned selector of a run, the pick rule of each row, and what cross-validation chose."""
 
     scorers: dict[str, Scorer]
     selections: dict[str, str]

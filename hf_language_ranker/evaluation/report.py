@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .selection import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
+from .baselines import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
 from .statistics import PairedDifference, paired_bootstrap
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class MethodCost:
     score_seconds: float | None
 
 
-#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, selection rule).
+#: The report row of the ranker chosen by cross-validation over train + validation (variant, layer, pick rule).
 CHOSEN = "chosen by cross-validation"
 
 

@@ -2,7 +2,7 @@
 
 Learned scorers (``fit(train, validation)`` then ``score(dataset, n)``): `ProbeScorer` (logistic regression on
 the same hidden features as the ranker), `TextRewardScorer` (a fine-tuned MiniLM text classifier) and
-`RankerScorer` (a `LanguageRanker`). Their scores become choices by `selection.SELECTION_RULES`.
+`RankerScorer` (a `LanguageRanker`). Their scores become choices by `baselines.SELECTION_RULES`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from ..candidates import (
 from ..embedded import wheel_folder
 from ..modeling import LanguageRanker
 from ..training import train_ranker
-from .selection import SELECTION_RULES, selection_accuracy
+from .baselines import SELECTION_RULES, selection_accuracy
 
 logger = logging.get_logger(__name__)
 

@@ -31,8 +31,8 @@ from ..candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, CollectionInfo, correc
 from ..prompts import format_prompt, resolve_chat_template, tokenize_prompts
 from ..verifiers import as_verifier
 from .accuracy import evaluate
+from .baselines import MAJORITY_VOTE, ORACLE, majority_vote_choices
 from .scorers import RankerScorer
-from .selection import MAJORITY_VOTE, ORACLE, majority_vote_choices
 from .statistics import PairedDifference, paired_bootstrap
 
 #: seed of the fresh prompts. The shipped rankers' train / validation / test prompts are the seed-0 draws of the
@@ -304,10 +304,10 @@ def prompt_picks(
     example: Mapping[str, Any], texts: list[str], scores: torch.Tensor, ranker_index: int, verifier: Any = "math"
 ) -> PromptPicks:
     """One prompt's candidates (decoded ``texts``, the ranker's ``scores`` and pick) labelled and parsed by
-    ``verifier``, with majority vote's pick among the same candidates (`selection.majority_vote_choices`: the
+    ``verifier``, with majority vote's pick among the same candidates (`baselines.majority_vote_choices`: the
     verifier's parsed answers vote; ranked generate returns no log-probs, so ties go to the earliest candidate)."""
     verifier = as_verifier(verifier)
-    candidates = Dataset.from_dict(  # one prompt in the candidate-dataset columns the selection rules read
+    candidates = Dataset.from_dict(  # one prompt in the candidate-dataset columns the baselines read
         {
             LABELS: [[float(verifier(example, text)) for text in texts]],
             ANSWERS: [[verifier.parse(text) for text in texts]],

@@ -1,6 +1,6 @@
 """Rank a JSON-lines file of candidates sampled elsewhere, at scale: resumable, sharded, split across processes.
 
-`rank_candidates_file` reads the format of ``collect --candidates`` (`hf_language_ranker.sample_files`), scores
+`rank_candidates_file` reads the format of ``collect --candidates`` (`hf_language_ranker.candidates_jsonl`), scores
 each prompt's candidates with `rank_candidates` and writes per prompt its scores, the best index and the best
 text::
 
@@ -28,12 +28,12 @@ from datasets import Dataset, DatasetInfo, Features, List, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .agreement import AnswerExtractorLike
+from .candidates_jsonl import SampleFile
 from .features import ModelFingerprint, text_config
 from .modeling import LanguageRanker
 from .prompts import resolve_chat_template
-from .rankers import RankerLike, load_ranker
+from .ranker_set import RankerLike, load_ranker
 from .ranking import RankingOptions, rank_with_options
-from .sample_files import SampleFile
 from .shards import Progress, ShardedJob, check_counts
 
 __all__ = ["rank_candidates_file", "RANKED_JSONL"]

@@ -1,4 +1,4 @@
-"""The rankers of one call: load them, check they fit the model, settle each one's selection and answer
+"""The rankers of one call: load them, check they fit the model, settle each one's pick rule and answer
 extractor, score candidates from their features and pick. Shared by ranked `generate` and `rank_candidates`."""
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def answer_ids_per_ranker(
 
 @dataclass
 class RankerSet:
-    """The rankers of one call, checked and ready: each one's selection mode and, where it reads final answers,
+    """The rankers of one call, checked and ready: each one's pick rule and, where it reads final answers,
     its answer extractor. Shared by ranked `generate` and `rank_candidates`."""
 
     rankers: dict[str, LanguageRanker]

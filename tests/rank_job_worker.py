@@ -2,7 +2,7 @@
 
 The tests run it plain or under ``accelerate launch``::
 
-    python tests/ranking_worker.py [--delay SECONDS] rank --model ... --candidates ... --output-dir ...
+    python tests/rank_job_worker.py [--delay SECONDS] rank --model ... --candidates ... --output-dir ...
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from typing import Any
 
 from conftest import AUTO_DTYPE_VARIABLE, pin_auto_dtype
 
-from hf_language_ranker import file_ranking
+from hf_language_ranker import rank_job
 from hf_language_ranker.cli import main
 
 
 def slowed(delay: float) -> None:
     """Make every `rank_with_options` call of the job take at least ``delay`` more seconds."""
-    rank = file_ranking.rank_with_options
+    rank = rank_job.rank_with_options
 
     def rank_slowly(*args: Any, **kwargs: Any) -> Any:
         time.sleep(delay)
         return rank(*args, **kwargs)
 
-    file_ranking.rank_with_options = rank_slowly
+    rank_job.rank_with_options = rank_slowly
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ from conftest import BOTH_AUTO_DTYPES, EOS, TOKENIZER_CHARACTERS, build_tokenize
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM
 
-from hf_language_ranker import LanguageRanker, file_ranking, rank_candidates
+from hf_language_ranker import LanguageRanker, rank_candidates, rank_job
+from hf_language_ranker.candidates_jsonl import read_candidates_jsonl
 from hf_language_ranker.cli import main
-from hf_language_ranker.sample_files import read_candidates_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "ranking_worker.py"
+WORKER = REPO / "tests" / "rank_job_worker.py"
 CPU_CONFIG = REPO / "examples" / "accelerate_collect" / "cpu_2_processes.yaml"
 NUM_PROMPTS = 24
 SHARD_SIZE = 4
@@ -94,7 +94,7 @@ def _assert_reference_picks(output_dir: Path, reference) -> None:
     assert dataset["best_text"][:] == reference.best_texts
     for scores, expected in zip(dataset["scores"][:], reference.scores):
         torch.testing.assert_close(torch.tensor(scores), expected.float(), atol=1e-5, rtol=1e-5)
-    rows = [json.loads(line) for line in (output_dir / file_ranking.RANKED_JSONL).read_text().splitlines()]
+    rows = [json.loads(line) for line in (output_dir / rank_job.RANKED_JSONL).read_text().splitlines()]
     assert [row["prompt_id"] for row in rows] == dataset["prompt_id"][:]
     assert [row["best_index"] for row in rows] == dataset["best_index"][:]
     assert [row["best_text"] for row in rows] == dataset["best_text"][:]
@@ -116,7 +116,7 @@ def test_rank_command_equals_rank_candidates(setup, tmp_path, capsys, monkeypatc
     assert sorted(path.name for path in output_dir.iterdir()) == ["dataset", "manifest.json", "ranked.jsonl"]
 
     # a finished job is returned as it is; another ranker is refused
-    monkeypatch.setattr(file_ranking, "rank_with_options", lambda *a, **k: pytest.fail("ranked again"))
+    monkeypatch.setattr(rank_job, "rank_with_options", lambda *a, **k: pytest.fail("ranked again"))
     assert main(_arguments(setup, output_dir)) == 0
     other = tmp_path / "other-ranker"
     changed = LanguageRanker.from_pretrained(setup["ranker"])
@@ -237,13 +237,13 @@ def test_sigkill_then_rerun_ranks_every_prompt_once_with_the_same_picks(setup, t
     assert not (output_dir / "dataset").exists()
 
     ranked_prompts = []
-    rank = file_ranking.rank_with_options
+    rank = rank_job.rank_with_options
 
     def counting(model, tokenizer, prompts, *args, **kwargs):
         ranked_prompts.extend(prompts)
         return rank(model, tokenizer, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(file_ranking, "rank_with_options", counting)
+    monkeypatch.setattr(rank_job, "rank_with_options", counting)
     assert main(_arguments(setup, output_dir)) == 0
     assert len(ranked_prompts) == NUM_PROMPTS - SHARD_SIZE * len(finished), "finished shards were ranked again"
     _assert_reference_picks(output_dir, reference(setup))

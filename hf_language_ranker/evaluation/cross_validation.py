@@ -6,7 +6,7 @@
     selection.ranker.save_pretrained("my-ranker")             # the chosen settings, refit on every prompt
     print(selection.to_markdown())                            # the cross-validated table
 
-Every setting of the grid (ranker variant x feature layer x selection rule) is trained on k-1 folds of the pooled
+Every setting of the grid (ranker variant x feature layer x pick rule) is trained on k-1 folds of the pooled
 train + validation prompts and scored on the held-out fold, at the N the ranker will serve (each held-out prompt
 among its first N candidates), so every prompt is held out once. A single small validation split once chose an
 argmax row worth +0.05 on test over weighted-vote rows worth +0.10 to +0.13; pooling the folds averages over five
@@ -30,14 +30,14 @@ from ..candidates import CollectionInfo, feature_layers, num_candidates, pool_da
 from ..configuration import SELECTION_MODES, default_feature_layer
 from ..modeling import LanguageRanker
 from ..training_args import recipe_as_arguments
+from .baselines import SELECTION_RULES, chosen_correct
 from .scorers import RankerScorer
-from .selection import SELECTION_RULES, chosen_correct
 from .statistics import paired_stderr
 
 logger = logging.get_logger(__name__)
 
 #: The Language Ranker variants the protocol trains and reports (each with its feature layer chosen by
-#: cross-validation, under each selection rule): the paper's heads, then the agreement inputs of
+#: cross-validation, under each pick rule): the paper's heads, then the agreement inputs of
 #: `hf_language_ranker.agreement`. Each recipe is a set of `RankerConfig` overrides (its recipe fields).
 RANKER_VARIANTS: dict[str, dict[str, Any]] = {
     "Language Ranker (listwise)": {"head": "listwise"},
@@ -80,7 +80,7 @@ DEFAULT_FOLDS = 5
 
 
 def selection_row(name: str, rule: str) -> str:
-    """The report row of a learned scorer under a selection rule (``argmax`` keeps the scorer's name)."""
+    """The report row of a learned scorer under a pick rule (``argmax`` keeps the scorer's name)."""
     return name if rule == "argmax" else f"{name} + weighted vote"
 
 
@@ -240,7 +240,7 @@ def select_ranker(
             prompt; each fold's training set is cut to the smallest candidate count of the two.
         variants: ranker variants (name -> `RankerConfig` overrides of its recipe fields); default `RANKER_VARIANTS`.
         layers: feature layers to try; default every collected layer.
-        selections: selection rules to try (keys of `selection.SELECTION_RULES`).
+        selections: pick rules to try (keys of `baselines.SELECTION_RULES`).
         folds: number of folds (each prompt is held out once).
         serve_n: the N the ranker will serve; held-out prompts are scored among their first ``serve_n``
             candidates (fewer where a split holds fewer; `RankerSelection.notes` says so). Default: the most
@@ -261,7 +261,7 @@ def select_ranker(
             raise SELECTION_RULES.unknown(rule)
     if not variants or not layers or not selections:
         raise ValueError(
-            f"select_ranker needs at least one variant, layer and selection rule; got {len(variants)} variants, "
+            f"select_ranker needs at least one variant, layer and pick rule; got {len(variants)} variants, "
             f"layers {layers}, selections {list(selections)}."
         )
     counts = {name: num_candidates(dataset) for name, dataset in splits.items()}

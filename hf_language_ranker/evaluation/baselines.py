@@ -1,11 +1,11 @@
-"""Free best-of-N selection rules over a candidate dataset: no training, only what the samples carry.
+"""The baselines: training-free best-of-N rules over a candidate dataset, only what the samples carry.
 
 Every rule looks only at the FIRST ``n`` candidates of each prompt, so accuracy-vs-N curves are nested (the
 candidates at N=4 are a subset of those at N=8). The dataset layout is the one of `hf_language_ranker.candidates`.
 
-Rules (``(dataset, n) -> chosen index per prompt``): `first_sample_choices`, `majority_vote_choices`,
+Baselines (``(dataset, n) -> chosen index per prompt``): `first_sample_choices`, `majority_vote_choices`,
 `mean_log_prob_choices`, `self_certainty_choices` and `oracle_choices` (pass@N). A learned scorer's scores become
-choices by `SELECTION_RULES`: the best-scored candidate, or the score-weighted vote over parsed answers.
+choices by a pick rule of `SELECTION_RULES`: the best-scored candidate, or the score-weighted vote over parsed answers.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def weighted_vote_from_scores(dataset: Dataset, scores: Sequence[np.ndarray] | n
 
 #: How a learned scorer's scores become a choice: the best-scored candidate, or the score-weighted vote.
 SELECTION_RULES: Registry[Callable[[Dataset, Sequence[np.ndarray]], np.ndarray]] = Registry(
-    "selection rule",
+    "pick rule",
     {"argmax": lambda dataset, scores: choices_from_scores(scores), "weighted_vote": weighted_vote_from_scores},
 )
 

@@ -1,1 +1,0 @@
-../../../hf_language_ranker/rankers.py
