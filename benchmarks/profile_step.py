@@ -1,10 +1,11 @@
 """Where a decoding step of ranked `generate` spends its time on a CPU: `torch.profiler` over ranked generate.
 
-    python benchmarks/profile_step.py [--dtypes float32 bfloat16] [--num-candidates 16] [--max-new-tokens 64]
-                                      [--threads 2] [--output-name profile]
+    python benchmarks/profile_step.py [--dtypes float32 bfloat16] [--attention sdpa eager] [--num-candidates 16]
+                                      [--max-new-tokens 64] [--threads 2] [--output-name profile]
 
 On the embedded SmolLM2-135M-Instruct with the released mixture ranker, one arithmetic prompt: one warm-up call,
-then one profiled call per dtype, every candidate forced to run the whole token budget (``min_new_tokens``), so each
+then one profiled call per dtype and attention implementation (transformers' ``sdpa``, the default, or
+``eager``), every candidate forced to run the whole token budget (``min_new_tokens``), so each
 step has N rows. It reports the wall time per decoding step, the top operators by self CPU time as a share of the
 wall time, and the share spent outside every operator (Python, dispatch, transformers' loop bookkeeping, the
 ranker's hooks' Python side). bfloat16 is profiled only where the CPU computes it natively (AMX-BF16 or
@@ -44,8 +45,9 @@ def ranked_generate(model, tokenizer, ranker, inputs, args) -> None:
     )
 
 
-def profile_dtype(dtype: str, args: argparse.Namespace) -> dict:
+def profile_dtype(dtype: str, attention: str, args: argparse.Namespace) -> dict:
     model, tokenizer = load_model_and_tokenizer(None, dtype=dtype)
+    model.set_attn_implementation(attention)
     ranker = LanguageRanker.from_pretrained(RANKER)
     prompt = load_task("arithmetic", size=1, seed=3)[0]["prompt"]
     use_template = resolve_chat_template(tokenizer, None)
@@ -60,6 +62,7 @@ def profile_dtype(dtype: str, args: argparse.Namespace) -> dict:
     top = sorted(averages, key=lambda event: event.self_cpu_time_total, reverse=True)[:TOP]
     return {
         "dtype": dtype,
+        "attention": attention,
         "wall_ms": wall_ms,
         "ms_per_step": wall_ms / args.max_new_tokens,
         "outside_operators_share": max(0.0, 1 - inside_ms / wall_ms),
@@ -88,7 +91,7 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
     ]
     for result in results:
         lines += [
-            f"## {result['dtype']}: {result['ms_per_step']:.1f} ms per step "
+            f"## {result['dtype']}, {result['attention']} attention: {result['ms_per_step']:.1f} ms per step "
             f"({result['wall_ms'] / 1e3:.2f} s for the call), {result['outside_operators_share']:.0%} of the wall "
             "time outside every operator",
             "",
@@ -106,6 +109,7 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--attention", nargs="+", default=["sdpa"], choices=["sdpa", "eager"])
     parser.add_argument("--num-candidates", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -116,7 +120,7 @@ def main() -> None:
     skipped = sorted(set(args.dtypes) - set(dtypes))
     if skipped:
         print(f"Skipped {skipped}: this CPU does not compute bfloat16 natively.")
-    results = [profile_dtype(dtype, args) for dtype in dtypes]
+    results = [profile_dtype(dtype, attention, args) for dtype in dtypes for attention in args.attention]
     command = "python benchmarks/profile_step.py " + " ".join(
         f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
         for name, value in vars(args).items()
