@@ -4,7 +4,7 @@
         --output benchmarks/results/<task>/choice.md [--folds 5] [--epochs 8]
 
 Takes three folders written by `hf-language-ranker collect` (no LLM is loaded). `select_ranker` chooses a setting
-(variant x layer x selection rule) by k-fold cross-validation over train + validation; then every setting of the
+(variant x layer x pick rule) by k-fold cross-validation over train + validation; then every setting of the
 grid is trained on train + validation and scored on test at the serving N (the test split's candidates), so the
 table shows where the choice lands among all of them, beside the old rule (train on train, pick the best on the
 single validation split). Needs a real collection: on 2 CPU cores a few hundred prompts x 16 candidates of the
@@ -33,7 +33,7 @@ from hf_language_ranker.evaluation.cross_validation import Setting, fit_setting,
 
 
 def test_outcomes(scorer, test, n: int) -> dict[str, np.ndarray]:
-    """0/1 correctness on every test prompt of a fitted scorer under each selection rule."""
+    """0/1 correctness on every test prompt of a fitted scorer under each pick rule."""
     scores = scorer.score(test, n)
     return {rule: chosen_correct(test, SELECTION_RULES[rule](test, scores)) for rule in SELECTION_RULES}
 

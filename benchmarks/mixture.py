@@ -9,7 +9,7 @@ Reads the collections written by `benchmarks/mixture_collect.py` (its ``plan.jso
 held-out tasks; every split is 16 candidates per prompt except train, 8) and:
 
 1. trains every variant (head x inputs x layer) on the balanced mixture of the training tasks' train splits and
-   scores it on their mixed validation split at N=16 under both selection rules. The best row is chosen, except
+   scores it on their mixed validation split at N=16 under both pick rules. The best row is chosen, except
    that the default recipe (the shipped arithmetic ranker's: listwise + log-prob + vote share + centrality,
    weighted vote, layer 18) wins any near-tie: a row must beat it by more than one paired standard error;
 2. leave-one-task-out: for each training task, the chosen settings trained on the other training tasks only and

@@ -5,7 +5,7 @@
 Needs the test candidates of both presets under ``<work-dir>/<preset>/candidates/test`` (written by
 ``benchmarks/quality.py --preset <preset>``, or by `experiment.collect_splits`) and each preset's chosen ranker:
 arithmetic's is the released one in ``model_cards/``, products' is ``<work-dir>/products/ranker`` by default.
-Nothing is trained or chosen here: every ranker keeps the variant, layer and selection rule its own validation
+Nothing is trained or chosen here: every ranker keeps the variant, layer and pick rule its own validation
 split chose, so the off-diagonal rows are a pure transfer. Writes ``benchmarks/results/transfer/results.md``
 and ``results.json``.
 """
