@@ -49,12 +49,11 @@ from _common import write_results
 from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
 from hf_language_ranker.embedded import (
     BF16_CPU_CAPABILITIES,
-    EMBEDDED_GGUF,
-    embedded_model_folder,
     native_bf16_cpu_capabilities,
 )
 from hf_language_ranker.features import token_statistics
 from hf_language_ranker.layout import eos_token_ids
+from hf_language_ranker.llama_cpp_sampling import embedded_llama, sample_with_llama_cpp
 from hf_language_ranker.prompts import format_prompt
 from hf_language_ranker.tasks import load_task, task_verifier
 from hf_language_ranker.verifiers import as_verifier
@@ -89,32 +88,6 @@ def memory_check(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- llama.cpp
-def llama_cpp_model(args: argparse.Namespace, n_ctx: int = 1024) -> Any:
-    from llama_cpp import Llama
-
-    path = str(embedded_model_folder() / EMBEDDED_GGUF)
-    return Llama(model_path=path, n_ctx=n_ctx, n_threads=args.threads, verbose=False)
-
-
-def sample_one_at_a_time(llm: Any, ids: list[int], args: argparse.Namespace, seed: int) -> tuple[list[str], list[bool]]:
-    """N answers, one ``create_completion`` each (temperature only: no top-k, min-p or repetition penalty)."""
-    texts, finished = [], []
-    for draw in range(args.num_candidates):
-        choice = llm.create_completion(
-            prompt=ids,
-            max_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=1.0,
-            top_k=0,
-            min_p=0.0,
-            repeat_penalty=1.0,
-            seed=seed + draw,
-        )["choices"][0]
-        texts.append(choice["text"])
-        finished.append(choice["finish_reason"] == "stop")
-    return texts, finished
-
-
 class BatchedLlamaCpp:
     """llama.cpp sampling N sequences of one prompt in one batch (the low-level API, as its parallel slots do).
 
@@ -238,7 +211,7 @@ def run_path(path: str, args: argparse.Namespace) -> dict:
     reported_rank_seconds, reported_same_pick = 0.0, 0
     llm = batched = None
     if path in LLAMA_CPP_PATHS:
-        llm = llama_cpp_model(args)
+        llm = embedded_llama(args.threads)
         if path == "llama.cpp-batched+rank":
             batched = BatchedLlamaCpp(llm, n, max(map(len, prompt_ids)), args)
     for index, ids in enumerate(prompt_ids):
@@ -277,7 +250,9 @@ def run_path(path: str, args: argparse.Namespace) -> dict:
                 if batched is not None:
                     texts, finished, reported = batched.sample(ids, seed)
                 else:
-                    texts, finished = sample_one_at_a_time(llm, ids, args, seed)
+                    texts, finished = sample_with_llama_cpp(
+                        llm, ids, args.num_candidates, args.max_new_tokens, args.temperature, seed
+                    )
                 answers, append_eos = texts, [finished]
             sample_seconds += time.perf_counter() - started
             rank = functools.partial(

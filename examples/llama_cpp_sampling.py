@@ -30,48 +30,12 @@ from pathlib import Path
 
 from hf_language_ranker import LanguageRanker, load_model_and_tokenizer, rank_candidates
 from hf_language_ranker.configuration import MODEL_DTYPES
-from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder
+from hf_language_ranker.llama_cpp_sampling import embedded_llama, sample_with_llama_cpp
 from hf_language_ranker.prompts import format_prompt
 from hf_language_ranker.tasks import load_task, task_verifier
 from hf_language_ranker.verifiers import as_verifier
 
 SHIPPED_RANKER = Path(__file__).resolve().parents[1] / "model_cards" / "smollm2-135m-instruct-arithmetic"
-
-
-def llama_cpp_model(threads: int):
-    """The embedded GGUF in llama.cpp (a clear error when llama-cpp-python is not installed)."""
-    try:
-        from llama_cpp import Llama
-    except ModuleNotFoundError as error:
-        raise SystemExit(
-            "llama-cpp-python is not installed: run `make llama-cpp`, which builds it from source for any x86-64 CPU "
-            "(the pip command it runs is in this example's docstring; a plain native build segfaults on CPUs with AMX)."
-        ) from error
-    return Llama(model_path=str(embedded_model_folder() / EMBEDDED_GGUF), n_ctx=1024, n_threads=threads, verbose=False)
-
-
-def sample_with_llama_cpp(
-    llm, prompt_ids: list[int], num_candidates: int, max_tokens: int, temperature: float, seed: int
-):
-    """N answers to one prompt: texts and whether each stopped on EOS (not on the token budget).
-
-    Sampling is set to what transformers does with ``temperature`` alone: no top-k, min-p or repetition penalty.
-    """
-    texts, finished = [], []
-    for index in range(num_candidates):
-        choice = llm.create_completion(
-            prompt=prompt_ids,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=1.0,
-            top_k=0,
-            min_p=0.0,
-            repeat_penalty=1.0,
-            seed=seed + index,
-        )["choices"][0]
-        texts.append(choice["text"])
-        finished.append(choice["finish_reason"] == "stop")
-    return texts, finished
 
 
 def main() -> None:
@@ -90,7 +54,7 @@ def main() -> None:
 
     model, tokenizer = load_model_and_tokenizer(dtype=args.dtype)
     ranker = LanguageRanker.from_pretrained(args.ranker)
-    llm = llama_cpp_model(args.threads)
+    llm = embedded_llama(args.threads)
     examples = load_task("arithmetic", size=args.prompts, seed=args.seed + 1)
     verifier = as_verifier(task_verifier("arithmetic"))
 

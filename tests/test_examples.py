@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from conftest import BOTH_AUTO_DTYPES, run_example
 
@@ -34,9 +36,17 @@ def test_missing_embedded_model_names_the_install_command(monkeypatch):
         load_model_and_tokenizer()
 
 
+def test_without_llama_cpp_the_error_names_the_portable_install(monkeypatch):
+    from hf_language_ranker.llama_cpp_sampling import embedded_llama
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    with pytest.raises(ModuleNotFoundError, match="llama-cpp-python is not installed: run `make llama-cpp`"):
+        embedded_llama(threads=1)
+
+
 def test_llama_cpp_samples_and_rank_candidates_picks():
     pytest.importorskip(
-        "llama_cpp", reason='llama-cpp-python is not installed (pip install "hf-language-ranker[llama-cpp]")'
+        "llama_cpp", reason="llama-cpp-python is not installed (make llama-cpp builds it; CI does not, 8-15 min)"
     )
     output = run_example("llama_cpp_sampling.py", "--prompts", "2", "--num-candidates", "3", "--max-new-tokens", "24")
     blocks = output.split("### ")[1:]
