@@ -12,6 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .configuration import RankerConfig
+from .tables import markdown_table
 
 LIBRARY_NAME = "hf-language-ranker"
 REPO_URL = "https://github.com/hf-language-ranker/hf-language-ranker"
@@ -66,12 +67,14 @@ def _evaluation_table(evaluation: Mapping[str, Any]) -> str:
         f"Task: {task}; data: {dataset}. Selection accuracy: the fraction of prompts whose chosen candidate is "
         "correct, choosing among the first N sampled candidates.",
         "",
-        "| method | " + " | ".join(f"N={n}" for n in counts) + " |",
-        "|---|" + "---:|" * len(counts),
+        *markdown_table(
+            ["method", *(f"N={n}" for n in counts)],
+            (
+                [method, *(f"{float(by_n[n]):.3f}" if n in by_n else "—" for n in counts)]
+                for method, by_n in accuracy.items()
+            ),
+        ),
     ]
-    for method, by_n in accuracy.items():
-        values = (f"{float(by_n[n]):.3f}" if n in by_n else "—" for n in counts)
-        lines.append(f"| {method} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 

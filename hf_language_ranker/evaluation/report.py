@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..tables import markdown_table
 from .baselines import BASELINES, FIRST_SAMPLE, MAJORITY_VOTE, MEAN_LOG_PROB, ORACLE
 from .statistics import PairedDifference, paired_bootstrap
 
@@ -93,12 +94,12 @@ class EvaluationResult:
             f"Paired differences `{method}` − baseline (mean over prompts, bootstrap 95% interval, prompts won / "
             "lost):",
             "",
-            "| baseline | " + " | ".join(f"N={n}" for n in ns) + " |",
-            "|---|" + "---|" * len(ns),
+            *markdown_table(
+                ["baseline", *(f"N={n}" for n in ns)],
+                ([baseline, *(str(self.paired(method, baseline, n)) for n in ns)] for baseline in baselines),
+                numbers=False,
+            ),
         ]
-        for baseline in baselines:
-            cells = [str(self.paired(method, baseline, n)) for n in ns]
-            lines.append(f"| {baseline} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     @property
@@ -112,22 +113,24 @@ class EvaluationResult:
         lines = [
             f"Best-of-N selection accuracy on {self.num_prompts} prompts ({self.dataset}):",
             "",
-            "| method | " + " | ".join(f"N={n}" for n in ns) + " |",
-            "|---|" + "---:|" * len(ns),
+            *markdown_table(
+                ["method", *(f"N={n}" for n in ns)],
+                ([method, *(_number(by_n.get(n), ".3f") for n in ns)] for method, by_n in self.accuracy.items()),
+            ),
         ]
-        for method, by_n in self.accuracy.items():
-            lines.append(f"| {method} | " + " | ".join(_number(by_n.get(n), ".3f") for n in ns) + " |")
         if self.greedy_accuracy is not None:
             lines += ["", f"Greedy decoding: {self.greedy_accuracy:.3f}."]
         if self.costs:
-            lines += [
-                "",
-                f"| method | parameters | train (s) | score (s), N={ns[-1]} |",
-                "|---|---:|---:|---:|",
-            ]
-            for method, cost in self.costs.items():
-                cells = [_number(cost.num_parameters, ","), _number(cost.train_seconds, ".1f")]
-                lines.append(f"| {method} | " + " | ".join([*cells, _number(cost.score_seconds, ".2f")]) + " |")
+            rows = (
+                [
+                    method,
+                    _number(cost.num_parameters, ","),
+                    _number(cost.train_seconds, ".1f"),
+                    _number(cost.score_seconds, ".2f"),
+                ]
+                for method, cost in self.costs.items()
+            )
+            lines += ["", *markdown_table(["method", "parameters", "train (s)", f"score (s), N={ns[-1]}"], rows)]
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
