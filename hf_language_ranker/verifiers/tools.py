@@ -6,7 +6,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import Verifier
@@ -43,16 +43,16 @@ def _call_from_json(obj: Any) -> dict[str, Any] | None:
     return {"name": name, "arguments": args}
 
 
+def _every_call(items: list[Any], parse: Callable[[Any], dict[str, Any] | None]) -> list[dict[str, Any]] | None:
+    """Each item parsed as a call, or ``None`` when there is none or one of them is not a call."""
+    calls = [parse(item) for item in items]
+    return calls if calls and all(call is not None for call in calls) else None  # type: ignore[return-value]
+
+
 def _calls_from_json(obj: Any) -> list[dict[str, Any]] | None:
     if isinstance(obj, dict) and isinstance(obj.get("tool_calls"), list):
         obj = obj["tool_calls"]
-    items = obj if isinstance(obj, list) else [obj]
-    if not items:
-        return None
-    calls = [_call_from_json(item) for item in items]
-    if any(call is None for call in calls):
-        return None
-    return calls  # type: ignore[return-value]
+    return _every_call(obj if isinstance(obj, list) else [obj], _call_from_json)
 
 
 def _dotted_name(node: ast.expr) -> str | None:
@@ -107,12 +107,7 @@ def _calls_from_python(text: str) -> list[dict[str, Any]] | None:
             return None
         value = stmt.value
         nodes.extend(value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value])
-    if not nodes:
-        return None
-    calls = [_call_from_ast(node) for node in nodes]
-    if any(call is None for call in calls):
-        return None
-    return calls  # type: ignore[return-value]
+    return _every_call(nodes, _call_from_ast)
 
 
 def _scan_json(text: str) -> list[dict[str, Any]] | None:
