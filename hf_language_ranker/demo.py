@@ -55,8 +55,8 @@ def run_quick_demo(output_dir: str | Path, *, collections: str | Path = COLLECTI
 def _run_quick_demo(output_dir: Path, collections: Path, live_prompts: int) -> None:
     start = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
-    ranker = LanguageRanker.from_pretrained(embedded_default_ranker())
-    name = embedded_default_ranker().name
+    folder = embedded_default_ranker()
+    ranker, name = LanguageRanker.from_pretrained(folder), folder.name
     if (collections / OWN_TASK / "test").is_dir():
         _released_ranker_on_collections(ranker, name, collections, output_dir)
         _own_task(collections, output_dir)

@@ -208,7 +208,7 @@ class ShippedComparison(_JsonReport):
     ranker_selection: str
     accuracy: dict[str, float]
     difference: PairedDifference
-    #: 0/1 correctness of each pick per prompt, in prompt order
+    #: 0/1 correctness of each pick (and of the oracle) per prompt, in prompt order
     per_prompt: dict[str, list[int]] = field(default_factory=dict)
     prompts: list[PromptPicks] = field(default_factory=list)
 
@@ -250,6 +250,8 @@ def compare_with_majority_vote(
     equally common answers go to the earliest candidate (ranked generate returns no log-probs to break them).
     ``task``, ``prompt_seed`` and ``name`` (the ranker's name or folder) are recorded in the result."""
     use_template = resolve_chat_template(tokenizer, None)
+    answer_extractor = ranker.config.answer_extractor or verifier
+    verifier = as_verifier(verifier)  # once, not per prompt
     prompts: list[PromptPicks] = []
     torch.manual_seed(seed)
     for start in range(0, len(examples), batch_size):
@@ -262,7 +264,7 @@ def compare_with_majority_vote(
                 ranker=ranker,
                 num_candidates=num_candidates,
                 tokenizer=tokenizer,
-                answer_extractor=ranker.config.answer_extractor or verifier,
+                answer_extractor=answer_extractor,
                 return_dict_in_generate=True,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
@@ -274,12 +276,12 @@ def compare_with_majority_vote(
         ):
             decoded = tokenizer.batch_decode(candidates[:, prompt_length:], skip_special_tokens=True)
             prompts.append(prompt_picks(example, decoded, scores, int(best), verifier))
-    correct = {
+    outcomes = {
         RANKER_PICK: [int(picks.correct[picks.ranker_index]) for picks in prompts],
         MAJORITY_VOTE: [int(picks.correct[picks.majority_index]) for picks in prompts],
+        ORACLE: [int(any(picks.correct)) for picks in prompts],
     }
-    accuracy = {method: sum(values) / len(values) for method, values in correct.items()}
-    accuracy[ORACLE] = float(np.mean([any(picks.correct) for picks in prompts]))
+    comparison = _task_comparison(task, outcomes)
     return ShippedComparison(
         ranker=name,
         task=task,
@@ -293,9 +295,9 @@ def compare_with_majority_vote(
             "seed": seed,
         },
         ranker_selection=str(ranker.config.selection),
-        accuracy=accuracy,
-        difference=paired_bootstrap(correct[RANKER_PICK], correct[MAJORITY_VOTE]),
-        per_prompt=correct,
+        accuracy=comparison.accuracy,
+        difference=comparison.difference,
+        per_prompt=outcomes,
         prompts=prompts,
     )
 
