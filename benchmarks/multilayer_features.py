@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
-
 from datasets import Array2D, Dataset, Features, List, Value
+from tqdm.auto import tqdm
 
 from hf_language_ranker import load_collection, load_model_and_tokenizer
 from hf_language_ranker.candidates import (
@@ -54,7 +53,9 @@ def featurize_split(model, tokenizer, source: Path, target: Path, layers: list[i
     info = CollectionInfo.from_dataset(dataset)
     vocab_size = int(model.config.vocab_size)
     finished = [[length < MAX_NEW_TOKENS for length in row] for row in dataset["lengths"]]
-    candidate_ids = candidate_token_ids(tokenizer, dataset["candidates"], eos_token_ids(model, tokenizer), vocab_size, finished)
+    candidate_ids = candidate_token_ids(
+        tokenizer, dataset["candidates"], eos_token_ids(model, tokenizer), vocab_size, finished
+    )
     # the committed prompt texts are already chat-formatted: tokenized as they stand
     prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in dataset["prompt_text"]]
     prompt_columns = {layer: [] for layer in layers}

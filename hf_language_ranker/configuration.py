@@ -8,6 +8,7 @@ from typing import Any
 
 from .agreement import PICK_RULES
 from .heads import HEADS
+from .layer_mix import LAYER_MIXES
 from .losses import LOSSES
 from .registry import Registry
 
@@ -41,6 +42,10 @@ def _is_int(value: Any) -> bool:
 POSITIVE_INT: Check = (lambda value: _is_int(value) and value >= 1, "an integer >= 1")
 OPTIONAL_INT: Check = (lambda value: value is None or _is_int(value), "an integer or None")
 SWITCH: Check = (lambda value: isinstance(value, bool), "True or False")
+LAYER_LIST: Check = (
+    lambda value: isinstance(value, list) and all(_is_int(layer) and layer >= 0 for layer in value),
+    "a list of layer indices >= 0",
+)
 FRACTION: Check = (
     lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
     "a number in [0, 1)",
@@ -64,6 +69,8 @@ def recipe_field(
     for a named choice, by the ``choices`` registry (whose names are the argument's choices).
     """
     metadata = {"help": help, "recipe": True, "check": check, "choices": choices, "argument": argument}
+    if isinstance(default, list):  # a fresh list per instance
+        return field(default_factory=default.copy, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -126,6 +133,25 @@ class RankerConfig:
         "candidate differs from its siblings rather than which task or prompt it belongs to.",
         check=SWITCH,
     )
+    extra_layers: list[int] = recipe_field(
+        [],
+        "Further hidden-state layers the ranker reads beside feature_layer, combined by layer_mix (all must be "
+        "collected); empty: feature_layer alone.",
+        check=LAYER_LIST,
+    )
+    layer_mix: str = recipe_field(
+        "concat",
+        "How several layers become one input (with extra_layers): concat (standardized layers side by side, one "
+        "projection) or softmax (a learned softmax-weighted mean of the standardized layers).",
+        choices=LAYER_MIXES,
+    )
+    ensemble_size: int = field(
+        default=1,
+        metadata={
+            "help": "Members of a fold ensemble whose mean score the ranker serves (`LanguageRanker.ensemble`); 1: "
+            "one ranker."
+        },
+    )
     answer_extractor: str | None = field(
         default=None,
         metadata={
@@ -154,11 +180,24 @@ class RankerConfig:
                 f"feature_layer={self.feature_layer} is outside 0..{self.num_hidden_layers} "
                 f"(0 = embeddings, {self.num_hidden_layers} = last layer of the base model)."
             )
+        for layer in self.extra_layers:
+            if layer > self.num_hidden_layers or layer == self.feature_layer or self.extra_layers.count(layer) > 1:
+                raise ValueError(
+                    f"extra_layers={self.extra_layers} must be distinct layers in 0..{self.num_hidden_layers} other "
+                    f"than feature_layer={self.feature_layer}."
+                )
+        check_value("ensemble_size", self.ensemble_size, POSITIVE_INT)
         if self.projection_dim % self.num_attention_heads:
             raise ValueError(
                 f"projection_dim={self.projection_dim} must be divisible by "
                 f"num_attention_heads={self.num_attention_heads}."
             )
+
+    @property
+    def input_layers(self) -> list[int]:
+        """The layers the ranker reads, in the order of its input's layer axis: ``feature_layer``, then
+        ``extra_layers``."""
+        return [self.feature_layer, *self.extra_layers]
 
     def reads_answers(self, selection: str | None = None) -> bool:
         """Whether ranking reads each candidate's final answer: a vote-share input, or a weighted vote (the

@@ -16,10 +16,11 @@ one vector per row and layer (memory O(rows x hidden) whatever the answer length
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -62,6 +63,15 @@ class ModelFingerprint:
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.bfloat16`` -> ``"bfloat16"``, the name `RankerConfig` and `CollectionInfo` record."""
     return str(dtype).removeprefix("torch.")
+
+
+def stack_layers(by_layer: Mapping[int, Any], layers: Sequence[int]) -> Any:
+    """A ranker's input from per-layer features (tensors or numpy arrays): the one layer's as is, several stacked on a
+    layer axis before the hidden one (``[..., L, H]``), in the order of ``layers`` (``RankerConfig.input_layers``)."""
+    if len(layers) == 1:
+        return by_layer[layers[0]]
+    parts = [by_layer[layer] for layer in layers]
+    return torch.stack(parts, dim=-2) if isinstance(parts[0], torch.Tensor) else np.stack(parts, axis=-2)
 
 
 def resolve_feature_layer(model_or_config: PreTrainedModel | PretrainedConfig, layer: int | None) -> int:

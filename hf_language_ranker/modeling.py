@@ -20,6 +20,7 @@ from .agreement import feature_centrality, vote_shares
 from .configuration import RankerConfig
 from .features import ModelFingerprint, resolve_feature_layer
 from .heads import HEADS
+from .layer_mix import LAYER_MIXES
 from .losses import ranking_loss
 from .model_card import RankerModelCardData, is_hub_id
 from .shipped_rankers import shipped_ranker_folder, shipped_ranker_names
@@ -66,7 +67,10 @@ class LanguageRanker(
     the prompt's candidates, are embedded and added to the candidate's projected feature; ``use_vote_share`` and
     ``use_centrality`` do the same with the agreement inputs of `hf_language_ranker.agreement` (each value and its
     gap to the prompt's largest value, so "the most common answer" is one input away). With ``center_features`` the
-    candidate features are centred on their prompt's mean candidate before the projection.
+    candidate features are centred on their prompt's mean candidate before the projection. With ``extra_layers`` it
+    reads several layers, each feature carrying a layer axis (``[B, L, H]``, ``[B, N, L, H]``), combined by
+    ``layer_mix`` (`hf_language_ranker.layer_mix`) before everything else. With ``ensemble_size`` K > 1 it is a fold
+    ensemble (`ensemble`): K member rankers of one recipe, whose mean score it serves.
     """
 
     def __init__(self, config: RankerConfig | dict[str, Any]) -> None:
@@ -77,8 +81,13 @@ class LanguageRanker(
         #: what `save_pretrained` writes into the card beyond the config (training, evaluation); a loaded ranker's
         #: is empty: the card on disk is for people and is not read back
         self.card_data = RankerModelCardData()
+        if config.ensemble_size > 1:
+            member = replace(config, ensemble_size=1)
+            self.members = nn.ModuleList(LanguageRanker(member) for _ in range(config.ensemble_size))
+            return
         dim = config.projection_dim
-        self.projection = nn.Sequential(nn.Linear(config.hidden_size, dim), nn.LayerNorm(dim))
+        width = LAYER_MIXES[config.layer_mix].build(self, config) if config.extra_layers else config.hidden_size
+        self.projection = nn.Sequential(nn.Linear(width, dim), nn.LayerNorm(dim))
         if config.use_mean_log_prob:
             self.log_prob_embedding = nn.Linear(2, dim)
         if config.use_vote_share:
@@ -112,6 +121,25 @@ class LanguageRanker(
             **head_options,
         )
         return cls(config).eval()
+
+    @classmethod
+    def ensemble(cls, rankers: list[LanguageRanker]) -> LanguageRanker:
+        """One ranker serving the mean score of ``rankers`` (e.g. the K fold models of a cross-validation): one
+        folder, one config (``ensemble_size`` = K, the members' recipe), loaded as strictly as any ranker. The members
+        must share their config, apart from ``extra`` notes; the first member's ``extra`` is kept."""
+        if len(rankers) < 2:
+            raise ValueError(f"An ensemble needs at least 2 rankers, got {len(rankers)}.")
+        first = rankers[0].config
+        for index, ranker in enumerate(rankers[1:], start=1):
+            if replace(ranker.config, extra=first.extra) != first or first.ensemble_size != 1:
+                raise ValueError(
+                    f"rankers[{index}] has another config than rankers[0] (or one is an ensemble already): an "
+                    "ensemble's members share one recipe, layer and base model. Compare their `config.to_dict()`."
+                )
+        ensemble = cls(replace(first, ensemble_size=len(rankers)))
+        for member, ranker in zip(ensemble.members, rankers):
+            member.load_state_dict(ranker.state_dict())
+        return ensemble.to(next(rankers[0].parameters()).device).eval()
 
     @property
     def num_parameters(self) -> int:
@@ -180,7 +208,20 @@ class LanguageRanker(
                 `hf_language_ranker.agreement.answer_ids`); needed by rankers with ``config.use_vote_share``.
         """
         self._check_feature_shapes(prompt_features, candidate_features, candidate_mask)
+        if self.config.ensemble_size > 1:
+            return self._ensemble_forward(
+                labels,
+                prompt_features=prompt_features,
+                candidate_features=candidate_features,
+                candidate_mask=candidate_mask,
+                mean_log_probs=mean_log_probs,
+                answer_ids=answer_ids,
+            )
         parameter = self.projection[0].weight
+        if self.config.extra_layers:
+            mix = LAYER_MIXES[self.config.layer_mix].mix
+            prompt_features = mix(self, prompt_features.to(parameter.device, parameter.dtype))
+            candidate_features = mix(self, candidate_features.to(parameter.device, parameter.dtype))
         prompt = self.projection(prompt_features.to(parameter.device, parameter.dtype))
         if candidate_mask is None:
             mask = torch.ones(candidate_features.shape[:2], dtype=torch.bool, device=parameter.device)
@@ -201,6 +242,15 @@ class LanguageRanker(
         scores = HEADS[self.config.head].scores(self, prompt, candidates, mask).masked_fill(~mask, float("-inf"))
         loss = None
         if labels is not None:
+            loss = ranking_loss(self.config.loss, scores, labels.to(scores.device), mask)
+        return RankerOutput(loss=loss, scores=scores)
+
+    def _ensemble_forward(self, labels: torch.Tensor | None, **inputs: Any) -> RankerOutput:
+        """The members' mean score (masked slots stay ``-inf``), and the loss of that mean when labels are given."""
+        scores = torch.stack([member(**inputs).scores for member in self.members]).mean(0)
+        loss = None
+        if labels is not None:
+            mask = torch.isfinite(scores)
             loss = ranking_loss(self.config.loss, scores, labels.to(scores.device), mask)
         return RankerOutput(loss=loss, scores=scores)
 
@@ -232,11 +282,15 @@ class LanguageRanker(
         return answer_ids.to(mask.device, torch.long)
 
     def _check_feature_shapes(self, prompt: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None) -> None:
-        hidden = self.config.hidden_size
-        if prompt.ndim != 2 or candidates.ndim != 3 or prompt.shape[-1] != hidden or candidates.shape[-1] != hidden:
+        layers = len(self.config.input_layers)
+        # one layer: [B, H] and [B, N, H]; several: a layer axis before H, in the order of config.input_layers
+        feature = [self.config.hidden_size] if layers == 1 else [layers, self.config.hidden_size]
+        if list(prompt.shape[1:]) != feature or list(candidates.shape[2:]) != feature or candidates.ndim < 3:
+            described = ", ".join(map(str, feature))
             raise ValueError(
-                f"Expected prompt_features [B, {hidden}] and candidate_features [B, N, {hidden}], got "
-                f"{list(prompt.shape)} and {list(candidates.shape)}."
+                f"Expected prompt_features [B, {described}] and candidate_features [B, N, {described}]"
+                f"{f' (layers {self.config.input_layers})' if layers > 1 else ''}, got {list(prompt.shape)} and "
+                f"{list(candidates.shape)}."
             )
         if prompt.shape[0] != candidates.shape[0]:
             raise ValueError(

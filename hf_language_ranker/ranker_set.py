@@ -19,6 +19,7 @@ from .agreement import (
     resolve_answer_extractor,
     select,
 )
+from .features import stack_layers
 from .modeling import LanguageRanker
 
 RankerLike = Union[LanguageRanker, str, os.PathLike]
@@ -64,21 +65,21 @@ def score_candidates(
     ``answer_ids`` per ranker name; masked candidates score ``-inf``)."""
     scores = {}
     for name, ranker in rankers.items():
-        layer = ranker.config.feature_layer
+        layers = ranker.config.input_layers
         was_training = ranker.training
         ranker.eval()
         try:
             with torch.no_grad():
                 output = ranker(
-                    prompt_features[layer],
-                    candidate_features[layer],
+                    stack_layers(prompt_features, layers),
+                    stack_layers(candidate_features, layers),
                     candidate_mask=candidate_mask,
                     mean_log_probs=mean_log_probs,
                     answer_ids=(answer_ids or {}).get(name),
                 )
         finally:
             ranker.train(was_training)
-        scores[name] = output.scores.float().to(candidate_features[layer].device)
+        scores[name] = output.scores.float().to(candidate_features[layers[0]].device)
     return scores
 
 
@@ -151,7 +152,7 @@ class RankerSet:
 
     @property
     def layers(self) -> list[int]:
-        return sorted({ranker.config.feature_layer for ranker in self.rankers.values()})
+        return sorted({layer for ranker in self.rankers.values() for layer in ranker.config.input_layers})
 
     @property
     def reads_log_probs(self) -> bool:

@@ -12,7 +12,7 @@ correct and (when there is one) one incorrect candidate; evaluation ranks all ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +38,7 @@ from .candidates import (
     prompt_feature_column,
 )
 from .configuration import RankerConfig, default_feature_layer
+from .features import stack_layers
 from .model_card_callback import RankerModelCardCallback
 from .modeling import LanguageRanker
 from .training_args import RankerTrainingArguments
@@ -84,16 +85,19 @@ def _stored_float_dtype(dataset: Dataset, column: str) -> np.dtype:
 
 
 def feature_dataset(
-    dataset: Dataset, feature_layer: int, mean_log_probs: bool = False, answer_ids: bool = False
+    dataset: Dataset, layers: int | Sequence[int], mean_log_probs: bool = False, answer_ids: bool = False
 ) -> Dataset:
     """``dataset`` viewed as numpy arrays of only the columns training reads, in the features' stored precision.
 
-    Keeping float16 features in float16 (datasets would widen them to float32) halves the reading time; labels
-    share that type, which is exact for 0, 0.5 and 1. ``mean_log_probs`` adds that column and ``answer_ids`` an
-    ``answer_ids`` column built from the parsed ``answers`` (small integers, exact in float16), for rankers that
-    read them.
+    ``layers``: the layer, or the layers (``RankerConfig.input_layers``), whose features the ranker reads. Keeping
+    float16 features in float16 (datasets would widen them to float32) halves the reading time; labels share that
+    type, which is exact for 0, 0.5 and 1. ``mean_log_probs`` adds that column and ``answer_ids`` an ``answer_ids``
+    column built from the parsed ``answers`` (small integers, exact in float16), for rankers that read them.
     """
-    columns = [prompt_feature_column(feature_layer), candidate_feature_column(feature_layer), LABELS]
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    feature_columns = [prompt_feature_column(layer) for layer in layers]
+    feature_columns += [candidate_feature_column(layer) for layer in layers]
+    columns = [*feature_columns, LABELS]
     columns += [MEAN_LOG_PROBS] if mean_log_probs else []
     if answer_ids:
         ids = dataset_answer_id_rows(dataset)
@@ -103,11 +107,11 @@ def feature_dataset(
     missing = [name for name in columns if name not in dataset.column_names]
     if missing:
         raise ValueError(
-            f"The candidate dataset lacks the column(s) {missing} needed to train on layer {feature_layer}"
+            f"The candidate dataset lacks the column(s) {missing} needed to train on layer(s) {layers}"
             f"{' with mean log-probs' if mean_log_probs else ''}; it has {dataset.column_names}. Collect the dataset "
             "with `collect_candidates`, which writes labels, token statistics and the features of the chosen layers."
         )
-    dtype = np.result_type(*(_stored_float_dtype(dataset, column) for column in columns[:2]))
+    dtype = np.result_type(*(_stored_float_dtype(dataset, column) for column in feature_columns))
     return dataset.with_format("numpy", columns=columns, dtype=dtype)
 
 
@@ -129,6 +133,8 @@ def _ranker_for(
 ) -> LanguageRanker:
     """`ranker_for_dataset` with the dataset's `CollectionInfo` already read."""
     layer = _training_layer(dataset, feature_layer, info)
+    for extra_layer in head_options.get("extra_layers") or []:
+        check_feature_layer(dataset, extra_layer)
     hidden_size = _hidden_size(feature_dataset(dataset, layer), layer)
     if hidden_size is None:
         raise ValueError("The candidate dataset is empty: there is nothing to size or train a ranker on.")
@@ -166,7 +172,8 @@ class CandidateGroupCollator:
     Randomness comes from torch's global generator, which `Trainer` seeds (and DataLoader workers re-seed).
     """
 
-    feature_layer: int
+    #: the layer, or the layers in the order of ``RankerConfig.input_layers``, whose features are batched
+    layers: int | Sequence[int]
     group_size: int | None = None
     #: also batch each candidate's mean log-probability (``mean_log_probs``), for rankers that read it
     mean_log_probs: bool = False
@@ -174,20 +181,26 @@ class CandidateGroupCollator:
     answer_ids: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        prompt_column = prompt_feature_column(self.feature_layer)
-        candidate_column = candidate_feature_column(self.feature_layer)
-        prompts = np.stack([np.asarray(row[prompt_column]) for row in features])
+        layers = [self.layers] if isinstance(self.layers, int) else list(self.layers)
+        prompts = stack_layers(
+            {layer: np.stack([np.asarray(row[prompt_feature_column(layer)]) for row in features]) for layer in layers},
+            layers,
+        )
         hidden = prompts.shape[-1]
         labels = [np.asarray(row[LABELS], dtype=np.float32).reshape(-1) for row in features]
         picks = [self._pick(row_labels) for row_labels in labels]
         width = self.group_size or max((len(pick) for pick in picks), default=0)
-        candidates = np.zeros((len(features), width, hidden), dtype=prompts.dtype)
+        candidates = np.zeros((len(features), width, *prompts.shape[1:]), dtype=prompts.dtype)
         group_labels = np.zeros((len(features), width), dtype=np.float32)
         mask = np.zeros((len(features), width), dtype=bool)
         log_probs = np.zeros((len(features), width), dtype=np.float32)
         ids = np.full((len(features), width), -1, dtype=np.int64)
         for row, (feature_row, row_labels, pick) in enumerate(zip(features, labels, picks, strict=True)):
-            candidates[row, : len(pick)] = np.asarray(feature_row[candidate_column]).reshape(-1, hidden)[pick]
+            by_layer = {
+                layer: np.asarray(feature_row[candidate_feature_column(layer)]).reshape(-1, hidden)[pick]
+                for layer in layers
+            }
+            candidates[row, : len(pick)] = stack_layers(by_layer, layers)
             group_labels[row, : len(pick)] = row_labels[pick]
             mask[row, : len(pick)] = True
             if self.mean_log_probs:
@@ -283,9 +296,8 @@ class RankerTrainer(Trainer):
         if info is not None and info.model_dtype is not None:  # the dtype of the features it now learns from
             model.config.model_dtype = info.model_dtype
         self.ranker_config = model.config
-        self.feature_layer = model.config.feature_layer
         self.eval_data_collator = CandidateGroupCollator(
-            self.feature_layer,
+            model.config.input_layers,
             mean_log_probs=model.config.use_mean_log_prob,
             answer_ids=model.config.use_vote_share,
         )
@@ -313,8 +325,8 @@ class RankerTrainer(Trainer):
         if not isinstance(dataset, Dataset):
             return dataset
         config = self.ranker_config
-        features = feature_dataset(dataset, self.feature_layer, config.use_mean_log_prob, config.use_vote_share)
-        hidden_size = _hidden_size(features, self.feature_layer)
+        features = feature_dataset(dataset, config.input_layers, config.use_mean_log_prob, config.use_vote_share)
+        hidden_size = _hidden_size(features, config.feature_layer)
         if hidden_size not in (None, self.ranker_config.hidden_size):
             raise ValueError(
                 f"The dataset's features have hidden size {hidden_size} but the ranker reads "

@@ -9,7 +9,7 @@ added by `with_recipe_arguments` with its default and help.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any, get_type_hints
 
 from transformers import TrainingArguments
@@ -35,7 +35,8 @@ def with_recipe_arguments(cls: type) -> type:
         if config_field.metadata["choices"] is not None:
             metadata["choices"] = config_field.metadata["choices"]
         recipe[name] = types[config_field.name]
-        setattr(cls, name, field(default=config_field.default, metadata=metadata))
+        default = {"default_factory": config_field.default_factory} if config_field.default is MISSING else {}
+        setattr(cls, name, field(**(default or {"default": config_field.default}), metadata=metadata))
     cls.__annotations__ = {**recipe, **cls.__annotations__}
     return cls
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import numpy as np
@@ -367,17 +367,26 @@ def test_the_recipe_arguments_are_ranker_config_fields(tmp_path):
         "use_vote_share",
         "use_centrality",
         "center_features",
+        "extra_layers",
+        "layer_mix",
         "selection",
         "loss",
     ]
+
+    def default_of(field):  # a list default (extra_layers) is a factory, so instances never share it
+        return field.default_factory() if field.default is MISSING else field.default
+
     for config_field in recipe:
         argument = declared[recipe_argument(config_field)]
-        assert (argument.default, argument.metadata["help"]) == (config_field.default, config_field.metadata["help"])
+        assert (default_of(argument), argument.metadata["help"]) == (
+            default_of(config_field),
+            config_field.metadata["help"],
+        )
     assert recipe_argument(RankerConfig.__dataclass_fields__["num_layers"]) == "num_ranker_layers"
     assert "num_layers" not in declared
     assert recipe_as_arguments({"head": "pointwise", "num_layers": 1}) == {"head": "pointwise", "num_ranker_layers": 1}
     options = arguments(tmp_path, num_ranker_layers=3, head="pointwise", use_centrality=True).ranker_options()
-    defaults = {field.name: field.default for field in recipe}
+    defaults = {field.name: default_of(field) for field in recipe}
     assert options == {**defaults, "num_layers": 3, "head": "pointwise", "use_centrality": True}
     trainer = RankerTrainer(
         args=arguments(tmp_path, num_ranker_layers=3, intermediate_size=16), train_dataset=candidate_dataset(4)

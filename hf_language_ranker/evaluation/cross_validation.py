@@ -119,6 +119,8 @@ class RankerSelection:
     num_prompts: int
     #: 0/1 correctness of each setting's choice on every held-out prompt (train prompts, then validation prompts)
     outcomes: dict[Setting, np.ndarray] = field(repr=False, default_factory=dict)
+    #: with ``fold_ensemble=True``: one ranker serving the mean score of the chosen setting's fold models
+    ensemble: LanguageRanker | None = field(repr=False, default=None)
 
     def best_layers(self) -> dict[str, Setting]:
         """Each report row (variant x rule) at its best cross-validated layer (ties to the shallowest)."""
@@ -231,6 +233,7 @@ def select_ranker(
     folds: int = DEFAULT_FOLDS,
     serve_n: int | None = None,
     seed: int = 0,
+    fold_ensemble: bool = False,
     **training_arguments: Any,
 ) -> RankerSelection:
     """Choose a ranker setting by k-fold cross-validation over train + validation prompts and refit it on all.
@@ -246,6 +249,9 @@ def select_ranker(
             candidates (fewer where a split holds fewer; `RankerSelection.notes` says so). Default: the most
             candidates a split holds.
         seed: seeds the folds and every training run (the choice is deterministic for a seed).
+        fold_ensemble: also return `RankerSelection.ensemble`: the chosen setting's fold models (trained again with
+            the same seed on the same folds, so the very models cross-validation scored) as one `LanguageRanker`
+            serving their mean score, beside the refit ranker.
         training_arguments: further `RankerTrainingArguments` fields, e.g. ``num_train_epochs=4``.
 
     Returns:
@@ -270,16 +276,26 @@ def select_ranker(
     fold_of = dict(zip(splits, _folds([len(dataset) for dataset in splits.values()], folds, seed)))
     training = quiet_training(seed, **training_arguments)
 
-    grid = [(name, layer) for name in variants for layer in layers]
+    # a several-layer variant reads the grid's layer first, then its extra layers: a layer twice is no setting
+    grid = [
+        (name, layer)
+        for name, recipe in variants.items()
+        for layer in layers
+        if layer not in recipe.get("extra_layers", ())
+    ]
     outcomes: dict[Setting, list[np.ndarray]] = {}
     steps = [(fold, name, layer) for fold in range(folds) for name, layer in grid]
     fit_sets = {}
-    for fold, name, layer in tqdm(steps, desc="Cross-validating rankers", disable=not is_progress_bar_enabled()):
+
+    def fit_set(fold: int) -> Dataset:
         if fold not in fit_sets:
             fit_sets[fold] = pool_datasets(
                 [dataset.select(np.flatnonzero(fold_of[split] != fold)) for split, dataset in splits.items()]
             )
-        scorer = fit_setting(fit_sets[fold], variants[name], layer, selections[0], **training)
+        return fit_sets[fold]
+
+    for fold, name, layer in tqdm(steps, desc="Cross-validating rankers", disable=not is_progress_bar_enabled()):
+        scorer = fit_setting(fit_set(fold), variants[name], layer, selections[0], **training)
         for split, dataset in splits.items():
             held_out = dataset.select(np.flatnonzero(fold_of[split] == fold))
             if not len(held_out):
@@ -309,7 +325,15 @@ def select_ranker(
         chosen.selection,
         **training,
     )
+    ensemble = None
+    if fold_ensemble:
+        members = [
+            fit_setting(fit_set(fold), variants[chosen.variant], chosen.feature_layer, chosen.selection, **training)
+            for fold in range(folds)
+        ]
+        ensemble = LanguageRanker.ensemble([member.ranker for member in members])
     return RankerSelection(
+        ensemble=ensemble,
         ranker=refit.ranker,
         chosen=chosen,
         best=best,

@@ -35,6 +35,7 @@ from ..candidates import (
     per_candidate_values,
 )
 from ..embedded import wheel_folder
+from ..features import stack_layers
 from ..modeling import LanguageRanker
 from ..training import train_ranker
 from .baselines import SELECTION_RULES, selection_accuracy
@@ -361,7 +362,7 @@ class TextRewardScorer(BaseScorer):
 
 
 class RankerScorer(BaseScorer):
-    """A `LanguageRanker` as a scorer, reading the features of its ``config.feature_layer``.
+    """A `LanguageRanker` as a scorer, reading the features of its ``config.input_layers``.
 
     ``RankerScorer(**training_arguments)`` trains a ranker in `fit` with `hf_language_ranker.training.train_ranker`
     (``ranker=`` an untrained `LanguageRanker` to start from; ``output_dir=None`` trains in a temporary folder);
@@ -417,7 +418,9 @@ class RankerScorer(BaseScorer):
     @torch.no_grad()
     def _score(self, dataset: Dataset, n: int) -> np.ndarray:
         config = self.ranker.config
-        prompts, candidates = layer_features(dataset, config.feature_layer, n)
+        by_layer = {layer: layer_features(dataset, layer, n) for layer in config.input_layers}
+        prompts = stack_layers({layer: pair[0] for layer, pair in by_layer.items()}, config.input_layers)
+        candidates = stack_layers({layer: pair[1] for layer, pair in by_layer.items()}, config.input_layers)
         log_probs = None
         if config.use_mean_log_prob:
             log_probs = torch.from_numpy(per_candidate_values(dataset, MEAN_LOG_PROBS, n))
