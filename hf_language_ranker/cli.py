@@ -105,7 +105,12 @@ def _add_sampling(parser: argparse.ArgumentParser, num_candidates: int) -> None:
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
-    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+    return _options(args, "max_new_tokens", "temperature", "top_p")
+
+
+def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options ``names`` of a parsed command line, as keyword arguments of the function that takes them."""
+    return {name: getattr(args, name) for name in names}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,19 +324,10 @@ def run_collect(args: argparse.Namespace) -> None:
             prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
             external = {"candidates": candidates, "append_eos": append_eos}
     verifier = as_verifier(verifier)  # checked before the model loads
+    options = _options(args, "output_dir", "layers", "batch_size", "seed", "overwrite")
+    sampling = external or {"num_candidates": args.num_candidates, **_sampling(args)}
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
-    dataset = collect_candidates(
-        model,
-        tokenizer,
-        prompts,
-        verifier,
-        output_dir=args.output_dir,
-        layers=args.layers,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        **(external or {"num_candidates": args.num_candidates, **_sampling(args)}),
-    )
+    dataset = collect_candidates(model, tokenizer, prompts, verifier, **options, **sampling)
     print_outputs({"dataset": Path(args.output_dir) / "dataset", "prompts": len(dataset)})
 
 
@@ -546,21 +542,11 @@ def run_rank(args: argparse.Namespace) -> None:
     # a broken ranker or samples file fails before the model loads (the vocabulary is checked once it has)
     ranker = LanguageRanker.from_pretrained(args.ranker)
     samples = SampleFile.open(args.candidates)
+    sizes = _options(args, "shard_size", "batch_size", "candidate_batch_size")
+    options = _options(args, "output_dir", "ranker_selection", "answer_extractor", "overwrite")
+    chat_template = False if args.no_chat_template else None
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
-    dataset = rank_candidates_file(
-        model,
-        tokenizer,
-        samples,
-        ranker,
-        output_dir=args.output_dir,
-        shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        candidate_batch_size=args.candidate_batch_size,
-        chat_template=False if args.no_chat_template else None,
-        ranker_selection=args.ranker_selection,
-        answer_extractor=args.answer_extractor,
-        overwrite=args.overwrite,
-    )
+    dataset = rank_candidates_file(model, tokenizer, samples, ranker, chat_template=chat_template, **sizes, **options)
     output_dir = Path(args.output_dir)
     print_outputs({"ranked": output_dir / RANKED_JSONL, "dataset": output_dir / "dataset", "prompts": len(dataset)})
 
