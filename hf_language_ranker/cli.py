@@ -7,6 +7,7 @@ Every command writes into an output folder and prints where its results went. Ru
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import sys
@@ -113,6 +114,20 @@ def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names}
 
 
+def _add_command(
+    commands: argparse._SubParsersAction, run: Callable[[argparse.Namespace], None], **kwargs: Any
+) -> argparse.ArgumentParser:
+    """The subcommand that ``run`` (``run_<command>``) carries out: the first paragraph of its docstring is the
+    command's help in the command list, the rest its description in the command's own --help (each on one line)."""
+    paragraphs = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    summary, _, description = (" ".join(paragraph.split()) for paragraph in paragraphs)
+    parser = commands.add_parser(
+        run.__name__.removeprefix("run_"), help=summary, description=description or None, **kwargs
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-language-ranker",
@@ -121,22 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", dest="traceback", help="show the full traceback of an error")
-    # HfArgumentParser subcommands: `train` takes its options from RankerTrainingArguments (`dataclass_types=`);
-    # the others are plain argparse parsers that show their defaults in --help
+    # HfArgumentParser subcommands, each named, described and run by a `run_<command>` function (`_add_command`):
+    # `train` takes its options from RankerTrainingArguments (`dataclass_types=`); the others are plain argparse
+    # parsers that show their defaults in --help
     commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=_CommandParser)
 
-    demo = commands.add_parser(
-        "demo",
-        help="what the released ranker is worth, in minutes: on committed collections, your own task in small, then "
-        "live (--full: the whole pipeline, about half an hour)",
-        description="1. The ranker released for the embedded SmolLM2-135M-Instruct on the committed test collections "
-        "of five tasks it was trained on, against majority vote of the same candidates and the oracle (no LLM). "
-        "2. A recipe chosen by cross-validation on a committed collection's train + validation splits, scored on its "
-        "test split (no LLM). 3. Ranked generate live on --live-prompts fresh prompts: each prompt's answers with "
-        "their votes and the ranker's weight, and both picks. With --full instead: collect candidates with the "
-        "embedded model (or --model) on small arithmetic splits, train rankers, evaluate them against every baseline "
-        "and write the table, JSON, plot and ranker to --output-dir.",
-    )
+    demo = _add_command(commands, run_demo)
     _add_model(demo, dtype=None)
     demo.add_argument("--output-dir", default="runs/demo", help="where everything is written")
     demo.add_argument("--full", action="store_true", help="run the whole live pipeline instead (resumable)")
@@ -147,20 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--collections", default=None, help="committed collections (default: benchmarks/data/mixture of a checkout)"
     )
-    demo.set_defaults(run=run_demo, preset="demo")
+    demo.set_defaults(preset="demo")
 
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="the full evaluation protocol on a built-in task, your prompts, or collected folders",
-        description="Collect train/validation/test candidates (resumable), choose a ranker by k-fold "
-        "cross-validation over train + validation (variant x layer x pick rule, near-ties to the default "
-        "recipe), refit it on all of them, train a linear probe and a MiniLM reward model, and report test accuracy "
-        "against N for them, first sample, greedy, majority vote, mean log-probability, self-certainty and the "
-        "oracle. Writes results.md, results.json (per-prompt outcomes), accuracy_vs_n.png and the chosen ranker "
-        "with its card to --output-dir. Data: a built-in task (--preset/--task), your JSON-lines prompts "
-        "(--prompts with --verifier), or folders `collect` wrote (--train-dataset, --validation-dataset, "
-        "--test-dataset: no sampling, and no LLM is loaded).",
-    )
+    evaluate = _add_command(commands, run_evaluate)
     _add_model(evaluate, dtype=None)
     evaluate.add_argument("--preset", default="arithmetic", help="named preset of sizes and sampling settings")
     evaluate.add_argument("--task", default=None, help="built-in task (default: the preset's)")
@@ -188,16 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--folds", type=positive_int, default=None, help="cross-validation folds (default 5)")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
-    evaluate.set_defaults(run=run_evaluate)
 
-    collect = commands.add_parser(
-        "collect",
-        help="sample, label and featurize candidates into a datasets.Dataset (resumable)",
-        description="Sample N candidates per prompt with the model, label them with a verifier and store their "
-        "hidden-state features. Prompts come from a built-in task split or a JSON-lines file. Kill it at any time "
-        "and run the same command again to resume. Start it with `accelerate launch` to split the prompts across "
-        "processes.",
-    )
+    collect = _add_command(commands, run_collect)
     _add_model(collect)
     source = collect.add_mutually_exclusive_group(required=True)
     source.add_argument("--task", help="built-in task, e.g. arithmetic, humaneval, bfcl_simple")
@@ -215,22 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--output-dir", required=True)
     collect.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
     _add_sampling(collect, num_candidates=8)
-    collect.set_defaults(run=run_collect)
 
-    train = commands.add_parser(
-        "train",
-        help="train a ranker on a collected candidate dataset",
-        description="Train a Language Ranker with RankerTrainer (transformers.Trainer) on a dataset written by "
-        "`collect`, evaluate top-1 accuracy on --eval-dataset, and save config.json + model.safetensors + a model "
-        "card to --output-dir. Runs on several devices under `accelerate launch`. Every other option is a field "
-        "of RankerTrainingArguments (a transformers.TrainingArguments), with the same name and default.",
-        dataclass_types=[RankerTrainingArguments],
-    )
+    train = _add_command(commands, run_train, dataclass_types=[RankerTrainingArguments])
     train.add_argument("--dataset", required=True, help="folder written by `collect` (or its dataset/ subfolder)")
     train.add_argument("--eval-dataset", default=None, help="held-out candidates for the eval metrics")
-    train.set_defaults(run=run_train)
 
-    generate = commands.add_parser("generate", help="sample N answers to a prompt and print them ranked")
+    generate = _add_command(commands, run_generate)
     _add_model(generate)
     generate.add_argument(
         "--ranker",
@@ -241,23 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
     generate.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt text")
     _add_sampling(generate, num_candidates=16)
-    generate.set_defaults(run=run_generate)
 
-    push = commands.add_parser("push", help="upload a trained ranker folder to the Hub")
+    push = _add_command(commands, run_push)
     push.add_argument("--ranker", required=True, help="folder written by `train` (config.json + model.safetensors)")
     push.add_argument("--repo-id", required=True, help="Hub repo, e.g. you/smollm2-math-ranker")
     push.add_argument("--private", action="store_true")
-    push.set_defaults(run=run_push)
 
-    rank = commands.add_parser(
-        "rank",
-        help="rank a JSON-lines file of candidates sampled elsewhere (resumable, split across processes)",
-        description="Score each prompt's candidates in --candidates (the format of `collect --candidates`: "
-        '"prompt", "candidates" as texts or token ids, optional "finished") with a ranker, reading the model\'s own '
-        "hidden states, and write per prompt the scores, the best index and the best text to --output-dir "
-        "(ranked.jsonl and a datasets folder). Kill it at any time and run the same command again to resume; start "
-        "it with `accelerate launch` to split the prompts across processes.",
-    )
+    rank = _add_command(commands, run_rank)
     _add_model(rank)
     rank.add_argument("--candidates", required=True, help="JSON-lines file of sampled answers")
     rank.add_argument("--ranker", required=True, help="Hub id or folder of a trained ranker")
@@ -271,7 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--answer-extractor", default=None, help="built-in parser (math, code, tools); default: ranker's")
     rank.add_argument("--no-chat-template", action="store_true", help="the prompts are raw model input")
     rank.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
-    rank.set_defaults(run=run_rank)
 
     # listed here for --help; `main` hands every argument after `lm-eval` to lm-evaluation-harness unparsed
     commands.add_parser(
@@ -302,6 +267,12 @@ def _load_dataset(path: str) -> Any:
 
 
 def run_collect(args: argparse.Namespace) -> None:
+    """sample, label and featurize candidates into a datasets.Dataset (resumable)
+
+    Sample N candidates per prompt with the model, label them with a verifier and store their hidden-state features.
+    Prompts come from a built-in task split or a JSON-lines file. Kill it at any time and run the same command again
+    to resume. Start it with `accelerate launch` to split the prompts across processes.
+    """
     from .candidates_jsonl import read_candidates_jsonl
     from .collection import collect_candidates, read_prompts_jsonl
     from .embedded import load_model_and_tokenizer
@@ -337,6 +308,13 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    """train a ranker on a collected candidate dataset
+
+    Train a Language Ranker with RankerTrainer (transformers.Trainer) on a dataset written by `collect`, evaluate
+    top-1 accuracy on --eval-dataset, and save config.json + model.safetensors + a model card to --output-dir. Runs
+    on several devices under `accelerate launch`. Every other option is a field of RankerTrainingArguments (a
+    transformers.TrainingArguments), with the same name and default.
+    """
     from .training import train_ranker
 
     train = _load_dataset(args.dataset)  # both datasets are checked before training starts
@@ -350,7 +328,16 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    """``evaluate``: the protocol on collected folders, on a --prompts file, or on a built-in task (--preset)."""
+    """the full evaluation protocol on a built-in task, your prompts, or collected folders
+
+    Collect train/validation/test candidates (resumable), choose a ranker by k-fold cross-validation over train +
+    validation (variant x layer x pick rule, near-ties to the default recipe), refit it on all of them, train a
+    linear probe and a MiniLM reward model, and report test accuracy against N for them, first sample, greedy,
+    majority vote, mean log-probability, self-certainty and the oracle. Writes results.md, results.json (per-prompt
+    outcomes), accuracy_vs_n.png and the chosen ranker with its card to --output-dir. Data: a built-in task
+    (--preset/--task), your JSON-lines prompts (--prompts with --verifier), or folders `collect` wrote
+    (--train-dataset, --validation-dataset, --test-dataset: no sampling, and no LLM is loaded).
+    """
     folders = {split: getattr(args, f"{split}_dataset") for split in SPLITS}
     if any(folders.values()):
         if args.prompts:
@@ -455,6 +442,17 @@ def _report(outputs: Any, args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> None:
+    """what the released ranker is worth, in minutes: on committed collections, your own task in small, then live
+    (--full: the whole pipeline, about half an hour)
+
+    1. The ranker released for the embedded SmolLM2-135M-Instruct on the committed test collections of five tasks it
+    was trained on, against majority vote of the same candidates and the oracle (no LLM). 2. A recipe chosen by
+    cross-validation on a committed collection's train + validation splits, scored on its test split (no LLM).
+    3. Ranked generate live on --live-prompts fresh prompts: each prompt's answers with their votes and the ranker's
+    weight, and both picks. With --full instead: collect candidates with the embedded model (or --model) on small
+    arithmetic splits, train rankers, evaluate them against every baseline and write the table, JSON, plot and
+    ranker to --output-dir.
+    """
     from .demo import COLLECTIONS, run_quick_demo
     from .embedded import is_embedded
 
@@ -486,6 +484,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> None:
+    """sample N answers to a prompt and print them ranked"""
     import torch
 
     from .embedded import embedded_default_ranker, is_embedded, load_model_and_tokenizer
@@ -521,6 +520,7 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def run_push(args: argparse.Namespace) -> None:
+    """upload a trained ranker folder to the Hub"""
     from .modeling import LanguageRanker
 
     ranker = LanguageRanker.from_pretrained(args.ranker)
@@ -534,6 +534,14 @@ def run_push(args: argparse.Namespace) -> None:
 
 
 def run_rank(args: argparse.Namespace) -> None:
+    """rank a JSON-lines file of candidates sampled elsewhere (resumable, split across processes)
+
+    Score each prompt's candidates in --candidates (the format of `collect --candidates`: "prompt", "candidates" as
+    texts or token ids, optional "finished") with a ranker, reading the model's own hidden states, and write per
+    prompt the scores, the best index and the best text to --output-dir (ranked.jsonl and a datasets folder). Kill
+    it at any time and run the same command again to resume; start it with `accelerate launch` to split the prompts
+    across processes.
+    """
     from .candidates_jsonl import SampleFile
     from .embedded import load_model_and_tokenizer
     from .modeling import LanguageRanker
