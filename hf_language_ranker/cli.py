@@ -7,6 +7,7 @@ Every command writes into an output folder and prints where its results went. Ru
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import sys
@@ -105,7 +106,26 @@ def _add_sampling(parser: argparse.ArgumentParser, num_candidates: int) -> None:
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
-    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+    return _options(args, "max_new_tokens", "temperature", "top_p")
+
+
+def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options ``names`` of a parsed command line, as keyword arguments of the function that takes them."""
+    return {name: getattr(args, name) for name in names}
+
+
+def _add_command(
+    commands: argparse._SubParsersAction, run: Callable[[argparse.Namespace], None], **kwargs: Any
+) -> argparse.ArgumentParser:
+    """The subcommand that ``run`` (``run_<command>``) carries out: the first paragraph of its docstring is the
+    command's help in the command list, the rest its description in the command's own --help (each on one line)."""
+    paragraphs = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    summary, _, description = (" ".join(paragraph.split()) for paragraph in paragraphs)
+    parser = commands.add_parser(
+        run.__name__.removeprefix("run_"), help=summary, description=description or None, **kwargs
+    )
+    parser.set_defaults(run=run)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,22 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", dest="traceback", help="show the full traceback of an error")
-    # HfArgumentParser subcommands: `train` takes its options from RankerTrainingArguments (`dataclass_types=`);
-    # the others are plain argparse parsers that show their defaults in --help
+    # HfArgumentParser subcommands, each named, described and run by a `run_<command>` function (`_add_command`):
+    # `train` takes its options from RankerTrainingArguments (`dataclass_types=`); the others are plain argparse
+    # parsers that show their defaults in --help
     commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=_CommandParser)
 
-    demo = commands.add_parser(
-        "demo",
-        help="what the released ranker is worth, in minutes: on committed collections, your own task in small, then "
-        "live (--full: the whole pipeline, about half an hour)",
-        description="1. The ranker released for the embedded SmolLM2-135M-Instruct on the committed test collections "
-        "of five tasks it was trained on, against majority vote of the same candidates and the oracle (no LLM). "
-        "2. A recipe chosen by cross-validation on a committed collection's train + validation splits, scored on its "
-        "test split (no LLM). 3. Ranked generate live on --live-prompts fresh prompts: each prompt's answers with "
-        "their votes and the ranker's weight, and both picks. With --full instead: collect candidates with the "
-        "embedded model (or --model) on small arithmetic splits, train rankers, evaluate them against every baseline "
-        "and write the table, JSON, plot and ranker to --output-dir.",
-    )
+    demo = _add_command(commands, run_demo)
     _add_model(demo, dtype=None)
     demo.add_argument("--output-dir", default="runs/demo", help="where everything is written")
     demo.add_argument("--full", action="store_true", help="run the whole live pipeline instead (resumable)")
@@ -142,20 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--collections", default=None, help="committed collections (default: benchmarks/data/mixture of a checkout)"
     )
-    demo.set_defaults(run=run_demo, preset="demo")
+    demo.set_defaults(preset="demo")
 
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="the full evaluation protocol on a built-in task, your prompts, or collected folders",
-        description="Collect train/validation/test candidates (resumable), choose a ranker by k-fold "
-        "cross-validation over train + validation (variant x layer x pick rule, near-ties to the default "
-        "recipe), refit it on all of them, train a linear probe and a MiniLM reward model, and report test accuracy "
-        "against N for them, first sample, greedy, majority vote, mean log-probability, self-certainty and the "
-        "oracle. Writes results.md, results.json (per-prompt outcomes), accuracy_vs_n.png and the chosen ranker "
-        "with its card to --output-dir. Data: a built-in task (--preset/--task), your JSON-lines prompts "
-        "(--prompts with --verifier), or folders `collect` wrote (--train-dataset, --validation-dataset, "
-        "--test-dataset: no sampling, and no LLM is loaded).",
-    )
+    evaluate = _add_command(commands, run_evaluate)
     _add_model(evaluate, dtype=None)
     evaluate.add_argument("--preset", default="arithmetic", help="named preset of sizes and sampling settings")
     evaluate.add_argument("--task", default=None, help="built-in task (default: the preset's)")
@@ -183,16 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--folds", type=positive_int, default=None, help="cross-validation folds (default 5)")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--no-reward-model", action="store_true", help="skip the MiniLM text reward-model baseline")
-    evaluate.set_defaults(run=run_evaluate)
 
-    collect = commands.add_parser(
-        "collect",
-        help="sample, label and featurize candidates into a datasets.Dataset (resumable)",
-        description="Sample N candidates per prompt with the model, label them with a verifier and store their "
-        "hidden-state features. Prompts come from a built-in task split or a JSON-lines file. Kill it at any time "
-        "and run the same command again to resume. Start it with `accelerate launch` to split the prompts across "
-        "processes.",
-    )
+    collect = _add_command(commands, run_collect)
     _add_model(collect)
     source = collect.add_mutually_exclusive_group(required=True)
     source.add_argument("--task", help="built-in task, e.g. arithmetic, humaneval, bfcl_simple")
@@ -210,22 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--output-dir", required=True)
     collect.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
     _add_sampling(collect, num_candidates=8)
-    collect.set_defaults(run=run_collect)
 
-    train = commands.add_parser(
-        "train",
-        help="train a ranker on a collected candidate dataset",
-        description="Train a Language Ranker with RankerTrainer (transformers.Trainer) on a dataset written by "
-        "`collect`, evaluate top-1 accuracy on --eval-dataset, and save config.json + model.safetensors + a model "
-        "card to --output-dir. Runs on several devices under `accelerate launch`. Every other option is a field "
-        "of RankerTrainingArguments (a transformers.TrainingArguments), with the same name and default.",
-        dataclass_types=[RankerTrainingArguments],
-    )
+    train = _add_command(commands, run_train, dataclass_types=[RankerTrainingArguments])
     train.add_argument("--dataset", required=True, help="folder written by `collect` (or its dataset/ subfolder)")
     train.add_argument("--eval-dataset", default=None, help="held-out candidates for the eval metrics")
-    train.set_defaults(run=run_train)
 
-    generate = commands.add_parser("generate", help="sample N answers to a prompt and print them ranked")
+    generate = _add_command(commands, run_generate)
     _add_model(generate)
     generate.add_argument(
         "--ranker",
@@ -236,23 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
     generate.add_argument("--no-chat-template", action="store_true", help="feed the raw prompt text")
     _add_sampling(generate, num_candidates=16)
-    generate.set_defaults(run=run_generate)
 
-    push = commands.add_parser("push", help="upload a trained ranker folder to the Hub")
+    push = _add_command(commands, run_push)
     push.add_argument("--ranker", required=True, help="folder written by `train` (config.json + model.safetensors)")
     push.add_argument("--repo-id", required=True, help="Hub repo, e.g. you/smollm2-math-ranker")
     push.add_argument("--private", action="store_true")
-    push.set_defaults(run=run_push)
 
-    rank = commands.add_parser(
-        "rank",
-        help="rank a JSON-lines file of candidates sampled elsewhere (resumable, split across processes)",
-        description="Score each prompt's candidates in --candidates (the format of `collect --candidates`: "
-        '"prompt", "candidates" as texts or token ids, optional "finished") with a ranker, reading the model\'s own '
-        "hidden states, and write per prompt the scores, the best index and the best text to --output-dir "
-        "(ranked.jsonl and a datasets folder). Kill it at any time and run the same command again to resume; start "
-        "it with `accelerate launch` to split the prompts across processes.",
-    )
+    rank = _add_command(commands, run_rank)
     _add_model(rank)
     rank.add_argument("--candidates", required=True, help="JSON-lines file of sampled answers")
     rank.add_argument("--ranker", required=True, help="Hub id or folder of a trained ranker")
@@ -266,7 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--answer-extractor", default=None, help="built-in parser (math, code, tools); default: ranker's")
     rank.add_argument("--no-chat-template", action="store_true", help="the prompts are raw model input")
     rank.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
-    rank.set_defaults(run=run_rank)
 
     # listed here for --help; `main` hands every argument after `lm-eval` to lm-evaluation-harness unparsed
     commands.add_parser(
@@ -297,6 +267,12 @@ def _load_dataset(path: str) -> Any:
 
 
 def run_collect(args: argparse.Namespace) -> None:
+    """sample, label and featurize candidates into a datasets.Dataset (resumable)
+
+    Sample N candidates per prompt with the model, label them with a verifier and store their hidden-state features.
+    Prompts come from a built-in task split or a JSON-lines file. Kill it at any time and run the same command again
+    to resume. Start it with `accelerate launch` to split the prompts across processes.
+    """
     from .candidates_jsonl import read_candidates_jsonl
     from .collection import collect_candidates, read_prompts_jsonl
     from .embedded import load_model_and_tokenizer
@@ -319,19 +295,10 @@ def run_collect(args: argparse.Namespace) -> None:
             prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
             external = {"candidates": candidates, "append_eos": append_eos}
     verifier = as_verifier(verifier)  # checked before the model loads
+    options = _options(args, "output_dir", "layers", "batch_size", "seed", "overwrite")
+    sampling = external or {"num_candidates": args.num_candidates, **_sampling(args)}
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
-    dataset = collect_candidates(
-        model,
-        tokenizer,
-        prompts,
-        verifier,
-        output_dir=args.output_dir,
-        layers=args.layers,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        **(external or {"num_candidates": args.num_candidates, **_sampling(args)}),
-    )
+    dataset = collect_candidates(model, tokenizer, prompts, verifier, **options, **sampling)
     print_outputs({"dataset": Path(args.output_dir) / "dataset", "prompts": len(dataset)})
 
 
@@ -341,6 +308,13 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    """train a ranker on a collected candidate dataset
+
+    Train a Language Ranker with RankerTrainer (transformers.Trainer) on a dataset written by `collect`, evaluate
+    top-1 accuracy on --eval-dataset, and save config.json + model.safetensors + a model card to --output-dir. Runs
+    on several devices under `accelerate launch`. Every other option is a field of RankerTrainingArguments (a
+    transformers.TrainingArguments), with the same name and default.
+    """
     from .training import train_ranker
 
     train = _load_dataset(args.dataset)  # both datasets are checked before training starts
@@ -354,7 +328,16 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    """``evaluate``: the protocol on collected folders, on a --prompts file, or on a built-in task (--preset)."""
+    """the full evaluation protocol on a built-in task, your prompts, or collected folders
+
+    Collect train/validation/test candidates (resumable), choose a ranker by k-fold cross-validation over train +
+    validation (variant x layer x pick rule, near-ties to the default recipe), refit it on all of them, train a
+    linear probe and a MiniLM reward model, and report test accuracy against N for them, first sample, greedy,
+    majority vote, mean log-probability, self-certainty and the oracle. Writes results.md, results.json (per-prompt
+    outcomes), accuracy_vs_n.png and the chosen ranker with its card to --output-dir. Data: a built-in task
+    (--preset/--task), your JSON-lines prompts (--prompts with --verifier), or folders `collect` wrote
+    (--train-dataset, --validation-dataset, --test-dataset: no sampling, and no LLM is loaded).
+    """
     folders = {split: getattr(args, f"{split}_dataset") for split in SPLITS}
     if any(folders.values()):
         if args.prompts:
@@ -459,6 +442,17 @@ def _report(outputs: Any, args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> None:
+    """what the released ranker is worth, in minutes: on committed collections, your own task in small, then live
+    (--full: the whole pipeline, about half an hour)
+
+    1. The ranker released for the embedded SmolLM2-135M-Instruct on the committed test collections of five tasks it
+    was trained on, against majority vote of the same candidates and the oracle (no LLM). 2. A recipe chosen by
+    cross-validation on a committed collection's train + validation splits, scored on its test split (no LLM).
+    3. Ranked generate live on --live-prompts fresh prompts: each prompt's answers with their votes and the ranker's
+    weight, and both picks. With --full instead: collect candidates with the embedded model (or --model) on small
+    arithmetic splits, train rankers, evaluate them against every baseline and write the table, JSON, plot and
+    ranker to --output-dir.
+    """
     from .demo import COLLECTIONS, run_quick_demo
     from .embedded import is_embedded
 
@@ -490,6 +484,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> None:
+    """sample N answers to a prompt and print them ranked"""
     import torch
 
     from .embedded import embedded_default_ranker, is_embedded, load_model_and_tokenizer
@@ -525,6 +520,7 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def run_push(args: argparse.Namespace) -> None:
+    """upload a trained ranker folder to the Hub"""
     from .modeling import LanguageRanker
 
     ranker = LanguageRanker.from_pretrained(args.ranker)
@@ -538,6 +534,14 @@ def run_push(args: argparse.Namespace) -> None:
 
 
 def run_rank(args: argparse.Namespace) -> None:
+    """rank a JSON-lines file of candidates sampled elsewhere (resumable, split across processes)
+
+    Score each prompt's candidates in --candidates (the format of `collect --candidates`: "prompt", "candidates" as
+    texts or token ids, optional "finished") with a ranker, reading the model's own hidden states, and write per
+    prompt the scores, the best index and the best text to --output-dir (ranked.jsonl and a datasets folder). Kill
+    it at any time and run the same command again to resume; start it with `accelerate launch` to split the prompts
+    across processes.
+    """
     from .candidates_jsonl import SampleFile
     from .embedded import load_model_and_tokenizer
     from .modeling import LanguageRanker
@@ -546,21 +550,11 @@ def run_rank(args: argparse.Namespace) -> None:
     # a broken ranker or samples file fails before the model loads (the vocabulary is checked once it has)
     ranker = LanguageRanker.from_pretrained(args.ranker)
     samples = SampleFile.open(args.candidates)
+    sizes = _options(args, "shard_size", "batch_size", "candidate_batch_size")
+    options = _options(args, "output_dir", "ranker_selection", "answer_extractor", "overwrite")
+    chat_template = False if args.no_chat_template else None
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
-    dataset = rank_candidates_file(
-        model,
-        tokenizer,
-        samples,
-        ranker,
-        output_dir=args.output_dir,
-        shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        candidate_batch_size=args.candidate_batch_size,
-        chat_template=False if args.no_chat_template else None,
-        ranker_selection=args.ranker_selection,
-        answer_extractor=args.answer_extractor,
-        overwrite=args.overwrite,
-    )
+    dataset = rank_candidates_file(model, tokenizer, samples, ranker, chat_template=chat_template, **sizes, **options)
     output_dir = Path(args.output_dir)
     print_outputs({"ranked": output_dir / RANKED_JSONL, "dataset": output_dir / "dataset", "prompts": len(dataset)})
 

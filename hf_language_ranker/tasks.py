@@ -238,40 +238,43 @@ def _tools_prompt(functions: list[dict[str, Any]], question: list[list[dict[str,
     return f"You can call these functions:\n{json.dumps(functions)}\n\nQuestion: {text}\n\n{TOOLS_INSTRUCTION}"
 
 
+def _expression_task(
+    name: str, dataset: str, description: str, max_terms: int, strip_suffix: str = "", **config: Any
+) -> ReasoningGymTask:
+    """An expression task: ``dataset`` draws 2 to ``max_terms`` terms of 1-2 digits (``config``: its other settings),
+    and the answer is the expression's value."""
+    terms = {"min_terms": 2, "max_terms": max_terms, "min_digits": 1, "max_digits": 2}
+    return ReasoningGymTask(
+        name, dataset, description, config=terms | config, strip_suffix=strip_suffix, expression=True
+    )
+
+
 TASKS: Registry[Task] = Registry(
     "task",
     {
         task.name: task
         for task in (
-            ReasoningGymTask(
+            _expression_task(
                 "arithmetic",
                 "basic_arithmetic",
                 "2-3 terms of 1-2 digits with + - *, non-negative results (reasoning-gym basic_arithmetic)",
-                config={
-                    "min_terms": 2,
-                    "max_terms": 3,
-                    "min_digits": 1,
-                    "max_digits": 2,
-                    "operators": ("+", "-", "*"),
-                    "allow_parentheses": False,
-                    "allow_negation": False,
-                },
-                expression=True,
+                max_terms=3,
+                operators=("+", "-", "*"),
+                allow_parentheses=False,
+                allow_negation=False,
             ),
-            ReasoningGymTask(
+            _expression_task(
                 "chain_sum",
                 "chain_sum",
                 "2-4 terms of 1-2 digits with + -, non-negative results (reasoning-gym chain_sum)",
-                config={"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 2},
-                expression=True,
+                max_terms=4,
             ),
-            ReasoningGymTask(
+            _expression_task(
                 "products",
                 "products",
                 "a product of 2 factors of 1-2 digits (reasoning-gym products)",
-                config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+                max_terms=2,
                 strip_suffix=" Give only the result as your final answer.",
-                expression=True,
             ),
             ReasoningGymTask(
                 "gsm_symbolic",
@@ -280,12 +283,11 @@ TASKS: Registry[Task] = Registry(
                 strip_suffix=" Give the result as your final answer. Do not include units.",
             ),
             # short-answer generators sized for a small model (benchmarks/results/task_difficulty.md screens them)
-            ReasoningGymTask(
+            _expression_task(
                 "addition",
                 "chain_sum",
                 "a sum or difference of 2 terms of 1-2 digits, non-negative results (reasoning-gym chain_sum)",
-                config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
-                expression=True,
+                max_terms=2,
             ),
             ReasoningGymTask(
                 "decimal_addition",

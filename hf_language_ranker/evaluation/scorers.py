@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -66,14 +67,18 @@ class Scorer(Protocol):
     def score(self, dataset: Dataset, n: int) -> list[np.ndarray]: ...
 
 
+@dataclass(eq=False, repr=False)  # a subclass that is no dataclass (`RankerScorer`) keeps the default repr
 class BaseScorer:
-    """Timing, checks and the list-of-rows output shared by the built-in scorers; subclasses define `_fit`/`_score`."""
+    """Timing, checks and the list-of-rows output shared by the built-in scorers; subclasses define `_fit`/`_score`.
+
+    `ProbeScorer` and `TextRewardScorer` are dataclasses of their settings; what `fit` learns is a field with
+    ``init=False``.
+    """
 
     pointwise = True
 
-    def __init__(self) -> None:
-        self.train_seconds: float | None = None
-        self.score_seconds: float | None = None
+    train_seconds: float | None = field(default=None, init=False, repr=False)
+    score_seconds: float | None = field(default=None, init=False, repr=False)
 
     @property
     def is_fitted(self) -> bool:
@@ -147,6 +152,7 @@ def select_on_validation(
     return best[0], best[1], accuracies
 
 
+@dataclass(eq=False)
 class ProbeScorer(BaseScorer):
     """Logistic regression on the ranker's hidden features: P(correct | candidate feature [, prompt feature]).
 
@@ -160,20 +166,13 @@ class ProbeScorer(BaseScorer):
 
     WEIGHT_DECAYS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 
-    def __init__(
-        self,
-        layer: int | None = None,
-        weight_decay: float | None = None,
-        use_prompt_feature: bool = True,
-        max_iter: int = 100,
-    ) -> None:
-        super().__init__()
-        self.layer = layer
-        self.weight_decay = weight_decay
-        self.use_prompt_feature = use_prompt_feature
-        self.max_iter = max_iter
-        self.validation_accuracies: dict[tuple[int, float], float] = {}
-        self._probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None  # mean, std, weight, bias
+    layer: int | None = None
+    weight_decay: float | None = None
+    use_prompt_feature: bool = True
+    max_iter: int = 100
+    validation_accuracies: dict[tuple[int, float], float] = field(default_factory=dict, init=False, repr=False)
+    #: mean, std, weight, bias
+    _probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None = field(default=None, init=False, repr=False)
 
     @property
     def num_parameters(self) -> int | None:
@@ -253,6 +252,7 @@ class _MeanPooledClassifier(nn.Module):
         return self.head(pooled).squeeze(-1)
 
 
+@dataclass(eq=False)
 class TextRewardScorer(BaseScorer):
     """A text reward model: a small encoder fine-tuned as a (prompt, candidate) -> correct classifier.
 
@@ -265,31 +265,18 @@ class TextRewardScorer(BaseScorer):
     every (prompt, candidate) pair through the encoder (about a third of a training step per pair).
     """
 
-    def __init__(
-        self,
-        model_name_or_path: str | Path | None = None,
-        *,
-        max_length: int = 256,
-        max_train_pairs: int | None = 512,
-        num_train_epochs: int = 2,
-        batch_size: int = 16,
-        learning_rate: float = 3e-5,
-        head_learning_rate: float = 1e-3,
-        score_batch_size: int = 64,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.model_name_or_path = model_name_or_path
-        self.max_length = max_length
-        self.max_train_pairs = max_train_pairs
-        self.num_train_epochs = num_train_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.head_learning_rate = head_learning_rate
-        self.score_batch_size = score_batch_size
-        self.seed = seed
-        self.model: _MeanPooledClassifier | None = None
-        self.tokenizer: PreTrainedTokenizerBase | None = None
+    model_name_or_path: str | Path | None = None
+    _: KW_ONLY
+    max_length: int = 256
+    max_train_pairs: int | None = 512
+    num_train_epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    head_learning_rate: float = 1e-3
+    score_batch_size: int = 64
+    seed: int = 0
+    model: _MeanPooledClassifier | None = field(default=None, init=False, repr=False)
+    tokenizer: PreTrainedTokenizerBase | None = field(default=None, init=False, repr=False)
 
     @property
     def num_parameters(self) -> int | None:

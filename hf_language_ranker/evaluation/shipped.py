@@ -252,6 +252,12 @@ def compare_with_majority_vote(
     use_template = resolve_chat_template(tokenizer, None)
     answer_extractor = ranker.config.answer_extractor or verifier
     verifier = as_verifier(verifier)  # once, not per prompt
+    sampling = {
+        "num_candidates": num_candidates,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+    }
     prompts: list[PromptPicks] = []
     torch.manual_seed(seed)
     for start in range(0, len(examples), batch_size):
@@ -262,13 +268,10 @@ def compare_with_majority_vote(
             output = model.generate(
                 **inputs,
                 ranker=ranker,
-                num_candidates=num_candidates,
                 tokenizer=tokenizer,
                 answer_extractor=answer_extractor,
                 return_dict_in_generate=True,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
+                **sampling,
             )
         prompt_length = inputs["input_ids"].shape[1]
         for example, candidates, scores, best in zip(
@@ -287,13 +290,7 @@ def compare_with_majority_vote(
         task=task,
         seed=prompt_seed,
         num_prompts=len(examples),
-        sampling={
-            "num_candidates": num_candidates,
-            "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "seed": seed,
-        },
+        sampling={**sampling, "seed": seed},
         ranker_selection=str(ranker.config.selection),
         accuracy=comparison.accuracy,
         difference=comparison.difference,
