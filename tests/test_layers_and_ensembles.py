@@ -100,6 +100,8 @@ def test_training_reaches_a_signal_only_an_extra_layer_holds(layer_mix, tmp_path
         assert mixed.ranker.layer_weights.softmax(-1)[1] > 0.5
     reloaded = LanguageRanker.from_pretrained(tmp_path / "mixed")
     assert reloaded.config.input_layers == [NOISE_LAYER, SIGNAL_LAYER]
+    card = (tmp_path / "mixed" / "README.md").read_text()
+    assert f"at layers {NOISE_LAYER}, {SIGNAL_LAYER} of" in card and f"`{layer_mix}`" in card
     assert np.allclose(RankerScorer.from_trained(reloaded).score(test, 8), mixed.score(test, 8), atol=1e-6)
 
 
@@ -135,6 +137,7 @@ def test_an_ensemble_scores_the_mean_of_its_members_and_loads_strictly(options, 
     assert torch.allclose(scores, expected, atol=1e-6)
     assert ensemble.config.ensemble_size == 3 and ensemble.num_parameters == 3 * parts[0].num_parameters
     ensemble.save_pretrained(tmp_path)
+    assert "| fold ensemble | 3 members of this recipe" in (tmp_path / "README.md").read_text()
     loaded = LanguageRanker.from_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(**inputs).scores, scores)
@@ -151,9 +154,13 @@ def test_an_ensemble_needs_members_of_one_recipe():
         LanguageRanker.ensemble(members(1))
 
 
-def test_select_ranker_skips_repeated_layers_and_returns_the_fold_ensemble():
+def test_select_ranker_skips_repeated_layers_keeps_pinned_ones_and_returns_the_fold_ensemble():
     train, validation = synthetic_dataset(40, seed=0), synthetic_dataset(20, seed=1)
-    variants = {"one layer": {"head": "pointwise"}, "two layers": {"head": "pointwise", "extra_layers": [SIGNAL_LAYER]}}
+    variants = {
+        "one layer": {"head": "pointwise"},
+        "two layers": {"head": "pointwise", "extra_layers": [SIGNAL_LAYER]},
+        "pinned": {"head": "pointwise", "feature_layer": SIGNAL_LAYER, "extra_layers": [NOISE_LAYER]},
+    }
     selection = select_ranker(
         train,
         validation,
@@ -168,6 +175,7 @@ def test_select_ranker_skips_repeated_layers_and_returns_the_fold_ensemble():
         ("one layer", NOISE_LAYER),
         ("one layer", SIGNAL_LAYER),
         ("two layers", NOISE_LAYER),
+        ("pinned", SIGNAL_LAYER),
     }
     ensemble = selection.ensemble
     assert ensemble.config.ensemble_size == 3

@@ -208,9 +208,22 @@ def fit_setting(
 ) -> RankerScorer:
     """A ranker of ``variant`` (`RankerConfig` overrides) reading ``feature_layer``, trained on ``dataset``, that
     picks by ``selection``."""
-    options = {"feature_layer": feature_layer, "selection": selection, **recipe_as_arguments(variant)}
+    options = {"feature_layer": feature_layer, "selection": selection, **recipe_as_arguments(_recipe(variant))}
     options |= training_arguments
     return RankerScorer(**options).fit(dataset, None)
+
+
+def _recipe(variant: dict[str, Any]) -> dict[str, Any]:
+    """A variant's `RankerConfig` recipe overrides, without the ``feature_layer`` it may pin."""
+    return {name: value for name, value in variant.items() if name != "feature_layer"}
+
+
+def _variant_layers(variant: dict[str, Any], layers: list[int]) -> list[int]:
+    """The grid layers a variant is tried at: the one it pins (``"feature_layer"``), else every layer of ``layers``
+    that its ``extra_layers`` do not already hold (a several-layer variant reads the grid's layer first)."""
+    if "feature_layer" in variant:
+        return [variant["feature_layer"]]
+    return [layer for layer in layers if layer not in variant.get("extra_layers", ())]
 
 
 def _folds(sizes: list[int], folds: int, seed: int) -> list[np.ndarray]:
@@ -242,6 +255,8 @@ def select_ranker(
         train, validation: candidate datasets written by `collect` (never the test split). They are pooled by
             prompt; each fold's training set is cut to the smallest candidate count of the two.
         variants: ranker variants (name -> `RankerConfig` overrides of its recipe fields); default `RANKER_VARIANTS`.
+            A variant may pin its ``"feature_layer"`` (tried at that layer only), as a several-layer variant does
+            to read a fixed set of layers (``{"feature_layer": 12, "extra_layers": [18, 24]}``).
         layers: feature layers to try; default every collected layer.
         selections: pick rules to try (keys of `baselines.SELECTION_RULES`).
         folds: number of folds (each prompt is held out once).
@@ -259,7 +274,7 @@ def select_ranker(
     """
     variants = dict(variants if variants is not None else RANKER_VARIANTS)
     for variant in variants.values():  # a field that RankerConfig's recipe lacks fails here, before any training
-        recipe_as_arguments(variant)
+        recipe_as_arguments(_recipe(variant))
     splits = {"train": train} | ({"validation": validation} if validation is not None else {})
     layers = list(layers) if layers is not None else feature_layers(train)
     for rule in selections:
@@ -276,13 +291,7 @@ def select_ranker(
     fold_of = dict(zip(splits, _folds([len(dataset) for dataset in splits.values()], folds, seed)))
     training = quiet_training(seed, **training_arguments)
 
-    # a several-layer variant reads the grid's layer first, then its extra layers: a layer twice is no setting
-    grid = [
-        (name, layer)
-        for name, recipe in variants.items()
-        for layer in layers
-        if layer not in recipe.get("extra_layers", ())
-    ]
+    grid = [(name, layer) for name, variant in variants.items() for layer in _variant_layers(variant, layers)]
     outcomes: dict[Setting, list[np.ndarray]] = {}
     steps = [(fold, name, layer) for fold in range(folds) for name, layer in grid]
     fit_sets = {}

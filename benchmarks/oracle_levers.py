@@ -1,0 +1,178 @@
+"""More of the oracle per candidate (issue 29): several layers as one input and fold ensembles, against the current
+recipe, chosen by cross-validation and scored once on test.
+
+    python benchmarks/multilayer_features.py --output-dir runs/multilayer      # the collections at 7 layers
+    python benchmarks/oracle_levers.py --data runs/multilayer [--tasks addition arithmetic ...]
+
+For each collection (train 200 prompts x 8, validation 100 x 16, test 200 x 16 of the committed mixture tasks,
+re-featurized at layers 6, 9, ..., 24 by `multilayer_features.py`):
+
+1. **current**: `select_ranker` as the own-task protocol runs it today, on train + validation (5 folds, serving
+   N=16), over the released recipe (`DEFAULT_VARIANT`) at single layers 6, 12, 18 and 24 and both pick rules;
+2. **extended**: the same, with the several-layer variants of `NEW_VARIANTS` added to the grid (fixed before any
+   result was seen: layers 12+18+24 concatenated, the same three softmax-mixed, all seven softmax-mixed);
+3. each choice served two ways: the refit ranker (trained on all train + validation prompts, as today) and the
+   fold ensemble (`fold_ensemble=True`: the K fold models cross-validation scored, one ranker serving their mean);
+4. every new variant also alone (refit, weighted vote), and the released recipe at layer 12 (the mixture ranker's
+   layer), so no row is hidden.
+
+Test is read once, at the end, at N = 4, 8, 16 (each prompt's first N candidates). Rows: accuracy at each N; at
+N=16 the paired bootstrap difference to majority vote and to the current choice (refit); the share of the majority
+-> oracle gap closed. The adoption rule of the issue is applied to the cross-validation outcome and printed.
+Trains on one thread, so two runs (``--tasks`` each) can share two cores. Each task's choices, tables and per-prompt
+outcomes go to ``benchmarks/results/oracle_levers/tasks/<task>.json``; ``--report`` then writes ``results.md`` (and
+``results.json``, its summary) from every task evaluated (per-prompt outcomes in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import write_results
+
+from hf_language_ranker import load_collection
+from hf_language_ranker.candidates import pool_datasets
+from hf_language_ranker.evaluation import paired_bootstrap
+from hf_language_ranker.evaluation.baselines import (
+    SELECTION_RULES,
+    chosen_correct,
+    majority_vote_choices,
+    oracle_choices,
+)
+from hf_language_ranker.evaluation.cross_validation import (
+    DEFAULT_SELECTION,
+    DEFAULT_VARIANT,
+    RANKER_VARIANTS,
+    fit_setting,
+    quiet_training,
+    select_ranker,
+)
+from hf_language_ranker.evaluation.scorers import RankerScorer
+from hf_language_ranker.tables import markdown_table
+
+TASKS = ("addition", "arithmetic", "number_sequence", "lcm", "linear_equations")
+#: the single layers of the grid (the several-layer variants pin theirs)
+LAYERS = [6, 12, 18, 24]
+NS = (4, 8, 16)
+SERVE_N = 16
+SEED = 0
+DEFAULT = RANKER_VARIANTS[DEFAULT_VARIANT]
+CURRENT_VARIANTS = {DEFAULT_VARIANT: DEFAULT}
+NEW_VARIANTS = {
+    "layers 12+18+24, concat": {**DEFAULT, "feature_layer": 12, "extra_layers": [18, 24], "layer_mix": "concat"},
+    "layers 12+18+24, softmax mix": {**DEFAULT, "feature_layer": 12, "extra_layers": [18, 24], "layer_mix": "softmax"},
+    "layers 6-24 (7), softmax mix": {
+        **DEFAULT,
+        "feature_layer": 12,
+        "extra_layers": [6, 9, 15, 18, 21, 24],
+        "layer_mix": "softmax",
+    },
+}
+
+
+def test_outcomes(test, ranker, rule: str) -> dict[int, np.ndarray]:
+    """0/1 correctness of ``ranker``'s pick under ``rule`` on every test prompt, at each N of `NS`."""
+    scorer = RankerScorer.from_trained(ranker)
+    return {n: chosen_correct(test, SELECTION_RULES[rule](test, scorer.score(test, n))).astype(float) for n in NS}
+
+
+def evaluate_task(task: str, data: Path) -> dict[str, Any]:
+    train, validation, test = (load_collection(data / task / split) for split in ("train", "validation", "test"))
+    started = time.perf_counter()
+    options = {"layers": LAYERS, "serve_n": SERVE_N, "seed": SEED, "fold_ensemble": True}
+    current = select_ranker(train, validation, variants=CURRENT_VARIANTS, **options)
+    extended = select_ranker(train, validation, variants=CURRENT_VARIANTS | NEW_VARIANTS, **options)
+    pooled, training = pool_datasets([train, validation]), quiet_training(SEED)
+    fixed = {
+        f"{name} (refit)": fit_setting(pooled, variant, variant["feature_layer"], DEFAULT_SELECTION, **training).ranker
+        for name, variant in {**NEW_VARIANTS, "released recipe, layer 12": {**DEFAULT, "feature_layer": 12}}.items()
+    }
+    rows: dict[str, dict[int, np.ndarray]] = {
+        "majority vote": {n: chosen_correct(test, majority_vote_choices(test, n)).astype(float) for n in NS},
+        "oracle (pass@N)": {n: chosen_correct(test, oracle_choices(test, n)).astype(float) for n in NS},
+    }
+    for label, selection in (("current", current), ("extended", extended)):
+        rule = selection.chosen.selection
+        rows[f"{label} choice (refit)"] = test_outcomes(test, selection.ranker, rule)
+        rows[f"{label} choice (fold ensemble)"] = test_outcomes(test, selection.ensemble, rule)
+    for name, ranker in fixed.items():
+        rows[name] = test_outcomes(test, ranker, DEFAULT_SELECTION)
+    return {
+        "task": task,
+        "seconds": round(time.perf_counter() - started, 1),
+        "current": {**current.to_dict(), "table": current.to_markdown()},
+        "extended": {**extended.to_dict(), "table": extended.to_markdown()},
+        "extended_chose_new_option": extended.chosen.variant in NEW_VARIANTS,
+        "outcomes": {name: {n: values.tolist() for n, values in by_n.items()} for name, by_n in rows.items()},
+    }
+
+
+def task_table(result: dict[str, Any]) -> str:
+    outcomes = {name: {int(n): np.asarray(v) for n, v in by_n.items()} for name, by_n in result["outcomes"].items()}
+    majority, oracle = outcomes["majority vote"][SERVE_N], outcomes["oracle (pass@N)"][SERVE_N]
+    reference = outcomes["current choice (refit)"][SERVE_N]
+    gap = oracle.mean() - majority.mean()
+    rows = []
+    for name, by_n in outcomes.items():
+        values = by_n[SERVE_N]
+        learned = name not in ("majority vote", "oracle (pass@N)")
+        rows.append(
+            [
+                name,
+                *(f"{by_n[n].mean():.3f}" for n in NS),
+                str(paired_bootstrap(values, majority)) if learned else "",
+                str(paired_bootstrap(values, reference)) if learned and name != "current choice (refit)" else "",
+                f"{(values.mean() - majority.mean()) / gap:.0%}" if learned and gap > 0 else "",
+            ]
+        )
+    header = ["method", *(f"N={n}" for n in NS), "− majority (N=16)", "− current choice (N=16)", "gap closed"]
+    chosen = (
+        f"current choice: {result['current']['chosen']['method']}, layer {result['current']['chosen']['feature_layer']}"
+        f"; extended choice: {result['extended']['chosen']['method']}, layer "
+        f"{result['extended']['chosen']['feature_layer']}"
+    )
+    table = "\n".join(markdown_table(header, rows))
+    return f"### {result['task']} (test, {len(majority)} prompts)\n\n{chosen}\n\n{table}"
+
+
+def report(folder: Path) -> None:
+    """The results table of every task evaluated into ``folder/tasks/``, with the adoption rule applied."""
+    results = [json.loads(path.read_text()) for path in sorted((folder / "tasks").glob("*.json"))]
+    results.sort(key=lambda result: TASKS.index(result["task"]) if result["task"] in TASKS else len(TASKS))
+    preferred = [result["task"] for result in results if result["extended_chose_new_option"]]
+    rule = (
+        f"Cross-validation chose a several-layer variant on {len(preferred)} of {len(results)} collections "
+        f"({', '.join(preferred) or 'none'}): the issue's rule adds an option to select_ranker's grid only if it is "
+        "chosen on at least two."
+    )
+    sections = [task_table(result) for result in results]
+    cv = [f"### {r['task']}: cross-validation, extended grid\n\n{r['extended']['table']}" for r in results]
+    markdown = "\n\n".join(["# More of the oracle per candidate (issue 29)", rule, *sections, *cv]) + "\n"
+    write_results(folder, "results", markdown, {"rule": rule, "tasks": [result["task"] for result in results]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("runs/multilayer"))
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), help="tasks to evaluate (none: only --report)")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results" / "oracle_levers")
+    parser.add_argument("--report", action="store_true", help="then write results.md from every evaluated task")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # rankers of < 0.5M parameters: one thread is fastest, and two runs share 2 cores
+    for task in args.tasks:
+        result = evaluate_task(task, args.data)
+        (args.output_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        (args.output_dir / "tasks" / f"{task}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(task_table(result), flush=True)
+    if args.report:
+        report(args.output_dir)
+
+
+if __name__ == "__main__":
+    main()
