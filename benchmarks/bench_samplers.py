@@ -1,7 +1,7 @@
 """Which path to take on a CPU: ranked `generate` against sampling elsewhere + `rank_candidates`, in each dtype.
 
     python benchmarks/bench_samplers.py [--prompts 8] [--num-candidates 16] [--max-new-tokens 64]
-                                        [--dtypes float32 bfloat16] [--paths ...] [--no-memory-check]
+                                        [--dtypes float32 bfloat16] [--paths ...]
                                         [--output-name results]
 
 On the embedded SmolLM2-135M-Instruct with the shipped arithmetic ranker, the same arithmetic prompts, N answers
@@ -21,9 +21,8 @@ GGUF's own weights whatever the dtype, which only sets the transformers model th
 prompt; every total is also given as a ratio to ranked `generate` of the same run (same dtype, and float32), and
 each two-pass path's ranking time as a ratio to its own sampling time. For ``hf+rank`` it reports on how many
 prompts it sampled the same candidates and picked the same one as ``generate`` (same seed; llama.cpp draws other
-samples, so its picks are not comparable). A last process per dtype checks the memory bound: `rank_candidates` on
-64 candidates of 1,024 random tokens for one prompt (``candidate_batch_size=8``; the shipped ranker reads log-probs,
-so logits over the answer positions are computed). Writes ``benchmarks/results/samplers/results.md`` and
+samples, so its picks are not comparable). The memory bound of `rank_candidates` (64 candidates of 1,024 tokens) is
+`rank_memory.py`'s to measure. Writes ``benchmarks/results/samplers/results.md`` and
 ``results.json`` (or ``--output-name``); the last line printed is the JSON. The report names the CPU's kernels and
 whether it computes bfloat16 natively (AMX-BF16 or AVX512-BF16), which bounds the bfloat16 rows.
 """
@@ -64,27 +63,11 @@ SHIPPED_RANKER = ROOT / "model_cards" / "smollm2-135m-instruct-arithmetic"
 GENERATE = "generate"
 LLAMA_CPP_PATHS = ("llama.cpp+rank", "llama.cpp-batched+rank")
 PATHS = (GENERATE, "hf+rank", *LLAMA_CPP_PATHS)
-MEMORY_CHECK = "rank-64x1024"
 DTYPES = ("float32", "bfloat16")
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def memory_check(args: argparse.Namespace) -> dict:
-    """Peak RSS and time of ranking 64 candidates x 1,024 tokens in this process."""
-    torch.set_num_threads(args.threads)
-    model, tokenizer = load_model_and_tokenizer(dtype=args.dtype)
-    ranker = LanguageRanker.from_pretrained(SHIPPED_RANKER)
-    generator = torch.Generator().manual_seed(0)
-    special = set(tokenizer.all_special_ids)
-    pool = torch.tensor([token for token in range(len(tokenizer)) if token not in special])
-    candidates = [pool[torch.randint(len(pool), (1024,), generator=generator)].tolist() for _ in range(64)]
-    prompt = tokenizer(format_prompt(tokenizer, "Calculate 2 + 2.", True), add_special_tokens=False)["input_ids"]
-    started = time.perf_counter()
-    rank_candidates(model, tokenizer, [prompt], [candidates], ranker, candidate_batch_size=8, answer_extractor="math")
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
 
 
 # ---------------------------------------------------------------------------------------------- llama.cpp
@@ -298,10 +281,8 @@ def _ratio(numerator: float, denominator: float | None) -> str:
     return f"{numerator / denominator:.2f}" if denominator else "—"
 
 
-def report(
-    runs: dict[tuple[str, str], dict], memory: dict[str, dict], notes: list[str], args: argparse.Namespace
-) -> str:
-    """The markdown table of every (path, dtype) run, the target ratios and the memory checks."""
+def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.Namespace) -> str:
+    """The markdown table of every (path, dtype) run and the target ratios."""
     totals = {key: run["sample_seconds_per_prompt"] + run["rank_seconds_per_prompt"] for key, run in runs.items()}
     rows = []
     for (path, dtype), run in runs.items():
@@ -342,11 +323,6 @@ def report(
     notes.append(
         f"CPU: {torch.backends.cpu.get_cpu_capability()} kernels; native bfloat16 matrix products: {native or absent}."
     )
-    for dtype, check in memory.items():
-        notes.append(
-            f"Memory bound ({dtype}): rank_candidates on 64 candidates x 1,024 tokens (one prompt, "
-            f"candidate_batch_size=8) took {check['seconds']:.0f} s at {check['peak_rss_mb']:.0f} MB peak RSS."
-        )
     command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
     return "\n".join(
         [
@@ -386,25 +362,20 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES), help="transformers dtypes to run")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="paths to run (default: all)")
     parser.add_argument("--output-name", default="results", help=f"results file stem under {RESULTS}")
-    parser.add_argument(
-        "--memory-check", action=argparse.BooleanOptionalAction, default=True, help="rank 64 x 1,024 tokens per dtype"
-    )
-    parser.add_argument(
-        "--path", choices=(*PATHS, MEMORY_CHECK), default=None, help="one run in this process (internal)"
-    )
+    parser.add_argument("--path", choices=PATHS, default=None, help="one run in this process (internal)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the dtype of --path (internal)")
     args = parser.parse_args()
     if args.path:
-        print(json.dumps(memory_check(args) if args.path == MEMORY_CHECK else run_path(args.path, args)))
+        print(json.dumps(run_path(args.path, args)))
         return
 
     shared = ["prompts", "num_candidates", "max_new_tokens", "temperature", "threads", "seed"]
     options = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in shared]
-    runs, memory, notes = {}, {}, []
+    runs, notes = {}, []
     if importlib.util.find_spec("llama_cpp") is None:
         notes.append('llama.cpp paths skipped: llama-cpp-python is not installed (pip install ".[llama-cpp]").')
     for dtype in args.dtypes:
-        for path in (*args.paths, MEMORY_CHECK) if args.memory_check else args.paths:
+        for path in args.paths:
             if path in LLAMA_CPP_PATHS and importlib.util.find_spec("llama_cpp") is None:
                 continue
             completed = subprocess.run(
@@ -413,19 +384,15 @@ def main() -> None:
                 text=True,
                 check=True,
             )
-            result = json.loads(completed.stdout.strip().splitlines()[-1])
-            if path == MEMORY_CHECK:
-                memory[dtype] = result
-            else:
-                runs[path, dtype] = result
+            runs[path, dtype] = json.loads(completed.stdout.strip().splitlines()[-1])
 
-    markdown = report(runs, memory, notes, args)
+    markdown = report(runs, notes, args)
     summary = {
         f"{path} [{dtype}]": {k: v for k, v in run.items() if k not in ("candidates", "picks")}
         for (path, dtype), run in runs.items()
     }
     command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
-    write_results(RESULTS, args.output_name, markdown, {"command": command, "runs": summary, "memory_check": memory})
+    write_results(RESULTS, args.output_name, markdown, {"command": command, "runs": summary})
     print(json.dumps(summary))
 
 
