@@ -168,7 +168,8 @@ def main() -> None:
     for task in args.tasks:
         result = evaluate_task(task, args.data)
         (args.output_dir / "tasks").mkdir(parents=True, exist_ok=True)
-        (args.output_dir / "tasks" / f"{task}.json").write_text(json.dumps(result, indent=2) + "\n")
+        # compact: the per-prompt outcomes are most of it, and the tree has a size limit
+        (args.output_dir / "tasks" / f"{task}.json").write_text(json.dumps(result, separators=(",", ":")) + "\n")
         print(task_table(result), flush=True)
     if args.report:
         report(args.output_dir)
