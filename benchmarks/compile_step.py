@@ -1,0 +1,59 @@
+"""Does `torch.compile` of the model's forward speed up sampling on a CPU? Ranked `generate` and plain sampling.
+
+    python benchmarks/compile_step.py [--dtype bfloat16] [--compile]
+
+On the embedded SmolLM2-135M-Instruct with the released mixture ranker, one arithmetic prompt, N=16 candidates of 64
+tokens each (every candidate runs the whole budget): one warm-up call (with ``--compile``: after
+``model.forward = torch.compile(model.forward, dynamic=True)``, its time includes the compilation), then ranked
+`generate` and plain transformers sampling (``num_return_sequences=16``) alternately, twice each, in milliseconds per
+decoding step. Prints one line per call; nothing is written (issue 30's exploration, summarised in the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from hf_language_ranker import LanguageRanker
+from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker.prompts import format_prompt, resolve_chat_template, tokenize_prompts
+from hf_language_ranker.tasks import load_task
+
+STEPS, CANDIDATES = 64, 16
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model_and_tokenizer(None, dtype=args.dtype)
+    ranker = LanguageRanker.from_pretrained("smollm2-135m-instruct-mixture")
+    use_template = resolve_chat_template(tokenizer, None)
+    prompt = load_task("arithmetic", size=1, seed=3)[0]["prompt"]
+    inputs = tokenize_prompts(tokenizer, [format_prompt(tokenizer, prompt, use_template)], use_template)
+
+    def sample(ranked: bool) -> float:
+        torch.manual_seed(0)
+        budget = {"max_new_tokens": STEPS, "min_new_tokens": STEPS}
+        started = time.perf_counter()
+        if ranked:
+            model.generate(**inputs, ranker=ranker, num_candidates=CANDIDATES, tokenizer=tokenizer, **budget)
+        else:
+            model.generate(**inputs, do_sample=True, num_return_sequences=CANDIDATES, **budget)
+        return time.perf_counter() - started
+
+    if args.compile:
+        model.forward = torch.compile(model.forward, dynamic=True)
+    print(f"warm-up{' with compilation' if args.compile else ''}: {sample(True):.1f} s", flush=True)
+    for ranked in (True, False, True, False):
+        name = "ranked generate" if ranked else "plain sampling"
+        print(f"{args.dtype}, {name}: {sample(ranked) / STEPS * 1e3:.1f} ms per step", flush=True)
+
+
+if __name__ == "__main__":
+    main()
