@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_model, left_padded_prompts
+from conftest import build_model, build_tokenizer, left_padded_prompts
 from test_evaluation import NOISE_LAYER, SIGNAL_LAYER, synthetic_dataset
 from test_feature_parity import expected_lengths
 
-from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates
+from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, rank_candidates
 from hf_language_ranker.evaluation.baselines import selection_accuracy
 from hf_language_ranker.evaluation.cross_validation import select_ranker
 from hf_language_ranker.evaluation.scorers import RankerScorer
@@ -183,3 +183,17 @@ def test_select_ranker_skips_repeated_layers_keeps_pinned_ones_and_returns_the_f
     assert ensemble.members[0].config.input_layers == chosen.input_layers and ensemble.config.head == chosen.head
     # the members are the fold models cross-validation scored: retrained with the same seed, not the refit
     assert not torch.equal(ensemble.members[0].projection[0].weight, selection.ranker.projection[0].weight)
+
+
+@pytest.mark.parametrize("layer_mix", ["concat", "softmax"])
+def test_rank_candidates_gives_a_several_layer_ranker_the_scores_generate_gives(layer_mix):
+    """`rank_candidates` (the path of other samplers and of `collect --candidates`) reads every layer of the
+    ranker in its chunked pass, stopping below no layer it needs: the scores equal ranked `generate`'s."""
+    from test_ranking import sampled_by_generate
+
+    model = attach_ranker(build_model("llama", seed=5))
+    torch.manual_seed(0)
+    ranker = LanguageRanker.for_model(model, feature_layer=1, extra_layers=[3], layer_mix=layer_mix)
+    prompts, candidates, output = sampled_by_generate(model, ranker)
+    ranked = rank_candidates(model, build_tokenizer(), prompts, candidates, ranker, candidate_batch_size=4)
+    assert torch.allclose(torch.stack(ranked.scores), output.candidate_scores, atol=TOLERANCE)
