@@ -139,7 +139,8 @@ class LanguageRanker(
         ensemble = cls(replace(first, ensemble_size=len(rankers)))
         for member, ranker in zip(ensemble.members, rankers):
             member.load_state_dict(ranker.state_dict())
-        return ensemble.to(next(rankers[0].parameters()).device).eval()
+        parameter = next(rankers[0].parameters())
+        return ensemble.to(parameter.device, parameter.dtype).eval()
 
     @property
     def num_parameters(self) -> int:
