@@ -18,7 +18,7 @@ import torch
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.embedded import load_model_and_tokenizer
-from hf_language_ranker.prompts import format_prompt, resolve_chat_template, tokenize_prompts
+from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task
 
 STEPS, CANDIDATES = 64, 16
@@ -35,7 +35,7 @@ def main() -> None:
     ranker = LanguageRanker.from_pretrained("smollm2-135m-instruct-mixture")
     use_template = resolve_chat_template(tokenizer, None)
     prompt = load_task("arithmetic", size=1, seed=3)[0]["prompt"]
-    inputs = tokenize_prompts(tokenizer, [format_prompt(tokenizer, prompt, use_template)], use_template)
+    inputs = encode_prompts(tokenizer, [prompt], use_template)
 
     def sample(ranked: bool) -> float:
         torch.manual_seed(0)

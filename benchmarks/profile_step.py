@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.embedded import load_model_and_tokenizer, native_bf16_cpu_capabilities
-from hf_language_ranker.prompts import format_prompt, resolve_chat_template, tokenize_prompts
+from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def profile_dtype(dtype: str, attention: str, args: argparse.Namespace) -> dict:
     ranker = LanguageRanker.from_pretrained(RANKER)
     prompt = load_task("arithmetic", size=1, seed=3)[0]["prompt"]
     use_template = resolve_chat_template(tokenizer, None)
-    inputs = tokenize_prompts(tokenizer, [format_prompt(tokenizer, prompt, use_template)], use_template)
+    inputs = encode_prompts(tokenizer, [prompt], use_template)
     ranked_generate(model, tokenizer, ranker, inputs, args)  # warm-up
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as profiler:

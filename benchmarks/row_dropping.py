@@ -26,7 +26,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
 from hf_language_ranker.embedded import load_model_and_tokenizer
-from hf_language_ranker.prompts import format_prompt, resolve_chat_template, tokenize_prompts
+from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.sampling import cache_argument
 from hf_language_ranker.tasks import load_task
 
@@ -80,7 +80,7 @@ def main() -> None:
     eos = model.generation_config.eos_token_id
     rows = []
     for index, example in enumerate(load_task("arithmetic", size=args.prompts + 1, seed=3)):
-        inputs = tokenize_prompts(tokenizer, [format_prompt(tokenizer, example["prompt"], use_template)], use_template)
+        inputs = encode_prompts(tokenizer, [example["prompt"]], use_template)
         torch.manual_seed(index)
         started = time.perf_counter()
         output = model.generate(

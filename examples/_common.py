@@ -28,7 +28,7 @@ from hf_language_ranker.candidates import CORRECT_THRESHOLD
 from hf_language_ranker.configuration import DEFAULT_LAYER_FRACTION, MODEL_DTYPES
 from hf_language_ranker.evaluation import FIRST_SAMPLE, ORACLE, EvaluationResult, RankerScorer, evaluate
 from hf_language_ranker.evaluation.experiment import Preset, collect_splits, task_splits
-from hf_language_ranker.prompts import format_prompt, resolve_chat_template, tokenize_prompts
+from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import task_verifier
 from hf_language_ranker.verifiers import as_verifier
 
@@ -147,8 +147,7 @@ def generate_ranked(
     """One ranked `generate` call on ``prompts`` (formatted as collection does); also every candidate's text."""
     tokenizer, preset = run.tokenizer, run.preset
     use_template = resolve_chat_template(tokenizer, None)
-    texts = [format_prompt(tokenizer, prompt, use_template) for prompt in prompts]
-    inputs = tokenize_prompts(tokenizer, texts, use_template).to(run.model.device)
+    inputs = encode_prompts(tokenizer, prompts, use_template).to(run.model.device)
     torch.manual_seed(preset.seed)
     output = run.model.generate(
         **inputs,

@@ -489,7 +489,7 @@ def run_generate(args: argparse.Namespace) -> None:
 
     from .embedded import embedded_default_ranker, is_embedded, load_model_and_tokenizer
     from .modeling import LanguageRanker
-    from .prompts import format_prompt, resolve_chat_template, tokenize_prompts
+    from .prompts import encode_prompts, resolve_chat_template
 
     if args.ranker is None and not is_embedded(args.model):
         raise ValueError("--ranker is needed with --model: the shipped ranker fits the embedded model only.")
@@ -497,8 +497,7 @@ def run_generate(args: argparse.Namespace) -> None:
     ranker = LanguageRanker.from_pretrained(args.ranker or embedded_default_ranker())
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     use_template = resolve_chat_template(tokenizer, False if args.no_chat_template else None)
-    texts = [format_prompt(tokenizer, prompt, use_template) for prompt in args.prompt]
-    inputs = tokenize_prompts(tokenizer, texts, use_template)
+    inputs = encode_prompts(tokenizer, args.prompt, use_template)
     torch.manual_seed(args.seed)
     output = model.generate(
         **inputs,

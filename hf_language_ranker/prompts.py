@@ -47,3 +47,9 @@ def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], u
     return tokenizer(
         texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not use_chat_template
     )
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], use_chat_template: bool) -> Any:
+    """A left-padded batch of ``prompts``, each formatted by `format_prompt`: the ids collection feeds the model."""
+    texts = [format_prompt(tokenizer, prompt, use_chat_template) for prompt in prompts]
+    return tokenize_prompts(tokenizer, texts, use_chat_template)

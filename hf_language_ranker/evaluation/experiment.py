@@ -24,7 +24,7 @@ from ..candidates import CANDIDATES, CORRECT_THRESHOLD, LABELS, num_candidates, 
 from ..collection import collect_candidates
 from ..features import dtype_name, text_config
 from ..model_card import RankerModelCardData
-from ..prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
+from ..prompts import encode_prompts, padding_tokenizer, resolve_chat_template
 from ..registry import Registry
 from ..tasks import TASKS, load_task, split_task, task_verifier
 from ..verifiers import as_verifier
@@ -195,8 +195,7 @@ def greedy_decode(
         range(0, len(prompts), preset.batch_size * 4), desc="Greedy decoding", disable=not is_progress_bar_enabled()
     ):
         batch = prompts[start : start + preset.batch_size * 4]
-        texts = [format_prompt(tokenizer, example["prompt"], use_template) for example in batch]
-        inputs = tokenize_prompts(tokenizer, texts, use_template).to(model.device)
+        inputs = encode_prompts(tokenizer, [example["prompt"] for example in batch], use_template).to(model.device)
         with torch.no_grad():
             output = GenerationMixin.generate(
                 model,

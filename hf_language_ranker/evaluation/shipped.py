@@ -28,7 +28,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..candidates import ANSWERS, LABELS, MEAN_LOG_PROBS, CollectionInfo, correct_candidates, num_candidates
-from ..prompts import format_prompt, resolve_chat_template, tokenize_prompts
+from ..prompts import encode_prompts, resolve_chat_template
 from ..verifiers import as_verifier
 from .accuracy import evaluate
 from .baselines import MAJORITY_VOTE, ORACLE, majority_vote_choices
@@ -262,8 +262,7 @@ def compare_with_majority_vote(
     torch.manual_seed(seed)
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
-        texts = [format_prompt(tokenizer, example["prompt"], use_template) for example in batch]
-        inputs = tokenize_prompts(tokenizer, texts, use_template).to(model.device)
+        inputs = encode_prompts(tokenizer, [example["prompt"] for example in batch], use_template).to(model.device)
         with torch.no_grad():
             output = model.generate(
                 **inputs,
