@@ -286,7 +286,7 @@ class LanguageRanker(
         layers = len(self.config.input_layers)
         # one layer: [B, H] and [B, N, H]; several: a layer axis before H, in the order of config.input_layers
         feature = [self.config.hidden_size] if layers == 1 else [layers, self.config.hidden_size]
-        if list(prompt.shape[1:]) != feature or list(candidates.shape[2:]) != feature or candidates.ndim < 3:
+        if list(prompt.shape[1:]) != feature or list(candidates.shape[2:]) != feature:
             described = ", ".join(map(str, feature))
             raise ValueError(
                 f"Expected prompt_features [B, {described}] and candidate_features [B, N, {described}]"

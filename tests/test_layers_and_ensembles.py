@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_model, build_tokenizer, left_padded_prompts
+from conftest import build_model, build_tokenizer
 from test_evaluation import NOISE_LAYER, SIGNAL_LAYER, synthetic_dataset
-from test_feature_parity import expected_lengths
+from test_feature_parity import TOLERANCE, expected_lengths, ranked_generate_output
 
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, rank_candidates
 from hf_language_ranker.evaluation.baselines import selection_accuracy
@@ -20,7 +20,6 @@ from hf_language_ranker.features import stack_layers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TOLERANCE = 1e-4
 TRAINING = {"num_train_epochs": 3, "seed": 0, "report_to": "none", "disable_tqdm": True, "logging_strategy": "no"}
 
 
@@ -43,16 +42,7 @@ def test_several_layer_scores_in_generate_equal_the_plain_forward_reference(fami
     ranker = LanguageRanker.for_model(model, feature_layer=3, extra_layers=[1, 4], layer_mix=layer_mix)
     if layer_mix == "softmax":  # unequal weights, so the order of the layers matters
         ranker.layer_weights.data = torch.tensor([0.5, -1.0, 2.0])
-    input_ids, attention_mask = left_padded_prompts()
-    torch.manual_seed(4)
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        ranker=ranker,
-        num_candidates=5,
-        max_new_tokens=7,
-        return_dict_in_generate=True,
-    )
+    input_ids, attention_mask, output = ranked_generate_output(model, ranker)
     generated = output.candidate_sequences[:, :, input_ids.shape[1] :]
     lengths = expected_lengths(generated)
     prompts, candidates = featurize_candidates(model, input_ids, attention_mask, generated, lengths, [1, 3, 4])
