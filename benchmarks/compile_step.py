@@ -6,15 +6,17 @@ On the embedded SmolLM2-135M-Instruct with the released mixture ranker, one arit
 tokens each (every candidate runs the whole budget): one warm-up call (with ``--compile``: after
 ``model.forward = torch.compile(model.forward, dynamic=True)``, its time includes the compilation), then ranked
 `generate` and plain transformers sampling (``num_return_sequences=16``) alternately, twice each, in milliseconds per
-decoding step. Prints one line per call; nothing is written (issue 30's exploration, summarised in the README).
+decoding step. Writes ``benchmarks/results/samplers/compile_step[_compiled].{md,json}`` (issue 30's exploration).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
+from _common import write_results
 
 from hf_language_ranker import LanguageRanker
 from hf_language_ranker.embedded import load_model_and_tokenizer
@@ -22,6 +24,7 @@ from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task
 
 STEPS, CANDIDATES = 64, 16
+RESULTS = Path(__file__).parent / "results" / "samplers"
 
 
 def main() -> None:
@@ -49,10 +52,22 @@ def main() -> None:
 
     if args.compile:
         model.forward = torch.compile(model.forward, dynamic=True)
-    print(f"warm-up{' with compilation' if args.compile else ''}: {sample(True):.1f} s", flush=True)
+    warm_up = sample(True)
+    per_step = {"ranked generate": [], "plain sampling": []}
     for ranked in (True, False, True, False):
-        name = "ranked generate" if ranked else "plain sampling"
-        print(f"{args.dtype}, {name}: {sample(ranked) / STEPS * 1e3:.1f} ms per step", flush=True)
+        per_step["ranked generate" if ranked else "plain sampling"].append(round(sample(ranked) / STEPS * 1e3, 1))
+    run = "torch.compile(model.forward, dynamic=True)" if args.compile else "uncompiled"
+    lines = [
+        f"# {run}: ms per decoding step, {args.dtype}, N={CANDIDATES} x {STEPS} tokens, {args.threads} threads",
+        "",
+        f"warm-up{' with compilation' if args.compile else ''}: {warm_up:.1f} s",
+        "",
+        *(f"- {name}: {', '.join(map(str, values))}" for name, values in per_step.items()),
+        "",
+        f"`python benchmarks/compile_step.py{' --compile' if args.compile else ''} --dtype {args.dtype}`",
+    ]
+    stem = "compile_step_compiled" if args.compile else "compile_step"
+    write_results(RESULTS, stem, "\n".join(lines) + "\n", {"run": run, "warm_up_seconds": warm_up, **per_step})
 
 
 if __name__ == "__main__":
