@@ -19,9 +19,9 @@ each, four paths, each in its own process (so peak RSS is the path's own) and ru
 The llama.cpp paths are skipped with a note when llama-cpp-python is not installed; their sampling runs on the
 GGUF's own weights whatever the dtype, which only sets the transformers model that ranks. Times are wall seconds per
 prompt; every total is also given as a ratio to ranked `generate` of the same run (same dtype, and float32), and
-each two-pass path's ranking time as a ratio to its own sampling time. For ``hf+rank`` it reports on how many
-prompts it sampled the same candidates and picked the same one as ``generate`` (same seed; llama.cpp draws other
-samples, so its picks are not comparable). The memory bound of `rank_candidates` (64 candidates of 1,024 tokens) is
+each two-pass path's ranking time as a ratio to its own sampling time. Each path draws its own samples (ranked
+`generate` samples with its own decoding loop, `decoding.sample_dropping_finished_rows`), so their picks are not
+compared. The memory bound of `rank_candidates` (64 candidates of 1,024 tokens) is
 `rank_memory.py`'s to measure. Writes ``benchmarks/results/samplers/results.md`` and
 ``results.json`` (or ``--output-name``); the last line printed is the JSON. The report names the CPU's kernels and
 whether it computes bfloat16 natively (AMX-BF16 or AVX512-BF16), which bounds the bfloat16 rows.
@@ -286,13 +286,6 @@ def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.N
     totals = {key: run["sample_seconds_per_prompt"] + run["rank_seconds_per_prompt"] for key, run in runs.items()}
     rows = []
     for (path, dtype), run in runs.items():
-        reference = runs.get((GENERATE, dtype))
-        if path == "hf+rank" and reference is not None:
-            same = [a == b for a, b in zip(run["candidates"], reference["candidates"])]
-            agree = [same_texts and pa == pb for same_texts, pa, pb in zip(same, run["picks"], reference["picks"])]
-            agreement = f"same candidates {sum(same)}/{len(same)}, same pick {sum(agree)}/{len(agree)}"
-        else:
-            agreement = "—" if path == GENERATE else "other samples"
         sample, rank = run["sample_seconds_per_prompt"], run["rank_seconds_per_prompt"]
         reported = run.get("reported_rank_seconds_per_prompt")
         cells = [
@@ -306,7 +299,6 @@ def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.N
             f"{_ratio(reported, sample)} (same pick {run['reported_same_pick']}/{run['prompts']})" if reported else "—",
             f"{run['peak_rss_mb']:.0f}",
             f"{run['accuracy']:.3f}",
-            agreement,
         ]
         rows.append(f"| {path} | {dtype} | " + " | ".join(cells) + " |")
     targets = []
@@ -331,8 +323,8 @@ def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.N
             "",
             "| path | dtype | sampling s/prompt | ranking s/prompt | total s/prompt | vs generate (same dtype) | "
             "vs generate (float32) | ranking / sampling | ranking on the sampler's log-probs s/prompt | "
-            "that / sampling | peak RSS (MB) | picks correct | agreement with generate |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+            "that / sampling | peak RSS (MB) | picks correct |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
             *rows,
             "",
             "Targets (issue 21): ranked generate in bfloat16 <= 1.0x llama.cpp one-sequence sampling; the second pass "

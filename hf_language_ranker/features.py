@@ -8,7 +8,7 @@ Feature convention (shared by serving and training):
   included), else its last generated token;
 * the prompt feature is the state at the prompt's last token.
 
-`CandidateFeatureRecorder` captures these states while `generate` runs, with forward hooks that keep only
+`CandidateFeatureRecorder` captures these states while candidates are sampled, with forward hooks that keep only
 one vector per row and layer (memory O(rows x hidden) whatever the answer length).
 `featurize_candidates` computes the same features with one plain forward pass; tests hold the two equal.
 """
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from .configuration import default_feature_layer
 
@@ -171,102 +170,42 @@ def token_statistics(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.
     return token_log_probs, self_certainty
 
 
-class _RecordingStoppingCriteria(StoppingCriteriaList):
-    """The stopping criteria `generate` built, reporting each step's decision to the recorder."""
-
-    def __init__(self, criteria: StoppingCriteriaList, recorder: CandidateFeatureRecorder) -> None:
-        super().__init__(criteria)
-        self.recorder = recorder
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        is_done = super().__call__(input_ids, scores, **kwargs)
-        self.recorder.on_token(input_ids[:, -1], is_done)
-        return is_done
-
-
 class CandidateFeatureRecorder:
-    """Captures prompt and candidate features of ``num_rows`` sampled rows during `generate`.
+    """Captures prompt and candidate features of ``num_rows`` sampled rows while a decoding loop runs.
 
-    Call order inside transformers' sampling loop, for step ``s``: the forward pass over the token fed at
-    step ``s`` (hooks record it if it is a real token of its row), then sampling, then the stopping criteria
-    (wrapped, so the recorder learns which rows produced a real token and which rows are now finished).
-    The first forward pass is the prompt's; a token is real if its row was unfinished when it was sampled.
-    The last sampled token of rows that were still running is never fed by `generate`: `needs_final_step`
-    says so, and one more forward pass over it completes the features.
-
-    With ``track_token_statistics`` it also sums each real token's log-probability under the raw model
-    distribution and its self-certainty (KL divergence of the distribution from uniform).
+    The loop (`decoding.sample_dropping_finished_rows`) sets `rows` before each forward pass: the sampled row
+    that each row of the batch belongs to, as the batch shrinks when rows finish. Every token it feeds is a real
+    token of its row (the last one being the row's EOS, or its last token when the length limit stopped it), so
+    the state of the last token fed for a row is that row's candidate feature. The first forward pass ends at
+    the prompt's last token of every row and also gives the prompt features. Forward hooks keep one vector per
+    row and layer: memory O(rows x hidden) whatever the answer length.
     """
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        layers: Iterable[int],
-        num_rows: int,
-        device: torch.device,
-        track_token_statistics: bool = False,
-    ) -> None:
-        self.model = model
+    def __init__(self, model: PreTrainedModel, layers: Iterable[int], num_rows: int) -> None:
         self.layers = sorted(set(layers))
-        self.track_token_statistics = track_token_statistics
-        self.step = 0
-        self.unfinished = torch.ones(num_rows, dtype=torch.bool, device=device)
-        self.live = torch.ones(num_rows, dtype=torch.bool, device=device)
-        self.lengths = torch.zeros(num_rows, dtype=torch.long, device=device)
+        self.num_rows = num_rows
+        #: ``[batch rows]`` the sampled row of each row of the next forward pass's batch
+        self.rows: torch.Tensor | None = None
         self.prompt_features: dict[int, torch.Tensor] = {}
         self.candidate_features: dict[int, torch.Tensor] = {}
-        self.sum_log_probs = torch.zeros(num_rows, dtype=torch.float32, device=device)
-        self.sum_self_certainty = torch.zeros(num_rows, dtype=torch.float32, device=device)
-        self._last_logits: torch.Tensor | None = None
         self._tap = HiddenStateTap(model, self.layers, self._record)
-        self._logits_handle = None
 
     def __enter__(self) -> CandidateFeatureRecorder:
-        original = self.model._get_stopping_criteria
-
-        def get_stopping_criteria(*args: Any, **kwargs: Any) -> StoppingCriteriaList:
-            return _RecordingStoppingCriteria(original(*args, **kwargs), self)
-
-        self.model._get_stopping_criteria = get_stopping_criteria
         self._tap.__enter__()
-        if self.track_token_statistics:
-            self._logits_handle = self.model.register_forward_hook(self._keep_logits)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._tap.__exit__(*exc)
-        if self._logits_handle is not None:
-            self._logits_handle.remove()
-        self.model.__dict__.pop("_get_stopping_criteria", None)
-        self._last_logits = None
-
-    @property
-    def needs_final_step(self) -> bool:
-        """Whether some row's last real token was sampled but not yet fed through the model."""
-        return self.step > 0 and bool(self.live.any())
 
     def _record(self, layer: int, states: torch.Tensor) -> None:
         last = states[:, -1].detach()
-        if self.step == 0:
+        if layer not in self.candidate_features:
+            if last.shape[0] != self.num_rows:
+                raise RuntimeError(f"The first forward pass must cover all {self.num_rows} rows, got {last.shape[0]}.")
             self.prompt_features[layer] = last.clone()
             self.candidate_features[layer] = last.clone()
         else:
-            previous = self.candidate_features[layer]
-            self.candidate_features[layer] = torch.where(self.live[:, None], last, previous)
-
-    def _keep_logits(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._last_logits = output.logits[:, -1].detach()
-
-    def on_token(self, tokens: torch.Tensor, is_done: torch.Tensor) -> None:
-        """Called once per sampling step with the sampled tokens and the stopping decision."""
-        self.live = self.unfinished.clone()
-        self.lengths += self.live.long()
-        if self.track_token_statistics and self._last_logits is not None:
-            token_log_probs, self_certainty = token_statistics(self._last_logits, tokens)
-            self.sum_log_probs += torch.where(self.live, token_log_probs, 0.0)
-            self.sum_self_certainty += torch.where(self.live, self_certainty, 0.0)
-        self.unfinished &= ~is_done.to(self.unfinished.device)
-        self.step += 1
+            self.candidate_features[layer][self.rows] = last
 
 
 def featurize_candidates(

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 
+from .decoding import generate_dropping_finished_rows
 from .features import CandidateFeatureRecorder, forward_accepts, position_ids_from_attention_mask
 
 #: `generate` arguments that make no sense when N candidates are sampled and one is picked.
@@ -121,24 +122,6 @@ def prefill_shared_prompt(
     return cache
 
 
-def _feed_last_tokens(
-    model: PreTrainedModel, sequences: torch.LongTensor, prompt_mask: torch.Tensor, cache: Any
-) -> None:
-    """One more forward pass so the hooks see the states of the last sampled tokens."""
-    rows, total = sequences.shape
-    mask = torch.cat([prompt_mask, prompt_mask.new_ones(rows, total - prompt_mask.shape[1])], dim=1)
-    start = cache.get_seq_length() if cache is not None else 0
-    inputs: dict[str, Any] = {"input_ids": sequences[:, start:], "attention_mask": mask}
-    if cache is not None:
-        inputs[cache_argument(model)] = cache
-    inputs["use_cache"] = cache is not None
-    if forward_accepts(model, "position_ids"):
-        inputs["position_ids"] = position_ids_from_attention_mask(mask)[:, start:]
-    if forward_accepts(model, "logits_to_keep"):
-        inputs["logits_to_keep"] = 1
-    model(**inputs)
-
-
 def _pad_token_id(model: PreTrainedModel, generate_kwargs: Mapping[str, Any]) -> int | None:
     """The pad id `generate` uses: from the call, its generation config or the model's; else the first EOS."""
     configs = [generate_kwargs.get("generation_config"), model.generation_config]
@@ -163,10 +146,11 @@ def sample_candidates(
 ) -> SampledCandidates:
     """Sample ``num_candidates`` continuations of each (left-padded) prompt and capture their features.
 
-    The prompt is prefilled once and its cache shared by its candidates. Sampling itself is transformers'
-    own (`generate` with ``do_sample=True``), so every sampling argument, logits processor and stopping
-    criterion applies. Hooks keep only the hidden states at the prompt's last token and at each candidate's
-    last real token for the requested ``layers``.
+    The prompt is prefilled once and its cache shared by its candidates. transformers' `generate` prepares the
+    sampling (``do_sample=True``), so every sampling argument, logits processor and stopping criterion applies;
+    its decoding loop is `decoding.sample_dropping_finished_rows`, which stops computing a candidate once it has
+    ended. Hooks keep only the hidden states at the prompt's last token and at each candidate's last real token
+    for the requested ``layers``.
     """
     generation_config = generate_kwargs.get("generation_config") or model.generation_config
     _check_sampling_arguments(num_candidates, generate_kwargs, generation_config)
@@ -186,23 +170,21 @@ def sample_candidates(
         if cache is not None:
             cache_kwargs[cache_argument(model)] = cache
 
-    recorder = CandidateFeatureRecorder(model, layers, rows, input_ids.device, track_token_statistics)
-    with recorder:
-        settings = {**generate_kwargs, "do_sample": True, "num_return_sequences": 1, "return_dict_in_generate": True}
-        output = GenerationMixin.generate(
-            model, input_ids=expanded_ids, attention_mask=expanded_mask, **cache_kwargs, **settings
-        )
-        if recorder.needs_final_step:
-            _feed_last_tokens(model, output.sequences, expanded_mask, _output_cache(output) if use_cache else None)
-
-    sequences = output.sequences
-    lengths = recorder.lengths
     pad_token_id = _pad_token_id(model, generate_kwargs)
-    if pad_token_id is not None:
-        generated_positions = torch.arange(sequences.shape[1] - prompt_length, device=sequences.device)
-        after_end = generated_positions[None, :] >= lengths[:, None]
-        sequences[:, prompt_length:] = sequences[:, prompt_length:].masked_fill(after_end, pad_token_id)
+    recorder = CandidateFeatureRecorder(model, layers, rows)
+    with recorder:
+        decoded = generate_dropping_finished_rows(
+            model,
+            expanded_ids,
+            expanded_mask,
+            recorder=recorder,
+            padding_id=0 if pad_token_id is None else pad_token_id,
+            track_token_statistics=track_token_statistics,
+            **cache_kwargs,
+            **generate_kwargs,
+        )
 
+    sequences, lengths = decoded.sequences, decoded.lengths
     def per_prompt(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.reshape(batch_size, num_candidates, *tensor.shape[1:])
 
@@ -213,6 +195,6 @@ def sample_candidates(
         prompt_length=prompt_length,
         prompt_features={layer: states[::num_candidates] for layer, states in recorder.prompt_features.items()},
         candidate_features={layer: per_prompt(states) for layer, states in recorder.candidate_features.items()},
-        mean_log_probs=per_prompt(recorder.sum_log_probs / token_counts) if track_token_statistics else None,
-        self_certainty=per_prompt(recorder.sum_self_certainty / token_counts) if track_token_statistics else None,
+        mean_log_probs=per_prompt(decoded.sum_log_probs / token_counts) if track_token_statistics else None,
+        self_certainty=per_prompt(decoded.sum_self_certainty / token_counts) if track_token_statistics else None,
     )

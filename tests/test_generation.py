@@ -126,7 +126,8 @@ def test_shared_prefill_runs_prompt_once(ranked, ranker):
         handle.remove()
     prompt_length = input_ids.shape[1]
     assert batch_sizes[0] == (3, prompt_length - 1)  # the prefill, once per prompt
-    assert all(shape == (12, 1) for shape in batch_sizes[1:])  # then one token per candidate per step
+    assert batch_sizes[1] == (12, 1)  # then the prompt's last token once per candidate
+    assert all(width == 1 for _, width in batch_sizes[2:])  # then one token per candidate still generating
 
 
 def test_ranker_from_local_folder_and_generation_config_round_trip(ranked, ranker, tmp_path):
