@@ -6,8 +6,9 @@
 The ranked path samples with `decoding.sample_dropping_finished_rows` (issue 30): finished candidates leave the
 batch, and tokens are drawn by inverse transform sampling instead of ``torch.multinomial``. This measures what that
 gives, against the library as it was at ``--baseline`` (default a55b1ba, the last revision that sampled with
-transformers' own loop), in one run: the baseline's package is extracted with ``git archive``, and each revision runs
-in its own process, alternately, ``--rounds`` times per dtype (so both see the same machine load).
+transformers' own loop), in one run: the baseline's package and its released rankers are extracted with
+``git archive``, and each revision runs in its own process, alternately, ``--rounds`` times per dtype (so both see
+the same machine load).
 
 Each process loads the embedded SmolLM2-135M-Instruct and the released mixture ranker, then, with the collections'
 sampling settings (temperature 0.8, top-k 50, N=16, up to 64 new tokens):
@@ -18,7 +19,9 @@ sampling settings (temperature 0.8, top-k 50, N=16, up to 64 new tokens):
   labels and features included: real tokens per second, the throughput its progress bar shows.
 
 The revisions draw different samples (another random stream), so answers differ in length: compare the seconds per
-token as well as per prompt. Writes ``benchmarks/results/samplers/decoding_loop.{md,json}``.
+token as well as per prompt. Last, in the parent process, the two ways of drawing a token are timed alone on the
+processed scores of 16 rows over the model's vocabulary (temperature 0.8, top-k 50): ``torch.multinomial`` (what
+transformers' loop calls) and `decoding.sample_tokens`. Writes ``benchmarks/results/samplers/decoding_loop.{md,json}``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "samplers"
 SAMPLING = {"temperature": 0.8, "top_k": 50}
 CANDIDATES, MAX_NEW_TOKENS = 16, 64
+#: the embedded SmolLM2-135M-Instruct's vocabulary
+VOCAB_SIZE = 49_152
 
 
 def real_tokens(generated, eos_ids: set[int]) -> int:
@@ -104,6 +109,33 @@ def measure(dtype: str, prompts: int, collect_prompts: int, threads: int) -> dic
     }
 
 
+def time_token_draws(vocab_size: int, rows: int = 16, repeats: int = 200) -> dict[str, float]:
+    """Milliseconds per draw of one token for each of ``rows`` rows: ``torch.multinomial`` and `sample_tokens`."""
+    import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
+
+    from hf_language_ranker.decoding import sample_tokens
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(rows, vocab_size, generator=generator) * 4
+    processors = LogitsProcessorList(
+        [TemperatureLogitsWarper(SAMPLING["temperature"]), TopKLogitsWarper(SAMPLING["top_k"])]
+    )
+    scores = processors(torch.zeros(rows, 1, dtype=torch.long), logits)
+    draws = {
+        "multinomial": lambda: torch.multinomial(torch.softmax(scores, dim=-1), 1),
+        "sample_tokens": lambda: sample_tokens(scores),
+    }
+    timings = {}
+    for name, draw in draws.items():
+        draw()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            draw()
+        timings[name] = (time.perf_counter() - started) / repeats * 1e3
+    return timings
+
+
 def run_revision(tree: Path, dtype: str, args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, __file__, "--worker", "--dtypes", dtype, "--prompts", str(args.prompts)]
     command += ["--collect-prompts", str(args.collect_prompts), "--threads", str(args.threads)]
@@ -140,8 +172,9 @@ def main() -> None:
     from hf_language_ranker.embedded import native_bf16_cpu_capabilities
 
     with tempfile.TemporaryDirectory() as folder:
+        paths = ["hf_language_ranker", "model_cards"]  # the package, and the released rankers it links to
         archive = subprocess.run(
-            ["git", "archive", args.baseline, "hf_language_ranker"], cwd=ROOT, capture_output=True, check=True
+            ["git", "archive", args.baseline, *paths], cwd=ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
         trees = {f"baseline {args.baseline}": Path(folder), "row-dropping loop": ROOT}
@@ -189,8 +222,25 @@ def main() -> None:
             f"{ratios['generate_ms_per_token']:.2f}x per token; collection {ratios['collect_tokens_per_s']:.2f}x the "
             "tokens per second"
         )
-    lines += ["", "`python benchmarks/decoding_loop.py " + " ".join(sys.argv[1:]) + "`"]
-    payload = {"cpu": cpu_name(), "bf16_capabilities": list(capabilities), "runs": runs, "speedup": summary}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    draws = time_token_draws(VOCAB_SIZE)
+    lines += [
+        "",
+        f"Drawing one token for each of 16 rows over {VOCAB_SIZE:,} tokens: `torch.multinomial` "
+        f"{draws['multinomial']:.2f} ms, `sample_tokens` {draws['sample_tokens']:.2f} ms "
+        f"({draws['multinomial'] / draws['sample_tokens']:.1f}x).",
+        "",
+        "`python benchmarks/decoding_loop.py " + " ".join(sys.argv[1:]) + "`",
+    ]
+    payload = {
+        "cpu": cpu_name(),
+        "bf16_capabilities": list(capabilities),
+        "runs": runs,
+        "speedup": summary,
+        "token_draw_ms": draws,
+    }
     write_results(RESULTS, "decoding_loop", "\n".join(lines) + "\n", payload)
 
 

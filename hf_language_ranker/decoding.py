@@ -17,7 +17,7 @@ as those of transformers' plain sampling.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -65,18 +65,27 @@ def _model_cache(model_kwargs: dict[str, Any]) -> Any:
     return next((cache for cache in caches if cache is not None), None)
 
 
-def _forward_logits(
-    model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor, cache: Any
-) -> torch.Tensor:
-    """The next-token logits ``[rows, V]`` after ``input_ids`` (the new tokens; ``attention_mask`` covers all)."""
-    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": cache is not None}
-    if cache is not None:
-        inputs["cache" if forward_accepts(model, "cache") else "past_key_values"] = cache
-    if forward_accepts(model, "position_ids"):
-        inputs["position_ids"] = position_ids_from_attention_mask(attention_mask)[:, -input_ids.shape[1] :]
-    if forward_accepts(model, "logits_to_keep"):
-        inputs["logits_to_keep"] = 1
-    return model(**inputs).logits[:, -1]
+def _next_token_logits(model: PreTrainedModel, cache: Any, padded: bool) -> Callable[..., torch.Tensor]:
+    """``logits(new_tokens, attention_mask)``: the next-token logits ``[rows, V]`` after the new tokens, whose
+    ``attention_mask`` covers every column. Without padding the mask is not passed (as `generate` drops an all-ones
+    mask): attention then needs no mask to be built at each step."""
+    cache_name = "cache" if forward_accepts(model, "cache") else "past_key_values"
+    takes_positions = forward_accepts(model, "position_ids")
+    takes_logits_to_keep = forward_accepts(model, "logits_to_keep")
+
+    def logits(new_tokens: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        inputs: dict[str, Any] = {"input_ids": new_tokens, "use_cache": cache is not None}
+        if padded:
+            inputs["attention_mask"] = attention_mask
+        if cache is not None:
+            inputs[cache_name] = cache
+        if takes_positions:
+            inputs["position_ids"] = position_ids_from_attention_mask(attention_mask)[:, -new_tokens.shape[1] :]
+        if takes_logits_to_keep:
+            inputs["logits_to_keep"] = 1
+        return model(**inputs).logits[:, -1]
+
+    return logits
 
 
 @torch.no_grad()
@@ -108,10 +117,11 @@ def sample_dropping_finished_rows(
     sums = torch.zeros(2, rows, device=device) if track_token_statistics else None
     sequences = input_ids
     new_tokens = input_ids[:, cache.get_seq_length() :] if cache is not None else input_ids
+    next_token_logits = _next_token_logits(model, cache, padded=not bool(attention_mask.all()))
     while True:
         if recorder is not None:
             recorder.rows = batch_rows
-        logits = _forward_logits(model, new_tokens, attention_mask, cache)
+        logits = next_token_logits(new_tokens, attention_mask)
         sampling = unfinished[batch_rows]
         if not sampling.all():  # rows whose last token was just fed leave the batch
             keep = sampling.nonzero().squeeze(-1)
