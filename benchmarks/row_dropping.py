@@ -14,7 +14,8 @@ tenth token still costs a row of every later step. On the embedded SmolLM2-135M-
   (``DynamicCache.batch_select_indices``).
 
 The paths draw different samples (the loop has its own random stream), so it compares time per generated token as
-well as time per prompt. A measurement of the lever only: the library's ranked path is unchanged. It also counts, in
+well as time per prompt. The measurement that motivated the ranked path's own loop (`decoding.py`, measured by
+``decoding_loop.py``); the minimal loop here has no ranker. It also counts, in
 the committed test collections (``data/mixture``, N=16, 64 tokens), how many of the 16 rows are still generating on
 average over the steps transformers runs (until each prompt's longest candidate ends). Writes
 ``benchmarks/results/samplers/row_dropping.{md,json}``.
