@@ -6,10 +6,12 @@ Feature convention (shared by serving and training):
   output of decoder block ``k``; for the last layer the final norm is applied;
 * a candidate's feature is the state at its last real token: the first EOS if one was generated (EOS
   included), else its last generated token;
-* the prompt feature is the state at the prompt's last token.
+* the prompt feature is the state at the prompt's last token;
+* on request, answer poolings of the candidate's tokens beside the last one (`hf_language_ranker.pooling`: the mean
+  of the answer tokens' states, the state at the first answer token).
 
 `CandidateFeatureRecorder` captures these states while candidates are sampled, with forward hooks that keep only
-one vector per row and layer (memory O(rows x hidden) whatever the answer length).
+one vector per row, layer and pooling (memory O(rows x hidden) whatever the answer length).
 `featurize_candidates` computes the same features with one plain forward pass; tests hold the two equal.
 """
 
@@ -26,6 +28,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .configuration import default_feature_layer
+from .pooling import ANSWER_POOLINGS, check_answer_poolings
 
 
 def text_config(model_or_config: PreTrainedModel | PretrainedConfig) -> PretrainedConfig:
@@ -64,13 +67,39 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def stack_layers(by_layer: Mapping[int, Any], layers: Sequence[int]) -> Any:
+def stack_layers(by_layer: Mapping[Any, Any], layers: Sequence[Any]) -> Any:
     """A ranker's input from per-layer features (tensors or numpy arrays): the one layer's as is, several stacked on a
-    layer axis before the hidden one (``[..., L, H]``), in the order of ``layers`` (``RankerConfig.input_layers``)."""
+    layer axis before the hidden one (``[..., L, H]``), in the order of ``layers`` (``RankerConfig.input_layers``, or
+    the ``(pooling, layer)`` slots of ``RankerConfig.input_features``)."""
     if len(layers) == 1:
         return by_layer[layers[0]]
     parts = [by_layer[layer] for layer in layers]
     return torch.stack(parts, dim=-2) if isinstance(parts[0], torch.Tensor) else np.stack(parts, axis=-2)
+
+
+def stack_inputs(
+    slots: Sequence[tuple[str, int]],
+    prompt_features: Mapping[int, Any],
+    candidate_features: Mapping[int, Any],
+    pooled_features: Mapping[str, Mapping[int, Any]] | None = None,
+) -> tuple[Any, Any]:
+    """A ranker's prompt and candidate inputs for its ``(pooling, layer)`` ``slots`` (``RankerConfig.input_features``)
+    from per-layer features: ``candidate_features`` (the last token's) and ``pooled_features`` (pooling -> layer ->
+    features). A prompt has no answer to pool: its last token's feature fills every slot of its layer."""
+    candidates = {}
+    for pooling, layer in slots:
+        if pooling == "last":
+            candidates[pooling, layer] = candidate_features[layer]
+        elif layer in (pooled_features or {}).get(pooling, {}):
+            candidates[pooling, layer] = pooled_features[pooling][layer]
+        else:
+            raise ValueError(
+                f"The ranker reads the {pooling!r} answer pooling at layer {layer} (config.answer_poolings), but no "
+                f"such features were given: read them with answer_poolings=[{pooling!r}] (ranked generate and "
+                "rank_candidates ask for what their rankers read)."
+            )
+    prompts = {(pooling, layer): prompt_features[layer] for pooling, layer in slots}
+    return stack_layers(prompts, slots), stack_layers(candidates, slots)
 
 
 def resolve_feature_layer(model_or_config: PreTrainedModel | PretrainedConfig, layer: int | None) -> int:
@@ -177,17 +206,23 @@ class CandidateFeatureRecorder:
     that each row of the batch belongs to, as the batch shrinks when rows finish. Every token it feeds is a real
     token of its row (the last one being the row's EOS, or its last token when the length limit stopped it), so
     the state of the last token fed for a row is that row's candidate feature. The first forward pass ends at
-    the prompt's last token of every row and also gives the prompt features. Forward hooks keep one vector per
-    row and layer: memory O(rows x hidden) whatever the answer length.
+    the prompt's last token of every row and also gives the prompt features; every later pass feeds answer tokens,
+    which the ``answer_poolings`` (`hf_language_ranker.pooling`) fold in as they come. Forward hooks keep one
+    vector per row, layer and pooling: memory O(rows x hidden) whatever the answer length.
     """
 
-    def __init__(self, model: PreTrainedModel, layers: Iterable[int], num_rows: int) -> None:
+    def __init__(
+        self, model: PreTrainedModel, layers: Iterable[int], num_rows: int, answer_poolings: Sequence[str] = ()
+    ) -> None:
         self.layers = sorted(set(layers))
         self.num_rows = num_rows
+        self.answer_poolings = check_answer_poolings(answer_poolings)
         #: ``[batch rows]`` the sampled row of each row of the next forward pass's batch
         self.rows: torch.Tensor | None = None
         self.prompt_features: dict[int, torch.Tensor] = {}
         self.candidate_features: dict[int, torch.Tensor] = {}
+        self._pooled: dict[str, dict[int, torch.Tensor]] = {pooling: {} for pooling in self.answer_poolings}
+        self._fed: dict[int, torch.Tensor] = {}  # layer -> [num_rows] answer tokens fed so far
         self._tap = HiddenStateTap(model, self.layers, self._record)
 
     def __enter__(self) -> CandidateFeatureRecorder:
@@ -204,8 +239,25 @@ class CandidateFeatureRecorder:
                 raise RuntimeError(f"The first forward pass must cover all {self.num_rows} rows, got {last.shape[0]}.")
             self.prompt_features[layer] = last.clone()
             self.candidate_features[layer] = last.clone()
+            if self.answer_poolings:
+                self._fed[layer] = torch.zeros(self.num_rows, dtype=torch.long, device=last.device)
+                for pooling, kept in self._pooled.items():
+                    kept[layer] = ANSWER_POOLINGS[pooling].start(self.num_rows, last)
         else:
             self.candidate_features[layer][self.rows] = last
+            if self.answer_poolings:
+                fed = self._fed[layer][self.rows]
+                for pooling, kept in self._pooled.items():
+                    ANSWER_POOLINGS[pooling].update(kept[layer], self.rows, last, fed)
+                self._fed[layer][self.rows] += 1
+
+    @property
+    def pooled_features(self) -> dict[str, dict[int, torch.Tensor]]:
+        """pooling -> layer -> ``[num_rows, H]`` each answer pooling of the answer tokens fed so far."""
+        return {
+            pooling: {layer: ANSWER_POOLINGS[pooling].finish(kept, self._fed[layer]) for layer, kept in held.items()}
+            for pooling, held in self._pooled.items()
+        }
 
 
 def featurize_candidates(
@@ -215,6 +267,7 @@ def featurize_candidates(
     generated_ids: torch.LongTensor,
     candidate_lengths: torch.LongTensor,
     layers: Iterable[int],
+    pooling: str = "last",
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Features by one plain forward pass over prompt + candidate (the reference definition).
 
@@ -223,6 +276,8 @@ def featurize_candidates(
         generated_ids: the generated tokens of each candidate, ``[B, N, G]``.
         candidate_lengths: number of real generated tokens of each candidate, ``[B, N]``.
         layers: hidden-state indices to return.
+        pooling: the candidate feature: ``"last"`` (the last real token's state) or an answer pooling
+            (`hf_language_ranker.pooling`: ``"mean"``, ``"first"``) of the real generated tokens' states.
 
     Returns:
         ``(prompt_features, candidate_features)``: dicts from layer to ``[B, H]`` and ``[B, N, H]``.
@@ -247,5 +302,9 @@ def featurize_candidates(
     for layer in sorted(set(layers)):
         states = hidden_states[layer]
         prompt_features[layer] = states[::num_candidates, prompt_length - 1]
-        candidate_features[layer] = states[row_index, last_positions].reshape(batch_size, num_candidates, -1)
+        if pooling == "last":
+            candidate = states[row_index, last_positions]
+        else:
+            candidate = ANSWER_POOLINGS[pooling].over(states[:, prompt_length:], lengths)
+        candidate_features[layer] = candidate.reshape(batch_size, num_candidates, -1)
     return prompt_features, candidate_features

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import torch
@@ -44,6 +44,7 @@ from .features import (
     text_config,
     token_statistics,
 )
+from .pooling import ANSWER_POOLINGS, check_answer_poolings
 from .prompts import format_prompt, padding_tokenizer, tokenize_prompts
 from .sampling import cache_argument, prefill_cache
 
@@ -61,6 +62,7 @@ class CandidateFeatures:
         candidate_mask: ``[B, N]`` true for real candidates.
         lengths: ``[B, N]`` tokens of each candidate (EOS included).
         mean_log_probs, self_certainty: ``[B, N]`` token statistics, with ``token_statistics=True``.
+        pooled_features: answer pooling -> layer -> ``[B, N, H]``, the ``answer_poolings`` asked for.
     """
 
     prompt_features: dict[int, torch.Tensor]
@@ -69,6 +71,7 @@ class CandidateFeatures:
     lengths: torch.Tensor
     mean_log_probs: torch.Tensor | None = None
     self_certainty: torch.Tensor | None = None
+    pooled_features: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------- token layout
@@ -247,6 +250,7 @@ def _stop_at_block(model: PreTrainedModel, layer: int) -> Iterator[None]:
 class _ChunkFeatures:
     prompt_states: dict[int, torch.Tensor]  # layer -> [R, H]
     candidate_states: dict[int, torch.Tensor]  # layer -> [R, H]
+    pooled_states: dict[str, dict[int, torch.Tensor]]  # pooling -> layer -> [R, H]
     lengths: torch.Tensor  # [R]
     mean_log_probs: torch.Tensor | None  # [R]
     self_certainty: torch.Tensor | None  # [R]
@@ -256,6 +260,7 @@ def _read_chunk(
     model: PreTrainedModel,
     rows: Sequence[tuple[list[int], list[int]]],
     layers: Sequence[int],
+    answer_poolings: Sequence[str],
     token_statistics: bool,
     pad_token_id: int,
     cache: Any,
@@ -275,10 +280,13 @@ def _read_chunk(
     row_index = torch.arange(len(rows), device=device)
     prompt_states: dict[int, torch.Tensor] = {}
     candidate_states: dict[int, torch.Tensor] = {}
+    pooled_states: dict[str, dict[int, torch.Tensor]] = {pooling: {} for pooling in answer_poolings}
 
     def keep(layer: int, states: torch.Tensor) -> None:
         prompt_states[layer] = states[:, prompt_width - 1].float()
         candidate_states[layer] = states[row_index, last].float()
+        for pooling, by_layer in pooled_states.items():
+            by_layer[layer] = ANSWER_POOLINGS[pooling].over(states[:, prompt_width:], lengths).float()
 
     inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": cache is not None}
     if cache is not None:
@@ -293,13 +301,13 @@ def _read_chunk(
         stopped = contextlib.suppress(_ForwardStopped)
         with HiddenStateTap(model, layers, keep), _stop_at_block(model, max(layers)), stopped:
             model(**inputs)
-        return _ChunkFeatures(prompt_states, candidate_states, lengths, None, None)
+        return _ChunkFeatures(prompt_states, candidate_states, pooled_states, lengths, None, None)
     with HiddenStateTap(model, layers, keep):
         output = model(**inputs)
     logits = output.logits if keeps_logits else output.logits[:, prompt_width - 1 : -1]
     sum_log_probs, sum_self_certainty = _token_statistic_sums(logits, input_ids[:, prompt_width:], lengths)
     return _ChunkFeatures(
-        prompt_states, candidate_states, lengths, sum_log_probs / lengths, sum_self_certainty / lengths
+        prompt_states, candidate_states, pooled_states, lengths, sum_log_probs / lengths, sum_self_certainty / lengths
     )
 
 
@@ -340,6 +348,7 @@ def featurize_token_candidates(
     candidate_ids: Sequence[Sequence[Sequence[int]]],
     layers: Sequence[int],
     *,
+    answer_poolings: Sequence[str] = (),
     token_statistics: bool = False,
     candidate_batch_size: int = 8,
     pad_token_id: int = 0,
@@ -349,23 +358,29 @@ def featurize_token_candidates(
     Each distinct prompt is prefilled once (all but its last token; prompts whose candidates fit in one chunk
     together, left-padded) and its candidates run on a copy of that cache, chunk by chunk, as ranked `generate`
     shares its prefill: each row feeds the prompt's last token and the candidate's tokens (right-padded), read with
-    `HiddenStateTap` at the prompt's last token and the candidate's last token. Memory is bounded by
+    `HiddenStateTap` at the prompt's last token and the candidate's last token, and over the candidate's tokens for
+    the ``answer_poolings`` (`hf_language_ranker.pooling`). Memory is bounded by
     ``candidate_batch_size`` rows. With ``token_statistics`` the logits over the answer positions give each
     candidate's mean token log-probability and self-certainty, as `CandidateFeatureRecorder` sums them.
     """
     if not isinstance(candidate_batch_size, int) or isinstance(candidate_batch_size, bool) or candidate_batch_size < 1:
         raise ValueError(f"candidate_batch_size must be an integer >= 1, got {candidate_batch_size!r}.")
-    layers = sorted(set(layers))
+    layers, answer_poolings = sorted(set(layers)), check_answer_poolings(answer_poolings)
     device = model.device
     batch_size, width = len(candidate_ids), max(len(group) for group in candidate_ids)
     hidden_size = int(text_config(model).hidden_size)
+
+    def per_candidate() -> dict[int, torch.Tensor]:
+        return {layer: torch.zeros(batch_size, width, hidden_size, device=device) for layer in layers}
+
     features = CandidateFeatures(
         prompt_features={layer: torch.zeros(batch_size, hidden_size, device=device) for layer in layers},
-        candidate_features={layer: torch.zeros(batch_size, width, hidden_size, device=device) for layer in layers},
+        candidate_features=per_candidate(),
         candidate_mask=torch.zeros(batch_size, width, dtype=torch.bool, device=device),
         lengths=torch.zeros(batch_size, width, dtype=torch.long, device=device),
         mean_log_probs=torch.zeros(batch_size, width, device=device) if token_statistics else None,
         self_certainty=torch.zeros(batch_size, width, device=device) if token_statistics else None,
+        pooled_features={pooling: per_candidate() for pooling in answer_poolings},
     )
     for prompts, group_rows in _prompt_groups(prompt_ids, candidate_ids, candidate_batch_size):
         cache, cached_mask = _prefill(model, prompts, pad_token_id)
@@ -379,7 +394,14 @@ def featurize_token_candidates(
             fed = [prompts[u][-1:] if cache is not None else prompts[u] for u, _, _ in chunk]
             rows = [(prompt, list(candidate_ids[b][n])) for prompt, (_, b, n) in zip(fed, chunk)]
             read = _read_chunk(
-                model, rows, layers, token_statistics, pad_token_id, chunk_cache, cached_mask[prompt_index]
+                model,
+                rows,
+                layers,
+                answer_poolings,
+                token_statistics,
+                pad_token_id,
+                chunk_cache,
+                cached_mask[prompt_index],
             )
             b_index = torch.tensor([b for _, b, _ in chunk], device=device)
             n_index = torch.tensor([n for _, _, n in chunk], device=device)
@@ -388,6 +410,8 @@ def featurize_token_candidates(
                 # the prompt's first candidate gives its prompt feature (other rows only differ by padding)
                 first = (n_index == 0).nonzero().squeeze(-1)
                 features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
+                for pooling, by_layer in features.pooled_features.items():
+                    by_layer[layer][b_index, n_index] = read.pooled_states[pooling][layer]
             features.candidate_mask[b_index, n_index] = True
             features.lengths[b_index, n_index] = read.lengths
             if token_statistics:

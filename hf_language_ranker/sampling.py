@@ -7,7 +7,7 @@ training, so the features a ranker is trained on are exactly those it sees when 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ class SampledCandidates:
         prompt_length: number of prompt columns ``P`` in ``sequences``.
         prompt_features: layer -> ``[B, H]``.
         candidate_features: layer -> ``[B, N, H]``.
+        pooled_features: answer pooling -> layer -> ``[B, N, H]`` (the ``answer_poolings`` asked for; float32 means).
         mean_log_probs: ``[B, N]`` mean token log-probability under the model (with token statistics).
         self_certainty: ``[B, N]`` mean self-certainty of the token distributions (with token statistics).
     """
@@ -47,6 +48,7 @@ class SampledCandidates:
     candidate_features: dict[int, torch.Tensor]
     mean_log_probs: torch.Tensor | None = None
     self_certainty: torch.Tensor | None = None
+    pooled_features: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def generated(self) -> torch.LongTensor:
@@ -141,6 +143,7 @@ def sample_candidates(
     *,
     num_candidates: int,
     layers: Sequence[int],
+    answer_poolings: Sequence[str] = (),
     track_token_statistics: bool = False,
     **generate_kwargs: Any,
 ) -> SampledCandidates:
@@ -150,7 +153,7 @@ def sample_candidates(
     sampling (``do_sample=True``), so every sampling argument, logits processor and stopping criterion applies;
     its decoding loop is `decoding.sample_dropping_finished_rows`, which stops computing a candidate once it has
     ended. Hooks keep only the hidden states at the prompt's last token and at each candidate's last real token
-    for the requested ``layers``.
+    for the requested ``layers``, and the running ``answer_poolings`` (`hf_language_ranker.pooling`) there.
     """
     generation_config = generate_kwargs.get("generation_config") or model.generation_config
     _check_sampling_arguments(num_candidates, generate_kwargs, generation_config)
@@ -171,7 +174,7 @@ def sample_candidates(
             cache_kwargs[cache_argument(model)] = cache
 
     pad_token_id = _pad_token_id(model, generate_kwargs)
-    recorder = CandidateFeatureRecorder(model, layers, rows)
+    recorder = CandidateFeatureRecorder(model, layers, rows, answer_poolings)
     with recorder:
         decoded = generate_dropping_finished_rows(
             model,
@@ -197,4 +200,8 @@ def sample_candidates(
         candidate_features={layer: per_prompt(states) for layer, states in recorder.candidate_features.items()},
         mean_log_probs=per_prompt(decoded.sum_log_probs / token_counts) if track_token_statistics else None,
         self_certainty=per_prompt(decoded.sum_self_certainty / token_counts) if track_token_statistics else None,
+        pooled_features={
+            pooling: {layer: per_prompt(states) for layer, states in by_layer.items()}
+            for pooling, by_layer in recorder.pooled_features.items()
+        },
     )

@@ -1,0 +1,1 @@
+../../../hf_language_ranker/pooling.py
