@@ -11,6 +11,9 @@ Columns:
 * ``prompt_features.<k>`` (``[H]``) and ``candidate_features.<k>`` (``[N, H]``), float16, for every
   collected layer ``k`` (`prompt_feature_column`, `candidate_feature_column`; the convention of
   `hf_language_ranker.features`);
+* only when collected with ``answer_poolings``: ``<pooling>_candidate_features.<k>`` (``[N, H]``, float16), e.g.
+  ``mean_candidate_features.18``, each answer pooling of `hf_language_ranker.pooling` at every collected layer
+  (`candidate_feature_column` with ``pooling``);
 * `GENERATION` (str): the sampling settings as JSON.
 
 The dataset's ``info.description`` holds a JSON `CollectionInfo` (model fingerprint, layers, settings).
@@ -59,19 +62,26 @@ def prompt_feature_column(layer: int) -> str:
     return f"{PROMPT_FEATURES}.{layer}"
 
 
-def candidate_feature_column(layer: int) -> str:
-    return f"{CANDIDATE_FEATURES}.{layer}"
+def candidate_feature_column(layer: int, pooling: str = "last") -> str:
+    """The column of the candidates' features at ``layer``: their last token's, or an answer pooling's."""
+    return f"{CANDIDATE_FEATURES}.{layer}" if pooling == "last" else f"{pooling}_{CANDIDATE_FEATURES}.{layer}"
 
 
-def feature_layers(dataset: Dataset) -> list[int]:
-    """The layers whose features a candidate dataset holds."""
-    prefix = f"{CANDIDATE_FEATURES}."
+def feature_layers(dataset: Dataset, pooling: str = "last") -> list[int]:
+    """The layers whose features (the last token's, or those of an answer ``pooling``) a candidate dataset holds."""
+    prefix = candidate_feature_column(0, pooling).removesuffix("0")
     return sorted(int(name[len(prefix) :]) for name in dataset.column_names if name.startswith(prefix))
 
 
-def check_feature_layer(dataset: Dataset, layer: int) -> None:
-    """Raise a clear error if ``layer`` was not collected."""
-    layers = feature_layers(dataset)
+def check_feature_layer(dataset: Dataset, layer: int, pooling: str = "last") -> None:
+    """Raise a clear error if ``layer`` (with an answer ``pooling``: its pooled features there) was not collected."""
+    layers = feature_layers(dataset, pooling)
+    if layer not in layers and pooling != "last":
+        raise ValueError(
+            f"The candidate dataset has no {pooling!r} answer-pooling features for layer {layer} (column "
+            f"{candidate_feature_column(layer, pooling)!r}); it holds them for layers {layers}. Collect again with "
+            f"answer_poolings=[{pooling!r}] and that layer, or train without that pooling."
+        )
     if layer not in layers:
         raise ValueError(
             f"The candidate dataset has no features for layer {layer}; it holds layers {layers}. "
@@ -118,10 +128,11 @@ def correct_candidates(dataset: Dataset, n: int) -> np.ndarray:
     return per_candidate_values(dataset, LABELS, n) >= CORRECT_THRESHOLD
 
 
-def layer_features(dataset: Dataset, layer: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt features ``[P, H]`` and the first ``n`` candidates' features ``[P, n, H]`` of ``layer``, float32."""
-    check_feature_layer(dataset, layer)
-    columns = [prompt_feature_column(layer), candidate_feature_column(layer)]
+def layer_features(dataset: Dataset, layer: int, n: int, pooling: str = "last") -> tuple[np.ndarray, np.ndarray]:
+    """Prompt features ``[P, H]`` and the first ``n`` candidates' features ``[P, n, H]`` of ``layer``, float32: the
+    candidates' last token's, or those of an answer ``pooling``."""
+    check_feature_layer(dataset, layer, pooling)
+    columns = [prompt_feature_column(layer), candidate_feature_column(layer, pooling)]
     values = dataset.with_format("numpy", columns=columns)[:]
     prompts = np.asarray(values[columns[0]], dtype=np.float32)
     return prompts, _first_n(values[columns[1]], n)

@@ -20,6 +20,7 @@ from transformers import HfArgumentParser
 
 from .configuration import MODEL_DTYPES, SELECTION_MODES
 from .evaluation.experiment import SPLIT_SHARES, SPLITS
+from .pooling import ANSWER_POOLINGS
 from .training_args import RankerTrainingArguments
 
 EPILOG = """typical flow:
@@ -197,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--preset", default="arithmetic", help="preset giving the task's split sizes")
     collect.add_argument("--verifier", default=None, help="math, code or tools (default: the task's)")
     collect.add_argument("--layers", type=int, nargs="+", default=None, help="feature layers (default: ~60%% depth)")
+    collect.add_argument(
+        "--answer-poolings",
+        nargs="+",
+        choices=tuple(ANSWER_POOLINGS),
+        default=(),
+        help="also keep these candidate features at every layer, for rankers with --answer_poolings (default: none)",
+    )
     collect.add_argument("--batch-size", type=positive_int, default=4, help="prompts per sampling call")
     collect.add_argument("--output-dir", required=True)
     collect.add_argument("--overwrite", action="store_true", help="discard what --output-dir holds")
@@ -295,7 +303,7 @@ def run_collect(args: argparse.Namespace) -> None:
             prompts, candidates, append_eos = read_candidates_jsonl(args.candidates)
             external = {"candidates": candidates, "append_eos": append_eos}
     verifier = as_verifier(verifier)  # checked before the model loads
-    options = _options(args, "output_dir", "layers", "batch_size", "seed", "overwrite")
+    options = _options(args, "output_dir", "layers", "answer_poolings", "batch_size", "seed", "overwrite")
     sampling = external or {"num_candidates": args.num_candidates, **_sampling(args)}
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
     dataset = collect_candidates(model, tokenizer, prompts, verifier, **options, **sampling)

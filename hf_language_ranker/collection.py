@@ -53,6 +53,7 @@ from .layout import (
     featurize_token_candidates,
     prompt_token_ids,
 )
+from .pooling import check_answer_poolings
 from .prompts import format_prompt, padding_tokenizer, resolve_chat_template, tokenize_prompts
 from .sampling import SampledCandidates, sample_candidates
 from .shards import Progress, ShardedJob, check_counts, json_digest
@@ -86,6 +87,7 @@ def collect_candidates(
     overwrite: bool = False,
     candidates: Sequence[Sequence[CandidateLike]] | None = None,
     append_eos: bool | Sequence[Sequence[bool]] = True,
+    answer_poolings: Sequence[str] = (),
     **sampling: Any,
 ) -> Dataset:
     """Sample, label and featurize ``num_candidates`` answers per prompt into a candidate dataset.
@@ -118,6 +120,10 @@ def collect_candidates(
         candidates: externally sampled answers, ``candidates[i]`` for prompt ``i`` (texts or token ids, the same
             number for every prompt); see `hf_language_ranker.layout` for how texts and ids are read.
         append_eos: for text candidates, whether each ended with EOS (one bool, or one per candidate).
+        answer_poolings: also keep these answer poolings (`hf_language_ranker.pooling`: ``"mean"``, ``"first"``) at
+            every layer of ``layers``, read in the same pass, for rankers with ``answer_poolings``: one more float16
+            column each (``<pooling>_candidate_features.<k>``, ``2 * H`` bytes per candidate and layer). By default
+            none, and the layout is that of collections made before they existed.
         **sampling: transformers `generate` arguments (``temperature``, ``top_p``, ``logits_processor``, ...).
 
     Returns:
@@ -128,7 +134,16 @@ def collect_candidates(
     job = ShardedJob("collection", output_dir, len(examples), shard_size, batch_size, seed=seed, overwrite=overwrite)
     verifier, layers = as_verifier(verifier), _resolve_layers(model, layers)
     use_chat_template = resolve_chat_template(tokenizer, chat_template)
-    collection = _Collection(job, examples, model, padding_tokenizer(tokenizer), verifier, layers, use_chat_template)
+    collection = _Collection(
+        job,
+        examples,
+        model,
+        padding_tokenizer(tokenizer),
+        verifier,
+        layers,
+        use_chat_template,
+        check_answer_poolings(answer_poolings),
+    )
     if candidates is None:
         return _collect_sampled(collection, num_candidates, max_new_tokens, sampling)
     given = {key for key, value in sampling.items() if value is not None}
@@ -166,6 +181,7 @@ def _collect_sampled(
             inputs["attention_mask"],
             num_candidates=num_candidates,
             layers=collection.layers,
+            answer_poolings=collection.answer_poolings,
             track_token_statistics=True,
             max_new_tokens=max_new_tokens,
             **sampling,
@@ -197,6 +213,7 @@ def _collect_given(
             prompt_token_ids(tokenizer, prompts, collection.use_chat_template, vocab_size),
             batch_ids,
             collection.layers,
+            answer_poolings=collection.answer_poolings,
             token_statistics=True,
             candidate_batch_size=collection.job.batch_size * num_candidates,
             pad_token_id=tokenizer.pad_token_id,
@@ -217,6 +234,7 @@ class _Collection:
     verifier: Verifier
     layers: list[int]
     use_chat_template: bool
+    answer_poolings: list[str]
 
     def run(self, num_candidates: int, generation: dict[str, Any], read: _Reader) -> Dataset:
         """Write the collection with the job runner, each batch's candidates and features from ``read``."""
@@ -238,9 +256,11 @@ class _Collection:
             "prompts_sha256": _prompts_digest(self.examples),
             "chat_template": self.use_chat_template,
             "seed": self.job.seed,
+            # only when asked: the manifests of collections without poolings stay as they were, so they resume
+            **({"answer_poolings": self.answer_poolings} if self.answer_poolings else {}),
         }
         rows = functools.partial(self._rows, read, json.dumps(generation, sort_keys=True))
-        features = _features(self.layers, num_candidates, fingerprint.hidden_size)
+        features = _features(self.layers, self.answer_poolings, num_candidates, fingerprint.hidden_size)
         shard_info = DatasetInfo(description=info.to_json(), features=features)
         progress = Progress("Collecting candidates", "tokens", lambda row: sum(row[LENGTHS]))
         return self.job.run(manifest, rows, [self.model], shard_info, progress)
@@ -255,6 +275,11 @@ class _Collection:
         self_certainty = batch.self_certainty.float().tolist()
         prompt_features = {layer: _to_float16(batch.prompt_features[layer]) for layer in self.layers}
         candidate_features = {layer: _to_float16(batch.candidate_features[layer]) for layer in self.layers}
+        pooled_features = {
+            (pooling, layer): _to_float16(batch.pooled_features[pooling][layer])
+            for pooling in self.answer_poolings
+            for layer in self.layers
+        }
         rows = []
         for b, (prompt_id, example, prompt, text) in enumerate(zip(prompt_ids, examples, prompts, formatted)):
             row = {
@@ -271,6 +296,8 @@ class _Collection:
             for layer in self.layers:
                 row[prompt_feature_column(layer)] = prompt_features[layer][b]
                 row[candidate_feature_column(layer)] = candidate_features[layer][b]
+            for (pooling, layer), values in pooled_features.items():
+                row[candidate_feature_column(layer, pooling)] = values[b]
             row[GENERATION] = generation_json
             rows.append(row)
         return rows
@@ -372,7 +399,7 @@ def _generation_settings(model: PreTrainedModel, max_new_tokens: int, sampling: 
     return json.loads(json.dumps(settings, sort_keys=True, default=lambda value: type(value).__name__))
 
 
-def _features(layers: Sequence[int], num_candidates: int, hidden_size: int) -> Features:
+def _features(layers: Sequence[int], answer_poolings: Sequence[str], num_candidates: int, hidden_size: int) -> Features:
     per_candidate = {
         CANDIDATES: Value("string"),
         LENGTHS: Value("int32"),
@@ -386,6 +413,9 @@ def _features(layers: Sequence[int], num_candidates: int, hidden_size: int) -> F
     for layer in layers:
         columns[prompt_feature_column(layer)] = List(Value("float16"), length=hidden_size)
         columns[candidate_feature_column(layer)] = Array2D((num_candidates, hidden_size), "float16")
+    for pooling in answer_poolings:
+        for layer in layers:
+            columns[candidate_feature_column(layer, pooling)] = Array2D((num_candidates, hidden_size), "float16")
     columns[GENERATION] = Value("string")
     return Features(columns)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
@@ -10,6 +10,7 @@ from .agreement import PICK_RULES
 from .heads import HEADS
 from .layer_mix import LAYER_MIXES
 from .losses import LOSSES
+from .pooling import ANSWER_POOLINGS
 from .registry import Registry
 
 #: Names of the `GenerationConfig` attributes that ranked generation reads.
@@ -45,6 +46,14 @@ SWITCH: Check = (lambda value: isinstance(value, bool), "True or False")
 LAYER_LIST: Check = (
     lambda value: isinstance(value, list) and all(_is_int(layer) and layer >= 0 for layer in value),
     "a list of layer indices >= 0",
+)
+POOLING_LIST: Check = (
+    lambda value: (
+        isinstance(value, list)
+        and all(isinstance(name, str) and name in ANSWER_POOLINGS for name in value)
+        and len(set(value)) == len(value)
+    ),
+    f"a list of distinct answer poolings among {', '.join(ANSWER_POOLINGS)}",
 )
 FRACTION: Check = (
     lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
@@ -139,10 +148,18 @@ class RankerConfig:
         "collected); empty: feature_layer alone.",
         check=LAYER_LIST,
     )
+    answer_poolings: list[str] = recipe_field(
+        [],
+        "Further candidate features the ranker reads beside the last token's, at each of its layers (all must be "
+        "collected): mean (the mean of the answer tokens' states) and/or first (the state at the first answer "
+        "token), combined by layer_mix; see hf_language_ranker.pooling. Empty: the last token alone.",
+        check=POOLING_LIST,
+    )
     layer_mix: str = recipe_field(
         "concat",
-        "How several layers become one input (with extra_layers): concat (standardized layers side by side, one "
-        "projection) or softmax (a learned softmax-weighted mean of the standardized layers).",
+        "How several features become one input (with extra_layers or answer_poolings): concat (standardized "
+        "features side by side, one projection) or softmax (a learned softmax-weighted mean of the standardized "
+        "features).",
         choices=LAYER_MIXES,
     )
     ensemble_size: int = field(
@@ -199,6 +216,12 @@ class RankerConfig:
         ``extra_layers``."""
         return [self.feature_layer, *self.extra_layers]
 
+    @property
+    def input_features(self) -> list[tuple[str, int]]:
+        """The features the ranker reads, as ``(pooling, layer)`` pairs in the order of its input's feature axis
+        (`input_slots`): the last token's at every input layer, then each of ``answer_poolings`` at every one."""
+        return input_slots(self.input_layers, self.answer_poolings)
+
     def reads_answers(self, selection: str | None = None) -> bool:
         """Whether ranking reads each candidate's final answer: a vote-share input, or a weighted vote (the
         ``selection`` given, else the config's own), so `generate` needs an answer extractor and ``tokenizer=``."""
@@ -212,6 +235,12 @@ class RankerConfig:
         if key not in self.__dataclass_fields__:
             raise KeyError(key)
         return getattr(self, key)
+
+
+def input_slots(layers: Sequence[int], poolings: Sequence[str]) -> list[tuple[str, int]]:
+    """``(pooling, layer)`` pairs, ``"last"`` (the last token's feature) first, each pooling at every layer: the order
+    of a ranker's feature axis (`RankerConfig.input_features`), which `features.stack_inputs` builds."""
+    return [(pooling, layer) for pooling in ("last", *poolings) for layer in layers]
 
 
 def default_feature_layer(num_hidden_layers: int) -> int:

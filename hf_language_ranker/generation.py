@@ -121,12 +121,17 @@ def ranked_generate(
         attention_mask,
         num_candidates=num_candidates,
         layers=ranking.layers,
+        answer_poolings=ranking.answer_poolings,
         track_token_statistics=ranking.reads_log_probs,
         **kwargs,
     )
     texts = candidates.decode(kwargs["tokenizer"]) if ranking.extractors else []
     all_scores, best = ranking.pick(
-        candidates.prompt_features, candidates.candidate_features, texts, mean_log_probs=candidates.mean_log_probs
+        candidates.prompt_features,
+        candidates.candidate_features,
+        texts,
+        mean_log_probs=candidates.mean_log_probs,
+        pooled_features=candidates.pooled_features,
     )
     batch_index = torch.arange(candidates.sequences.shape[0], device=candidates.sequences.device)
     best_sequences = {name: candidates.sequences[batch_index, index] for name, index in best.items()}

@@ -1,9 +1,10 @@
-"""How a ranker reading several hidden-state layers (``RankerConfig.extra_layers``) turns them into one input.
+"""How a ranker reading several hidden-state features turns them into one input: several layers
+(``RankerConfig.extra_layers``), answer poolings beside the last token (``RankerConfig.answer_poolings``), or both.
 
-A several-layer ranker receives each feature with a layer axis, ``[..., L, H]``, in the order of
-``RankerConfig.input_layers``. Every layer is first standardized on its own (a layer norm without weights: the
-residual stream's scale grows with depth, so a raw deep layer would drown a shallow one), then the mix named by
-``RankerConfig.layer_mix`` combines them before the ranker's shared projection:
+Such a ranker receives each input with a feature axis, ``[..., L, H]``, one entry per ``(pooling, layer)`` pair of
+``RankerConfig.input_features`` (called layers below). Every layer is first standardized on its own (a layer norm
+without weights: the residual stream's scale grows with depth, so a raw deep layer would drown a shallow one), then
+the mix named by ``RankerConfig.layer_mix`` combines them before the ranker's shared projection:
 
 * ``concat``: the standardized layers side by side, ``[..., L * H]``. The projection then learns one map per layer
   and sums them (a per-layer projection, then a sum);
@@ -38,7 +39,7 @@ class ConcatenatedLayers:
 
     @staticmethod
     def build(ranker: nn.Module, config: Any) -> int:
-        return config.hidden_size * len(config.input_layers)
+        return config.hidden_size * len(config.input_features)
 
     @staticmethod
     def mix(ranker: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ class SoftmaxMixedLayers:
 
     @staticmethod
     def build(ranker: nn.Module, config: Any) -> int:
-        ranker.layer_weights = nn.Parameter(torch.zeros(len(config.input_layers)))
+        ranker.layer_weights = nn.Parameter(torch.zeros(len(config.input_features)))
         return config.hidden_size
 
     @staticmethod

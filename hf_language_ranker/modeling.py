@@ -67,9 +67,10 @@ class LanguageRanker(
     the prompt's candidates, are embedded and added to the candidate's projected feature; ``use_vote_share`` and
     ``use_centrality`` do the same with the agreement inputs of `hf_language_ranker.agreement` (each value and its
     gap to the prompt's largest value, so "the most common answer" is one input away). With ``center_features`` the
-    candidate features are centred on their prompt's mean candidate before the projection. With ``extra_layers`` it
-    reads several layers, each feature carrying a layer axis (``[B, L, H]``, ``[B, N, L, H]``), combined by
-    ``layer_mix`` (`hf_language_ranker.layer_mix`) before everything else. With ``ensemble_size`` K > 1 it is a fold
+    candidate features are centred on their prompt's mean candidate before the projection. With ``extra_layers`` or
+    ``answer_poolings`` it reads several features, each input carrying a feature axis in the order of
+    ``config.input_features`` (``[B, S, H]``, ``[B, N, S, H]``), combined by ``layer_mix``
+    (`hf_language_ranker.layer_mix`) before everything else. With ``ensemble_size`` K > 1 it is a fold
     ensemble (`ensemble`): K member rankers of one recipe, whose mean score it serves.
     """
 
@@ -86,7 +87,8 @@ class LanguageRanker(
             self.members = nn.ModuleList(LanguageRanker(member) for _ in range(config.ensemble_size))
             return
         dim = config.projection_dim
-        width = LAYER_MIXES[config.layer_mix].build(self, config) if config.extra_layers else config.hidden_size
+        several = len(config.input_features) > 1
+        width = LAYER_MIXES[config.layer_mix].build(self, config) if several else config.hidden_size
         self.projection = nn.Sequential(nn.Linear(width, dim), nn.LayerNorm(dim))
         if config.use_mean_log_prob:
             self.log_prob_embedding = nn.Linear(2, dim)
@@ -219,7 +221,7 @@ class LanguageRanker(
                 answer_ids=answer_ids,
             )
         parameter = self.projection[0].weight
-        if self.config.extra_layers:
+        if len(self.config.input_features) > 1:
             mix = LAYER_MIXES[self.config.layer_mix].mix
             prompt_features = mix(self, prompt_features.to(parameter.device, parameter.dtype))
             candidate_features = mix(self, candidate_features.to(parameter.device, parameter.dtype))
@@ -283,15 +285,16 @@ class LanguageRanker(
         return answer_ids.to(mask.device, torch.long)
 
     def _check_feature_shapes(self, prompt: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None) -> None:
-        layers = len(self.config.input_layers)
-        # one layer: [B, H] and [B, N, H]; several: a layer axis before H, in the order of config.input_layers
-        feature = [self.config.hidden_size] if layers == 1 else [layers, self.config.hidden_size]
+        slots = self.config.input_features
+        # one feature: [B, H] and [B, N, H]; several: a feature axis before H, in the order of config.input_features
+        feature = [self.config.hidden_size] if len(slots) == 1 else [len(slots), self.config.hidden_size]
         if list(prompt.shape[1:]) != feature or list(candidates.shape[2:]) != feature:
             described = ", ".join(map(str, feature))
+            pooled = bool(self.config.answer_poolings)
+            named = f" ((pooling, layer) {slots})" if pooled else f" (layers {self.config.input_layers})"
             raise ValueError(
                 f"Expected prompt_features [B, {described}] and candidate_features [B, N, {described}]"
-                f"{f' (layers {self.config.input_layers})' if layers > 1 else ''}, got {list(prompt.shape)} and "
-                f"{list(candidates.shape)}."
+                f"{named if len(slots) > 1 else ''}, got {list(prompt.shape)} and {list(candidates.shape)}."
             )
         if prompt.shape[0] != candidates.shape[0]:
             raise ValueError(

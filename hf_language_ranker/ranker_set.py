@@ -19,8 +19,9 @@ from .agreement import (
     resolve_answer_extractor,
     select,
 )
-from .features import stack_layers
+from .features import stack_inputs
 from .modeling import LanguageRanker
+from .pooling import ANSWER_POOLINGS
 
 RankerLike = Union[LanguageRanker, str, os.PathLike]
 RankersArgument = Union[RankerLike, Mapping[str, RankerLike], Sequence[RankerLike]]
@@ -60,26 +61,26 @@ def score_candidates(
     mean_log_probs: torch.Tensor | None = None,
     answer_ids: Mapping[str, torch.Tensor | None] | None = None,
     candidate_mask: torch.Tensor | None = None,
+    pooled_features: Mapping[str, Mapping[int, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Each ranker's ``[B, N]`` scores, all from the same features (layer -> ``[B, H]`` / ``[B, N, H]``;
-    ``answer_ids`` per ranker name; masked candidates score ``-inf``)."""
+    """Each ranker's ``[B, N]`` scores, all from the same features (layer -> ``[B, H]`` / ``[B, N, H]``; answer
+    pooling -> layer -> ``[B, N, H]``; ``answer_ids`` per ranker name; masked candidates score ``-inf``)."""
     scores = {}
     for name, ranker in rankers.items():
-        layers = ranker.config.input_layers
+        inputs = stack_inputs(ranker.config.input_features, prompt_features, candidate_features, pooled_features)
         was_training = ranker.training
         ranker.eval()
         try:
             with torch.no_grad():
                 output = ranker(
-                    stack_layers(prompt_features, layers),
-                    stack_layers(candidate_features, layers),
+                    *inputs,
                     candidate_mask=candidate_mask,
                     mean_log_probs=mean_log_probs,
                     answer_ids=(answer_ids or {}).get(name),
                 )
         finally:
             ranker.train(was_training)
-        scores[name] = output.scores.float().to(candidate_features[layers[0]].device)
+        scores[name] = output.scores.float().to(candidate_features[ranker.config.feature_layer].device)
     return scores
 
 
@@ -155,6 +156,12 @@ class RankerSet:
         return sorted({layer for ranker in self.rankers.values() for layer in ranker.config.input_layers})
 
     @property
+    def answer_poolings(self) -> list[str]:
+        """The answer poolings any ranker reads (`hf_language_ranker.pooling`), in the registry's order."""
+        read = {pooling for ranker in self.rankers.values() for pooling in ranker.config.answer_poolings}
+        return [pooling for pooling in ANSWER_POOLINGS if pooling in read]
+
+    @property
     def reads_log_probs(self) -> bool:
         return any(ranker.config.use_mean_log_prob for ranker in self.rankers.values())
 
@@ -166,8 +173,10 @@ class RankerSet:
         *,
         mean_log_probs: torch.Tensor | None = None,
         candidate_mask: torch.Tensor | None = None,
+        pooled_features: Mapping[str, Mapping[int, torch.Tensor]] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Each ranker's ``[B, N]`` scores and ``[B]`` chosen candidates (``texts`` are read only for answers)."""
+        """Each ranker's ``[B, N]`` scores and ``[B]`` chosen candidates (``texts`` are read only for answers;
+        ``pooled_features``: the `answer_poolings`, pooling -> layer -> ``[B, N, H]``)."""
         device = next(iter(candidate_features.values())).device
         ids = answer_ids_per_ranker(self.extractors, texts, device)
         scores = score_candidates(
@@ -177,6 +186,7 @@ class RankerSet:
             mean_log_probs=mean_log_probs,
             answer_ids=ids,
             candidate_mask=candidate_mask,
+            pooled_features=pooled_features,
         )
         best = {name: select(values, self.selections[name], ids.get(name)) for name, values in scores.items()}
         return scores, best

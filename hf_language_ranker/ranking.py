@@ -163,6 +163,7 @@ def rank_with_options(
         prompt_ids,
         ids,
         ranking.layers,
+        answer_poolings=ranking.answer_poolings,
         token_statistics=ranking.reads_log_probs and reported is None,
         candidate_batch_size=options.candidate_batch_size,
         pad_token_id=padding_tokenizer(tokenizer).pad_token_id,
@@ -176,6 +177,7 @@ def rank_with_options(
         texts,
         mean_log_probs=features.mean_log_probs,
         candidate_mask=features.candidate_mask,
+        pooled_features=features.pooled_features,
     )
     per_prompt = {
         name: [scores[b, : len(group)] for b, group in enumerate(candidates)] for name, scores in all_scores.items()

@@ -37,7 +37,7 @@ from .candidates import (
     feature_layers,
     prompt_feature_column,
 )
-from .configuration import RankerConfig, default_feature_layer
+from .configuration import RankerConfig, default_feature_layer, input_slots
 from .features import stack_layers
 from .model_card_callback import RankerModelCardCallback
 from .modeling import LanguageRanker
@@ -85,18 +85,24 @@ def _stored_float_dtype(dataset: Dataset, column: str) -> np.dtype:
 
 
 def feature_dataset(
-    dataset: Dataset, layers: int | Sequence[int], mean_log_probs: bool = False, answer_ids: bool = False
+    dataset: Dataset,
+    layers: int | Sequence[int],
+    mean_log_probs: bool = False,
+    answer_ids: bool = False,
+    answer_poolings: Sequence[str] = (),
 ) -> Dataset:
     """``dataset`` viewed as numpy arrays of only the columns training reads, in the features' stored precision.
 
-    ``layers``: the layer, or the layers (``RankerConfig.input_layers``), whose features the ranker reads. Keeping
+    ``layers``: the layer, or the layers (``RankerConfig.input_layers``), whose features the ranker reads, also in
+    each of the ``answer_poolings`` (``RankerConfig.answer_poolings``) beside the last token's. Keeping
     float16 features in float16 (datasets would widen them to float32) halves the reading time; labels share that
     type, which is exact for 0, 0.5 and 1. ``mean_log_probs`` adds that column and ``answer_ids`` an ``answer_ids``
     column built from the parsed ``answers`` (small integers, exact in float16), for rankers that read them.
     """
     layers = [layers] if isinstance(layers, int) else list(layers)
     feature_columns = [prompt_feature_column(layer) for layer in layers]
-    feature_columns += [candidate_feature_column(layer) for layer in layers]
+    slots = input_slots(layers, answer_poolings)
+    feature_columns += [candidate_feature_column(layer, pooling) for pooling, layer in slots]
     columns = [*feature_columns, LABELS]
     columns += [MEAN_LOG_PROBS] if mean_log_probs else []
     if answer_ids:
@@ -133,8 +139,9 @@ def _ranker_for(
 ) -> LanguageRanker:
     """`ranker_for_dataset` with the dataset's `CollectionInfo` already read."""
     layer = _training_layer(dataset, feature_layer, info)
-    for extra_layer in head_options.get("extra_layers") or []:
-        check_feature_layer(dataset, extra_layer)
+    read_layers = [layer, *(head_options.get("extra_layers") or [])]
+    for pooling, read_layer in input_slots(read_layers, head_options.get("answer_poolings") or []):
+        check_feature_layer(dataset, read_layer, pooling)
     hidden_size = _hidden_size(feature_dataset(dataset, layer), layer)
     if hidden_size is None:
         raise ValueError("The candidate dataset is empty: there is nothing to size or train a ranker on.")
@@ -179,13 +186,16 @@ class CandidateGroupCollator:
     mean_log_probs: bool = False
     #: also batch each candidate's answer id (``answer_ids``, -1 for none and padding), for vote-share rankers
     answer_ids: bool = False
+    #: the answer poolings (``RankerConfig.answer_poolings``) batched beside the last token's features, at every layer
+    answer_poolings: Sequence[str] = ()
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         layers = [self.layers] if isinstance(self.layers, int) else list(self.layers)
-        prompts = stack_layers(
-            {layer: np.stack([np.asarray(row[prompt_feature_column(layer)]) for row in features]) for layer in layers},
-            layers,
-        )
+        slots = input_slots(layers, self.answer_poolings)  # the order of RankerConfig.input_features
+        prompt_by_layer = {
+            layer: np.stack([np.asarray(row[prompt_feature_column(layer)]) for row in features]) for layer in layers
+        }
+        prompts = stack_layers({(pooling, layer): prompt_by_layer[layer] for pooling, layer in slots}, slots)
         hidden = prompts.shape[-1]
         labels = [np.asarray(row[LABELS], dtype=np.float32).reshape(-1) for row in features]
         picks = [self._pick(row_labels) for row_labels in labels]
@@ -196,11 +206,11 @@ class CandidateGroupCollator:
         log_probs = np.zeros((len(features), width), dtype=np.float32)
         ids = np.full((len(features), width), -1, dtype=np.int64)
         for row, (feature_row, row_labels, pick) in enumerate(zip(features, labels, picks, strict=True)):
-            by_layer = {
-                layer: np.asarray(feature_row[candidate_feature_column(layer)]).reshape(-1, hidden)[pick]
-                for layer in layers
+            by_slot = {
+                slot: np.asarray(feature_row[candidate_feature_column(slot[1], slot[0])]).reshape(-1, hidden)[pick]
+                for slot in slots
             }
-            candidates[row, : len(pick)] = stack_layers(by_layer, layers)
+            candidates[row, : len(pick)] = stack_layers(by_slot, slots)
             group_labels[row, : len(pick)] = row_labels[pick]
             mask[row, : len(pick)] = True
             if self.mean_log_probs:
@@ -300,6 +310,7 @@ class RankerTrainer(Trainer):
             model.config.input_layers,
             mean_log_probs=model.config.use_mean_log_prob,
             answer_ids=model.config.use_vote_share,
+            answer_poolings=model.config.answer_poolings,
         )
         trainer_kwargs.setdefault("compute_metrics", ranking_metrics)
         train_prompts = len(train_dataset) if train_dataset is not None else None
@@ -325,7 +336,9 @@ class RankerTrainer(Trainer):
         if not isinstance(dataset, Dataset):
             return dataset
         config = self.ranker_config
-        features = feature_dataset(dataset, config.input_layers, config.use_mean_log_prob, config.use_vote_share)
+        features = feature_dataset(
+            dataset, config.input_layers, config.use_mean_log_prob, config.use_vote_share, config.answer_poolings
+        )
         hidden_size = _hidden_size(features, config.feature_layer)
         if hidden_size not in (None, self.ranker_config.hidden_size):
             raise ValueError(

@@ -368,6 +368,7 @@ def test_the_recipe_arguments_are_ranker_config_fields(tmp_path):
         "use_centrality",
         "center_features",
         "extra_layers",
+        "answer_poolings",
         "layer_mix",
         "selection",
         "loss",

@@ -349,7 +349,7 @@ class TextRewardScorer(BaseScorer):
 
 
 class RankerScorer(BaseScorer):
-    """A `LanguageRanker` as a scorer, reading the features of its ``config.input_layers``.
+    """A `LanguageRanker` as a scorer, reading the features of its ``config.input_features``.
 
     ``RankerScorer(**training_arguments)`` trains a ranker in `fit` with `hf_language_ranker.training.train_ranker`
     (``ranker=`` an untrained `LanguageRanker` to start from; ``output_dir=None`` trains in a temporary folder);
@@ -405,9 +405,10 @@ class RankerScorer(BaseScorer):
     @torch.no_grad()
     def _score(self, dataset: Dataset, n: int) -> np.ndarray:
         config = self.ranker.config
-        by_layer = {layer: layer_features(dataset, layer, n) for layer in config.input_layers}
-        prompts = stack_layers({layer: pair[0] for layer, pair in by_layer.items()}, config.input_layers)
-        candidates = stack_layers({layer: pair[1] for layer, pair in by_layer.items()}, config.input_layers)
+        slots = config.input_features
+        by_slot = {(pooling, layer): layer_features(dataset, layer, n, pooling) for pooling, layer in slots}
+        prompts = stack_layers({slot: pair[0] for slot, pair in by_slot.items()}, slots)
+        candidates = stack_layers({slot: pair[1] for slot, pair in by_slot.items()}, slots)
         log_probs = None
         if config.use_mean_log_prob:
             log_probs = torch.from_numpy(per_candidate_values(dataset, MEAN_LOG_PROBS, n))
