@@ -2,13 +2,18 @@
 
     python benchmarks/multilayer_features.py --output-dir runs/multilayer \\
         [--tasks addition arithmetic number_sequence lcm linear_equations] [--layers 6 9 12 15 18 21 24]
+    python benchmarks/multilayer_features.py --output-dir runs/pooling --layers 6 12 18 24 \\
+        --answer-poolings mean first [--pooling-layers 18]       # answer poolings too (`oracle_levers --levers`)
 
 The committed collections (`benchmarks/data/mixture`) keep layer 12 only. This reads each split's candidate texts
 again with the embedded SmolLM2-135M-Instruct (no sampling: one forward pass per chunk, through
 `featurize_token_candidates`, the path ``collect --candidates`` and `rank_candidates` use) and writes the same split
 with the features of every layer in ``--layers`` in place of the committed ones. Labels, parsed answers and the mean
 log-probabilities stay those of the committed collection (the sampler's own), so every variant of the benchmark is
-compared on the same candidates and the same labels. Candidates are given as text: an answer that hit the token
+compared on the same candidates and the same labels. With ``--answer-poolings`` the same pass also keeps those answer
+poolings (`hf_language_ranker.pooling`: the mean of the answer tokens' states, the state at the first answer token)
+and writes them at ``--pooling-layers`` (``<pooling>_candidate_features.<k>`` columns, as ``collect --answer-poolings``
+writes them). Candidates are given as text: an answer that hit the token
 budget (length 64) gets no EOS, every other one does (`layout`'s convention for texts).
 
 The written splits (``<output-dir>/<task>/<split>/dataset.parquet``, `save_collection`) are not committed: the
@@ -38,6 +43,7 @@ from hf_language_ranker.candidates import (
 )
 from hf_language_ranker.features import dtype_name
 from hf_language_ranker.layout import candidate_token_ids, eos_token_ids, featurize_token_candidates
+from hf_language_ranker.pooling import ANSWER_POOLINGS
 
 DATA = Path(__file__).parent / "data" / "mixture"
 TASKS = ("addition", "arithmetic", "number_sequence", "lcm", "linear_equations")
@@ -47,8 +53,18 @@ LAYERS = (6, 9, 12, 15, 18, 21, 24)
 MAX_NEW_TOKENS = 64
 
 
-def featurize_split(model, tokenizer, source: Path, target: Path, layers: list[int], prompts_per_call: int) -> float:
-    """Write ``source``'s split with the features of ``layers``; return the seconds it took."""
+def featurize_split(
+    model,
+    tokenizer,
+    source: Path,
+    target: Path,
+    layers: list[int],
+    prompts_per_call: int,
+    answer_poolings: list[str],
+    pooling_layers: list[int],
+) -> float:
+    """Write ``source``'s split with the features of ``layers`` and the ``answer_poolings`` at ``pooling_layers``;
+    return the seconds it took."""
     dataset = load_collection(source)
     info = CollectionInfo.from_dataset(dataset)
     vocab_size = int(model.config.vocab_size)
@@ -59,7 +75,10 @@ def featurize_split(model, tokenizer, source: Path, target: Path, layers: list[i
     # the committed prompt texts are already chat-formatted: tokenized as they stand
     prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in dataset["prompt_text"]]
     prompt_columns = {layer: [] for layer in layers}
-    candidate_columns = {layer: [] for layer in layers}
+    # the candidate features written, as (pooling, layer); "last" is the last token's
+    slots = [("last", layer) for layer in layers]
+    slots += [(pooling, layer) for pooling in answer_poolings for layer in pooling_layers]
+    candidate_columns = {slot: [] for slot in slots}
     started = time.perf_counter()
     for start in tqdm(range(0, len(dataset), prompts_per_call), desc=f"{source.parent.name}/{source.name}"):
         stop = start + prompts_per_call
@@ -69,22 +88,26 @@ def featurize_split(model, tokenizer, source: Path, target: Path, layers: list[i
                 prompt_ids[start:stop],
                 candidate_ids[start:stop],
                 layers,
+                answer_poolings=answer_poolings,
                 candidate_batch_size=prompts_per_call * len(candidate_ids[start]),
                 pad_token_id=tokenizer.pad_token_id,
             )
         for layer in layers:
             prompt_columns[layer].extend(features.prompt_features[layer].float().half().numpy())
-            candidate_columns[layer].extend(features.candidate_features[layer].float().half().numpy())
+        for pooling, layer in slots:
+            read = features.candidate_features if pooling == "last" else features.pooled_features[pooling]
+            candidate_columns[pooling, layer].extend(read[layer].float().half().numpy())
     seconds = time.perf_counter() - started
     kept = [name for name in dataset.column_names if not name.startswith((PROMPT_FEATURES, CANDIDATE_FEATURES))]
     columns = dataset.select_columns(kept).to_dict()
     features = {name: dataset.features[name] for name in kept}
-    num_candidates, hidden_size = candidate_columns[layers[0]][0].shape
-    for layer in layers:
-        columns[prompt_feature_column(layer)] = prompt_columns[layer]
-        columns[candidate_feature_column(layer)] = candidate_columns[layer]
-        features[prompt_feature_column(layer)] = List(Value("float16"), length=hidden_size)
-        features[candidate_feature_column(layer)] = Array2D((num_candidates, hidden_size), "float16")
+    num_candidates, hidden_size = candidate_columns["last", layers[0]][0].shape
+    for pooling, layer in slots:
+        if pooling == "last":
+            columns[prompt_feature_column(layer)] = prompt_columns[layer]
+            features[prompt_feature_column(layer)] = List(Value("float16"), length=hidden_size)
+        columns[candidate_feature_column(layer, pooling)] = candidate_columns[pooling, layer]
+        features[candidate_feature_column(layer, pooling)] = Array2D((num_candidates, hidden_size), "float16")
     rebuilt = Dataset.from_dict(columns, features=Features(features))
     info.layers = list(layers)
     info.model_dtype = dtype_name(model.dtype)
@@ -101,7 +124,13 @@ def main() -> None:
     parser.add_argument("--layers", nargs="+", type=int, default=list(LAYERS))
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--prompts-per-call", type=int, default=8)
+    parser.add_argument(
+        "--answer-poolings", nargs="+", choices=tuple(ANSWER_POOLINGS), default=[], help="answer poolings to write too"
+    )
+    parser.add_argument("--pooling-layers", nargs="+", type=int, default=[18], help="the layers they are written at")
     args = parser.parse_args()
+    if args.answer_poolings and not set(args.pooling_layers) <= set(args.layers):
+        parser.error(f"--pooling-layers {args.pooling_layers} must be among --layers {args.layers}.")
     model, tokenizer = load_model_and_tokenizer("embedded", dtype=args.dtype)
     timings = {}
     for task in args.tasks:
@@ -109,9 +138,17 @@ def main() -> None:
             source, target = DATA / task / split, args.output_dir / task / split
             if not source.exists() or (target / "dataset.parquet").exists():
                 continue
-            timings[f"{task}/{split}"] = round(
-                featurize_split(model, tokenizer, source, target, args.layers, args.prompts_per_call), 1
+            seconds = featurize_split(
+                model,
+                tokenizer,
+                source,
+                target,
+                args.layers,
+                args.prompts_per_call,
+                args.answer_poolings,
+                args.pooling_layers,
             )
+            timings[f"{task}/{split}"] = round(seconds, 1)
             print(json.dumps({"split": f"{task}/{split}", "seconds": timings[f"{task}/{split}"]}), flush=True)
 
 

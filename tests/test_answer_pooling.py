@@ -19,6 +19,7 @@ from transformers import LogitsProcessorList
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, rank_candidates, sample_candidates
 from hf_language_ranker.candidates import candidate_feature_column, feature_layers
 from hf_language_ranker.evaluation.baselines import selection_accuracy
+from hf_language_ranker.evaluation.cross_validation import select_ranker
 from hf_language_ranker.evaluation.scorers import RankerScorer
 from hf_language_ranker.features import stack_inputs
 from hf_language_ranker.layout import featurize_token_candidates
@@ -201,6 +202,14 @@ def test_training_reaches_a_signal_only_the_mean_holds_and_the_folder_reloads(tm
     card = (tmp_path / "pooled" / "README.md").read_text()
     assert "| answer poolings | mean (`hf_language_ranker.pooling`), read beside" in card
     assert np.allclose(RankerScorer.from_trained(reloaded).score(test, 8), pooled.score(test, 8), atol=1e-6)
+
+
+def test_select_ranker_tries_a_pooling_variant_and_chooses_it_when_only_the_mean_holds_the_signal():
+    train, validation = mean_signal_dataset(60, seed=0), mean_signal_dataset(30, seed=1)
+    variants = {"last token": {"head": "pointwise"}, "with mean": {"head": "pointwise", "answer_poolings": ["mean"]}}
+    selection = select_ranker(train, validation, variants=variants, selections=("argmax",), folds=3, num_train_epochs=3)
+    assert {setting.variant for setting in selection.accuracy} == {"last token", "with mean"}
+    assert selection.chosen.variant == "with mean" and selection.ranker.config.answer_poolings == ["mean"]
 
 
 def test_training_on_a_pooling_the_dataset_lacks_names_it(tmp_path):
