@@ -13,7 +13,8 @@ row, `update` folds in one pass, `finish` reads the feature. What is kept is one
 the answer length; per candidate and layer that is, for hidden size ``H``:
 
 * ``mean``: ``4 * H`` bytes (a float32 running sum; 2,304 bytes for SmolLM2-135M's ``H = 576``);
-* ``first``: ``H`` values in the model's dtype (``2 * H`` bytes in bfloat16: 1,152 for SmolLM2-135M).
+* ``first``: ``H`` values in the model's dtype (``2 * H`` bytes in bfloat16: 1,152 for SmolLM2-135M);
+* either or both: an 8-byte count of the answer tokens fed.
 
 A collection stores each pooling as float16: ``2 * H`` bytes more per candidate and layer.
 """

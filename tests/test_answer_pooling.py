@@ -74,6 +74,43 @@ def test_sampled_poolings_equal_the_plain_forward_reference(family):
     assert pooled["mean"][2].dtype == torch.float32
 
 
+def test_poolings_match_without_a_cache_too():
+    """Without a cache every pass feeds whole rows; the newest position still carries the answer token just fed."""
+    model = build_model("llama")
+    input_ids, attention_mask = left_padded_prompts()
+    torch.manual_seed(3)
+    sampled = sample_candidates(
+        model,
+        input_ids,
+        attention_mask,
+        num_candidates=3,
+        layers=[2],
+        answer_poolings=POOLINGS,
+        max_new_tokens=5,
+        use_cache=False,
+    )
+    check_pooled_parity(
+        model, input_ids, attention_mask, sampled.generated, sampled.lengths, sampled.pooled_features, [2]
+    )
+
+
+def test_the_bytes_each_pooling_keeps_per_candidate_and_layer():
+    """What `hf_language_ranker.pooling` states: mean a float32 vector (4 H bytes), first one state in the model's
+    dtype (2 H in bfloat16)."""
+    model = build_model("llama").to(torch.bfloat16)
+    input_ids, attention_mask = left_padded_prompts()
+    sampled = sample_candidates(
+        model, input_ids, attention_mask, num_candidates=2, layers=[2], answer_poolings=POOLINGS, max_new_tokens=3
+    )
+    hidden = model.config.hidden_size
+    per_candidate = {
+        pooling: by_layer[2].element_size() * by_layer[2].shape[-1]
+        for pooling, by_layer in sampled.pooled_features.items()
+    }
+    assert per_candidate == {"mean": 4 * hidden, "first": 2 * hidden}
+    assert sampled.candidate_features[2].dtype == torch.bfloat16  # the last token's feature is as before
+
+
 def test_poolings_are_only_computed_when_asked():
     model = build_model("llama")
     input_ids, attention_mask = left_padded_prompts()
