@@ -10,7 +10,7 @@ from .agreement import PICK_RULES
 from .heads import HEADS
 from .layer_mix import LAYER_MIXES
 from .losses import LOSSES
-from .pooling import ANSWER_POOLINGS
+from .pooling import ANSWER_POOLING_LIST, is_answer_pooling_list
 from .registry import Registry
 
 #: Names of the `GenerationConfig` attributes that ranked generation reads.
@@ -47,14 +47,7 @@ LAYER_LIST: Check = (
     lambda value: isinstance(value, list) and all(_is_int(layer) and layer >= 0 for layer in value),
     "a list of layer indices >= 0",
 )
-POOLING_LIST: Check = (
-    lambda value: (
-        isinstance(value, list)
-        and all(isinstance(name, str) and name in ANSWER_POOLINGS for name in value)
-        and len(set(value)) == len(value)
-    ),
-    f"a list of distinct answer poolings among {', '.join(ANSWER_POOLINGS)}",
-)
+POOLING_LIST: Check = (is_answer_pooling_list, ANSWER_POOLING_LIST)
 FRACTION: Check = (
     lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
     "a number in [0, 1)",

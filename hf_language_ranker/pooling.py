@@ -21,13 +21,14 @@ A collection stores each pooling as float16: ``2 * H`` bytes more per candidate 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from .registry import Registry
 
-ANSWER_POOLINGS: Registry[type] = Registry(
-    "answer pooling", hint="The last token's feature is always read; answer_poolings lists the others."
-)
+ANSWER_POOLINGS: Registry[type] = Registry("answer pooling")
 
 
 def answer_mask(answer_states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -83,14 +84,22 @@ class FirstAnswerToken:
         return kept
 
 
-def check_answer_poolings(poolings: object) -> list[str]:
-    """``poolings`` as a list of distinct registered names, or an error naming the bad one."""
-    if isinstance(poolings, str):
-        raise TypeError(f"answer_poolings is a list of names, got the string {poolings!r}: pass [{poolings!r}].")
-    names = list(poolings)
-    for name in names:
-        if name not in ANSWER_POOLINGS:
-            raise ANSWER_POOLINGS.unknown(name)
-    if len(set(names)) != len(names):
-        raise ValueError(f"answer_poolings={names} names a pooling twice.")
+#: what ``answer_poolings`` must be, in words (the last token's feature is always read, so it is not one of them)
+ANSWER_POOLING_LIST = f"a list of distinct answer poolings among {', '.join(ANSWER_POOLINGS)}"
+
+
+def is_answer_pooling_list(value: Any) -> bool:
+    """Whether ``value`` is `ANSWER_POOLING_LIST` (``RankerConfig.answer_poolings`` validates with it too)."""
+    return (
+        isinstance(value, list)
+        and all(isinstance(name, str) and name in ANSWER_POOLINGS for name in value)
+        and len(set(value)) == len(value)
+    )
+
+
+def check_answer_poolings(poolings: Sequence[str]) -> list[str]:
+    """``poolings`` (any sequence of names but a string) as a list, or an error naming what is expected."""
+    names = poolings if isinstance(poolings, str) else list(poolings)
+    if not is_answer_pooling_list(names):
+        raise ValueError(f"answer_poolings must be {ANSWER_POOLING_LIST}, got {poolings!r}.")
     return names

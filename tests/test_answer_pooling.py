@@ -116,7 +116,10 @@ def test_poolings_are_only_computed_when_asked():
     input_ids, attention_mask = left_padded_prompts()
     candidates = sample_candidates(model, input_ids, attention_mask, num_candidates=2, layers=[2], max_new_tokens=3)
     assert candidates.pooled_features == {}
-    with pytest.raises(ValueError, match="Unknown answer pooling 'median'. Known: first, mean"):
+    with pytest.raises(
+        ValueError,
+        match=r"answer_poolings must be a list of distinct answer poolings among mean, first, got \['median'\]",
+    ):
         sample_candidates(model, input_ids, num_candidates=2, layers=[2], answer_poolings=["median"])
 
 
