@@ -112,3 +112,11 @@ def test_sample_tokens_draws_from_the_softmax_and_never_a_masked_token():
     assert (draws[:, 0] != 3).all() and (draws[:, 1] == 4).all()
     torch.manual_seed(0)
     assert torch.equal(torch.stack([sample_tokens(scores) for _ in range(20_000)]), draws)  # seeded
+
+
+@pytest.mark.parametrize("bad", [float("-inf"), float("nan")])
+def test_sample_tokens_refuses_scores_that_leave_nothing_to_draw(bad):
+    scores = torch.zeros(2, 5)
+    scores[1] = bad
+    with pytest.raises(ValueError, match="no token to sample"):
+        sample_tokens(scores)
