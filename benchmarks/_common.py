@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: writing a result table with its JSON, and saving a chosen ranker with its card.
+"""What the benchmark scripts share: writing a result table with its JSON, counting generated tokens, and saving a
+chosen ranker with its card.
 
 Not a benchmark itself: the scripts import it (Python puts a script's own folder on ``sys.path``). Statistics come
 from the library (`hf_language_ranker.evaluation`: `paired_bootstrap`, `paired_stderr`), never from here.
@@ -20,6 +21,15 @@ def write_results(folder: Path, stem: str, markdown: str, payload: Any) -> None:
     (folder / f"{stem}.md").write_text(markdown)
     (folder / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(markdown)
+
+
+def real_tokens(generated: Any, eos_ids: set[int]) -> int:
+    """Generated tokens (a tensor ``[..., T]``) of each row up to and including its first EOS (all if it has none)."""
+    total = 0
+    for row in generated.reshape(-1, generated.shape[-1]).tolist():
+        ends = [index for index, token in enumerate(row) if token in eos_ids]
+        total += ends[0] + 1 if ends else len(row)
+    return total
 
 
 def ship(ranker: LanguageRanker, folder: Path, card: dict[str, Any], name: str) -> None:

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import real_tokens, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "samplers"
 SAMPLING = {"temperature": 0.8, "top_k": 50}
@@ -44,21 +46,13 @@ CANDIDATES, MAX_NEW_TOKENS = 16, 64
 VOCAB_SIZE = 49_152
 
 
-def real_tokens(generated, eos_ids: set[int]) -> int:
-    """Tokens of each row up to and including its first EOS (all of them if it has none)."""
-    total = 0
-    for row in generated.reshape(-1, generated.shape[-1]).tolist():
-        ends = [index for index, token in enumerate(row) if token in eos_ids]
-        total += ends[0] + 1 if ends else len(row)
-    return total
-
-
 def measure(dtype: str, prompts: int, collect_prompts: int, threads: int) -> dict[str, float]:
     """One revision's figures, in this process (the package on ``sys.path`` is the revision's)."""
     import torch
 
     from hf_language_ranker import LanguageRanker, collect_candidates
     from hf_language_ranker.embedded import load_model_and_tokenizer
+    from hf_language_ranker.layout import eos_token_ids
     from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
     from hf_language_ranker.tasks import load_task, task_verifier
 
@@ -66,8 +60,7 @@ def measure(dtype: str, prompts: int, collect_prompts: int, threads: int) -> dic
     model, tokenizer = load_model_and_tokenizer(None, dtype=dtype)
     ranker = LanguageRanker.from_pretrained("smollm2-135m-instruct-mixture")
     use_template = resolve_chat_template(tokenizer, None)
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    eos_ids = set(eos_token_ids(model, tokenizer))
     examples = load_task("arithmetic", size=1 + prompts + collect_prompts, seed=3)
     seconds, tokens = 0.0, 0
     for index, example in enumerate(examples[: 1 + prompts]):
@@ -166,8 +159,6 @@ def main() -> None:
     if args.worker:
         print(json.dumps(measure(args.dtypes[0], args.prompts, args.collect_prompts, args.threads)))
         return
-
-    from _common import write_results
 
     from hf_language_ranker.embedded import native_bf16_cpu_capabilities
 

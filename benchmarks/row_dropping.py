@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import write_results
+from _common import real_tokens, write_results
 from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
 from hf_language_ranker import load_collection
 from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker.features import cache_argument
 from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
-from hf_language_ranker.sampling import cache_argument
 from hf_language_ranker.tasks import load_task
 
 TEMPERATURE, TOP_K = 0.8, 50
@@ -111,9 +111,7 @@ def main() -> None:
             max_new_tokens=args.max_new_tokens,
         )
         transformers_seconds = time.perf_counter() - started
-        new = output[:, inputs["input_ids"].shape[1] :]
-        ended = (new == eos).int().cumsum(-1)
-        transformers_tokens = int(((ended == 0) | ((ended == 1) & (new == eos))).sum())
+        transformers_tokens = real_tokens(output[:, inputs["input_ids"].shape[1] :], {eos})
         measured = [transformers_seconds, transformers_tokens]
         for drop_finished in (False, True):
             started = time.perf_counter()

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
 
-from .features import CandidateFeatureRecorder, forward_accepts, position_ids_from_attention_mask, token_statistics
+from .features import (
+    CandidateFeatureRecorder,
+    cache_argument,
+    forward_accepts,
+    position_ids_from_attention_mask,
+    token_statistics,
+)
 
 
 @dataclass
@@ -75,7 +81,7 @@ def _next_token_logits(model: PreTrainedModel, cache: Any, padded: bool) -> Call
     """``logits(new_tokens, attention_mask)``: the next-token logits ``[rows, V]`` after the new tokens, whose
     ``attention_mask`` covers every column. Without padding the mask is not passed (as `generate` drops an all-ones
     mask): attention then needs no mask to be built at each step."""
-    cache_name = "cache" if forward_accepts(model, "cache") else "past_key_values"
+    cache_name = cache_argument(model)
     takes_positions = forward_accepts(model, "position_ids")
     takes_logits_to_keep = forward_accepts(model, "logits_to_keep")
 

@@ -139,6 +139,11 @@ def forward_accepts(model: PreTrainedModel, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+def cache_argument(model: PreTrainedModel) -> str:
+    """Name of the cache argument of the model's forward (`cache` in recent transformers)."""
+    return "cache" if forward_accepts(model, "cache") else "past_key_values"
+
+
 def _hidden_from_layer_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 

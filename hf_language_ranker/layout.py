@@ -38,6 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .features import (
     HiddenStateTap,
+    cache_argument,
     decoder_layers,
     forward_accepts,
     position_ids_from_attention_mask,
@@ -46,7 +47,7 @@ from .features import (
 )
 from .pooling import ANSWER_POOLINGS, check_answer_poolings
 from .prompts import format_prompt, padding_tokenizer, tokenize_prompts
-from .sampling import cache_argument, prefill_cache
+from .sampling import prefill_cache
 
 CandidateLike = Union[str, Sequence[int], torch.Tensor]
 PromptLike = Union[str, Sequence[int], torch.Tensor]

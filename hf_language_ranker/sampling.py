@@ -14,7 +14,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel
 
 from .decoding import generate_dropping_finished_rows
-from .features import CandidateFeatureRecorder, forward_accepts, position_ids_from_attention_mask
+from .features import CandidateFeatureRecorder, cache_argument, forward_accepts, position_ids_from_attention_mask
 
 #: `generate` arguments that make no sense when N candidates are sampled and one is picked.
 _UNSUPPORTED_WITH_RANKER = {
@@ -62,11 +62,6 @@ class SampledCandidates:
             tokenizer.batch_decode([row[:length] for row, length in zip(rows, row_lengths)], skip_special_tokens=True)
             for rows, row_lengths in zip(generated, lengths)
         ]
-
-
-def cache_argument(model: PreTrainedModel) -> str:
-    """Name of the cache argument of the model's forward (`cache` in recent transformers)."""
-    return "cache" if forward_accepts(model, "cache") else "past_key_values"
 
 
 def _output_cache(output: Any) -> Any:
@@ -188,6 +183,7 @@ def sample_candidates(
         )
 
     sequences, lengths = decoded.sequences, decoded.lengths
+
     def per_prompt(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.reshape(batch_size, num_candidates, *tensor.shape[1:])
 

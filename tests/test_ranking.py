@@ -9,8 +9,7 @@ from test_feature_parity import TOLERANCE, expected_lengths, ranked_generate_out
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from hf_language_ranker import LanguageRanker, attach_ranker, featurize_candidates, rank_candidates
-from hf_language_ranker.features import decoder_layers
-from hf_language_ranker.sampling import cache_argument
+from hf_language_ranker.features import cache_argument, decoder_layers
 
 
 class ForbidSpecialTokens(LogitsProcessor):
