@@ -180,6 +180,8 @@ class RankedGenerationMixin:
             answer_extractor: reads a candidate's final answer, for vote-share rankers and the weighted vote: a
                 callable ``str -> hashable | None`` or a built-in verifier name (``"math"``); defaults to
                 ``generation_config.answer_extractor``, then to the one the ranker records. Needs ``tokenizer=``.
+            prepack_weights: on a CPU, run the linear layers on weights packed for oneDNN for the call (default
+                ``True``: faster, a second copy of those weights in memory meanwhile; see `prepacked_linears`).
             *args, **kwargs: transformers' `generate` arguments (sampling settings, logits processors,
                 stopping criteria, ``return_dict_in_generate``, ...).
 

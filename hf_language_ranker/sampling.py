@@ -15,6 +15,7 @@ from transformers import GenerationConfig, PreTrainedModel
 
 from .decoding import generate_dropping_finished_rows
 from .features import CandidateFeatureRecorder, cache_argument, forward_accepts, position_ids_from_attention_mask
+from .prepacked_linears import prepacked_linears
 
 #: `generate` arguments that make no sense when N candidates are sampled and one is picked.
 _UNSUPPORTED_WITH_RANKER = {
@@ -119,6 +120,22 @@ def prefill_shared_prompt(
     return cache
 
 
+def _shared_prompt_cache(
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    num_candidates: int,
+    generation_config: GenerationConfig,
+    generate_kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """`generate`'s cache argument holding the shared prefill of the prompts, or nothing without a cache."""
+    use_cache = generate_kwargs.get("use_cache", getattr(generation_config, "use_cache", True)) is not False
+    if not use_cache or input_ids.shape[1] < 2:
+        return {}
+    cache = prefill_shared_prompt(model, input_ids[:, :-1], attention_mask[:, :-1], num_candidates)
+    return {} if cache is None else {cache_argument(model): cache}
+
+
 def _pad_token_id(model: PreTrainedModel, generate_kwargs: Mapping[str, Any]) -> int | None:
     """The pad id `generate` uses: from the call, its generation config or the model's; else the first EOS."""
     configs = [generate_kwargs.get("generation_config"), model.generation_config]
@@ -140,6 +157,7 @@ def sample_candidates(
     layers: Sequence[int],
     answer_poolings: Sequence[str] = (),
     track_token_statistics: bool = False,
+    prepack_weights: bool = True,
     **generate_kwargs: Any,
 ) -> SampledCandidates:
     """Sample ``num_candidates`` continuations of each (left-padded) prompt and capture their features.
@@ -149,6 +167,8 @@ def sample_candidates(
     its decoding loop is `decoding.sample_dropping_finished_rows`, which stops computing a candidate once it has
     ended. Hooks keep only the hidden states at the prompt's last token and at each candidate's last real token
     for the requested ``layers``, and the running ``answer_poolings`` (`hf_language_ranker.pooling`) there.
+    On a CPU the model's linear layers run on weights packed for oneDNN for the call (`prepacked_linears`: a
+    second copy of them in memory meanwhile); ``prepack_weights=False`` keeps torch's own kernels.
     """
     generation_config = generate_kwargs.get("generation_config") or model.generation_config
     _check_sampling_arguments(num_candidates, generate_kwargs, generation_config)
@@ -161,26 +181,23 @@ def sample_candidates(
     expanded_ids = input_ids.repeat_interleave(num_candidates, dim=0)
     expanded_mask = attention_mask.repeat_interleave(num_candidates, dim=0)
 
-    use_cache = generate_kwargs.get("use_cache", getattr(generation_config, "use_cache", True)) is not False
-    cache_kwargs: dict[str, Any] = {}
-    if use_cache and prompt_length > 1:
-        cache = prefill_shared_prompt(model, input_ids[:, :-1], attention_mask[:, :-1], num_candidates)
-        if cache is not None:
-            cache_kwargs[cache_argument(model)] = cache
-
     pad_token_id = _pad_token_id(model, generate_kwargs)
     recorder = CandidateFeatureRecorder(model, layers, rows, answer_poolings)
-    with recorder:
-        decoded = generate_dropping_finished_rows(
-            model,
-            expanded_ids,
-            expanded_mask,
-            recorder=recorder,
-            padding_id=0 if pad_token_id is None else pad_token_id,
-            track_token_statistics=track_token_statistics,
-            **cache_kwargs,
-            **generate_kwargs,
+    with prepacked_linears(model, rows, enabled=prepack_weights):
+        cache_kwargs = _shared_prompt_cache(
+            model, input_ids, attention_mask, num_candidates, generation_config, generate_kwargs
         )
+        with recorder:
+            decoded = generate_dropping_finished_rows(
+                model,
+                expanded_ids,
+                expanded_mask,
+                recorder=recorder,
+                padding_id=0 if pad_token_id is None else pad_token_id,
+                track_token_statistics=track_token_statistics,
+                **cache_kwargs,
+                **generate_kwargs,
+            )
 
     sequences, lengths = decoded.sequences, decoded.lengths
 

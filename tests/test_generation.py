@@ -66,6 +66,13 @@ def test_same_seed_same_result_and_other_seed_differs(ranked, ranker):
     assert not torch.equal(first.candidate_sequences, other.candidate_sequences)
 
 
+def test_prepack_weights_false_keeps_torchs_kernels_and_the_same_answers(ranked, ranker):
+    packed = ranked_output(ranked, ranker, seed=3)
+    plain = ranked_output(ranked, ranker, seed=3, prepack_weights=False)
+    assert torch.equal(packed.candidate_sequences, plain.candidate_sequences)
+    torch.testing.assert_close(packed.candidate_scores, plain.candidate_scores)
+
+
 def test_candidates_are_distinct_samples(ranked, ranker):
     output = ranked_output(ranked, ranker, num_candidates=6, max_new_tokens=8)
     for prompt in output.candidate_sequences:

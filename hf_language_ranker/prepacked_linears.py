@@ -1,0 +1,82 @@
+"""A CPU model's linear layers run through oneDNN with their weights packed once, for the length of a call.
+
+Decoding multiplies a few rows by every weight of the model at each step. On a CPU torch runs a float32
+``nn.Linear`` through MKL's GEMM and a bfloat16 one through oneDNN, which reorders the weight into its blocked
+layout at every call; neither comes near the memory bandwidth those weights need. `prepacked_linears` packs each
+weight into oneDNN's layout once (``torch.ops.mkldnn._reorder_linear_weight``, the op torch's inductor packs CPU
+weights with when it freezes a model) and runs the layers on the packed copy (``torch.ops.mkldnn._linear_pointwise``)
+until the context closes. `benchmarks/prepacked_linears.py` measures what it gives.
+
+Where torch already runs bfloat16 layers through oneDNN the outputs are the same, bit for bit (measured on an AVX512
+CPU); in float32 they differ by rounding (oneDNN sums in another order than MKL: a relative difference of about 1e-6,
+as between two CPUs). While the context is open the packed weights are a second copy of the layers' weights in
+memory. Only plain ``nn.Linear`` layers on a CPU, in float32 or in bfloat16 where oneDNN supports it on this CPU,
+whose ``forward`` nothing else has replaced (accelerate's hooks) are packed, and only while gradients are off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def packing_available() -> bool:
+    """Whether this torch build has oneDNN and the two ops packing needs."""
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(torch.ops.mkldnn, name) for name in ("_reorder_linear_weight", "_linear_pointwise")
+    )
+
+
+def packable_dtypes() -> tuple[torch.dtype, ...]:
+    """float32, and bfloat16 where oneDNN computes it on this CPU (as torch itself decides)."""
+    bfloat16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return (torch.float32, torch.bfloat16) if bfloat16 is not None and bfloat16() else (torch.float32,)
+
+
+def packable_linears(model: nn.Module) -> list[nn.Linear]:
+    """The layers of ``model`` `prepacked_linears` would pack (see the module docstring for which)."""
+    dtypes = packable_dtypes()
+    return [
+        module
+        for module in model.modules()
+        if type(module) is nn.Linear
+        and module.weight.device.type == "cpu"
+        and module.weight.dtype in dtypes
+        and (module.bias is None or module.bias.dtype == module.weight.dtype)
+        and "forward" not in vars(module)
+        and not hasattr(module, "_hf_hook")
+    ]
+
+
+def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], "")
+
+    return forward
+
+
+@contextmanager
+def prepacked_linears(model: nn.Module, rows: int, enabled: bool = True) -> Iterator[int]:
+    """Run ``model``'s packable linear layers on weights packed for oneDNN until the context closes.
+
+    Args:
+        model: any torch module; layers that cannot be packed run as before.
+        rows: how many rows a call will usually carry (oneDNN picks its blocking for it; any count works).
+        enabled: ``False`` packs nothing (memory stays flat).
+
+    Yields:
+        The number of layers packed (0 when disabled, gradients are on, or torch lacks the ops).
+    """
+    layers = packable_linears(model) if enabled and not torch.is_grad_enabled() and packing_available() else []
+    try:
+        for layer in layers:
+            packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), max(rows, 1))
+            bias = None if layer.bias is None else layer.bias.detach()
+            layer.forward = _packed_forward(packed, bias)
+        yield len(layers)
+    finally:
+        for layer in layers:
+            vars(layer).pop("forward", None)
