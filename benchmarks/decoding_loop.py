@@ -2,6 +2,7 @@
 
     python benchmarks/decoding_loop.py [--baseline a55b1ba] [--prompts 4] [--collect-prompts 8]
                                        [--dtypes bfloat16 float32] [--rounds 2] [--threads 2]
+                                       [--output-name decoding_loop]
 
 The ranked path samples with `decoding.sample_dropping_finished_rows` (issue 30): finished candidates leave the
 batch, and tokens are drawn by inverse transform sampling instead of ``torch.multinomial``. This measures what that
@@ -21,7 +22,8 @@ sampling settings (temperature 0.8, top-k 50, N=16, up to 64 new tokens):
 The revisions draw different samples (another random stream), so answers differ in length: compare the seconds per
 token as well as per prompt. Last, in the parent process, the two ways of drawing a token are timed alone on the
 processed scores of 16 rows over the model's vocabulary (temperature 0.8, top-k 50): ``torch.multinomial`` (what
-transformers' loop calls) and `decoding.sample_tokens`. Writes ``benchmarks/results/samplers/decoding_loop.{md,json}``.
+transformers' loop calls) and `decoding.sample_tokens`. Writes ``benchmarks/results/samplers/<output-name>.{md,json}``.
+The checkout measured is named by its commit: later changes, such as `prepacked_linears`, count in its figures.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output-name", default="decoding_loop")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -168,7 +171,9 @@ def main() -> None:
             ["git", "archive", args.baseline, *paths], cwd=ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
-        trees = {f"baseline {args.baseline}": Path(folder), "row-dropping loop": ROOT}
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        checkout = f"this checkout ({head.stdout.strip()})"
+        trees = {f"baseline {args.baseline}": Path(folder), checkout: ROOT}
         runs = []
         for dtype in args.dtypes:
             for round_index in range(args.rounds):
@@ -179,7 +184,7 @@ def main() -> None:
 
     capabilities = native_bf16_cpu_capabilities()
     lines = [
-        f"# Ranked generate and collection: row-dropping decoding loop against {args.baseline}",
+        f"# Ranked generate and collection: {checkout} against {args.baseline}",
         "",
         f"{cpu_name()}, {args.threads} threads; native bfloat16: {', '.join(capabilities) or 'none'}. Arithmetic "
         f"prompts, N={CANDIDATES}, up to {MAX_NEW_TOKENS} tokens, temperature 0.8, top-k 50; {args.prompts} prompts "
@@ -194,7 +199,7 @@ def main() -> None:
             f"{run['generate_tokens_per_prompt']:.0f} | {run['generate_ms_per_token']:.2f} | "
             f"{run['collect_tokens_per_s']:.0f} |"
         )
-    lines += ["", "Speed-up of the row-dropping loop over the baseline (mean of the rounds' ratios):", ""]
+    lines += ["", f"Speed-up of {checkout} over the baseline (mean of the rounds' ratios):", ""]
     summary = {}
     for dtype in args.dtypes:
         pairs = [
@@ -232,7 +237,7 @@ def main() -> None:
         "speedup": summary,
         "token_draw_ms": draws,
     }
-    write_results(RESULTS, "decoding_loop", "\n".join(lines) + "\n", payload)
+    write_results(RESULTS, args.output_name, "\n".join(lines) + "\n", payload)
 
 
 if __name__ == "__main__":
