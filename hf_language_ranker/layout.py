@@ -46,6 +46,7 @@ from .features import (
     token_statistics,
 )
 from .pooling import ANSWER_POOLINGS, check_answer_poolings
+from .prepacked_linears import prepacked_linears
 from .prompts import format_prompt, padding_tokenizer, tokenize_prompts
 from .sampling import prefill_cache
 
@@ -353,6 +354,7 @@ def featurize_token_candidates(
     token_statistics: bool = False,
     candidate_batch_size: int = 8,
     pad_token_id: int = 0,
+    prepack_weights: bool = True,
 ) -> CandidateFeatures:
     """Features of every (prompt, candidate) pair, ``candidate_batch_size`` pairs per forward pass.
 
@@ -362,7 +364,9 @@ def featurize_token_candidates(
     `HiddenStateTap` at the prompt's last token and the candidate's last token, and over the candidate's tokens for
     the ``answer_poolings`` (`hf_language_ranker.pooling`). Memory is bounded by
     ``candidate_batch_size`` rows. With ``token_statistics`` the logits over the answer positions give each
-    candidate's mean token log-probability and self-certainty, as `CandidateFeatureRecorder` sums them.
+    candidate's mean token log-probability and self-certainty, as `CandidateFeatureRecorder` sums them. On a CPU
+    the linear layers run on weights packed for oneDNN for the call, as in `sample_candidates` (`prepacked_linears`),
+    unless ``prepack_weights=False``.
     """
     if not isinstance(candidate_batch_size, int) or isinstance(candidate_batch_size, bool) or candidate_batch_size < 1:
         raise ValueError(f"candidate_batch_size must be an integer >= 1, got {candidate_batch_size!r}.")
@@ -383,41 +387,42 @@ def featurize_token_candidates(
         self_certainty=torch.zeros(batch_size, width, device=device) if token_statistics else None,
         pooled_features={pooling: per_candidate() for pooling in answer_poolings},
     )
-    for prompts, group_rows in _prompt_groups(prompt_ids, candidate_ids, candidate_batch_size):
-        cache, cached_mask = _prefill(model, prompts, pad_token_id)
-        for start in range(0, len(group_rows), candidate_batch_size):
-            chunk = group_rows[start : start + candidate_batch_size]
-            prompt_index = torch.tensor([u for u, _, _ in chunk], device=device)
-            chunk_cache = None
-            if cache is not None:  # the last chunk may consume the prefill itself
-                chunk_cache = cache if start + candidate_batch_size >= len(group_rows) else copy.deepcopy(cache)
-                chunk_cache.batch_select_indices(prompt_index)
-            fed = [prompts[u][-1:] if cache is not None else prompts[u] for u, _, _ in chunk]
-            rows = [(prompt, list(candidate_ids[b][n])) for prompt, (_, b, n) in zip(fed, chunk)]
-            read = _read_chunk(
-                model,
-                rows,
-                layers,
-                answer_poolings,
-                token_statistics,
-                pad_token_id,
-                chunk_cache,
-                cached_mask[prompt_index],
-            )
-            b_index = torch.tensor([b for _, b, _ in chunk], device=device)
-            n_index = torch.tensor([n for _, _, n in chunk], device=device)
-            for layer in layers:
-                features.candidate_features[layer][b_index, n_index] = read.candidate_states[layer]
-                # the prompt's first candidate gives its prompt feature (other rows only differ by padding)
-                first = (n_index == 0).nonzero().squeeze(-1)
-                features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
-                for pooling, by_layer in features.pooled_features.items():
-                    by_layer[layer][b_index, n_index] = read.pooled_states[pooling][layer]
-            features.candidate_mask[b_index, n_index] = True
-            features.lengths[b_index, n_index] = read.lengths
-            if token_statistics:
-                features.mean_log_probs[b_index, n_index] = read.mean_log_probs
-                features.self_certainty[b_index, n_index] = read.self_certainty
+    with prepacked_linears(model, candidate_batch_size, enabled=prepack_weights):
+        for prompts, group_rows in _prompt_groups(prompt_ids, candidate_ids, candidate_batch_size):
+            cache, cached_mask = _prefill(model, prompts, pad_token_id)
+            for start in range(0, len(group_rows), candidate_batch_size):
+                chunk = group_rows[start : start + candidate_batch_size]
+                prompt_index = torch.tensor([u for u, _, _ in chunk], device=device)
+                chunk_cache = None
+                if cache is not None:  # the last chunk may consume the prefill itself
+                    chunk_cache = cache if start + candidate_batch_size >= len(group_rows) else copy.deepcopy(cache)
+                    chunk_cache.batch_select_indices(prompt_index)
+                fed = [prompts[u][-1:] if cache is not None else prompts[u] for u, _, _ in chunk]
+                rows = [(prompt, list(candidate_ids[b][n])) for prompt, (_, b, n) in zip(fed, chunk)]
+                read = _read_chunk(
+                    model,
+                    rows,
+                    layers,
+                    answer_poolings,
+                    token_statistics,
+                    pad_token_id,
+                    chunk_cache,
+                    cached_mask[prompt_index],
+                )
+                b_index = torch.tensor([b for _, b, _ in chunk], device=device)
+                n_index = torch.tensor([n for _, _, n in chunk], device=device)
+                for layer in layers:
+                    features.candidate_features[layer][b_index, n_index] = read.candidate_states[layer]
+                    # the prompt's first candidate gives its prompt feature (other rows only differ by padding)
+                    first = (n_index == 0).nonzero().squeeze(-1)
+                    features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
+                    for pooling, by_layer in features.pooled_features.items():
+                        by_layer[layer][b_index, n_index] = read.pooled_states[pooling][layer]
+                features.candidate_mask[b_index, n_index] = True
+                features.lengths[b_index, n_index] = read.lengths
+                if token_statistics:
+                    features.mean_log_probs[b_index, n_index] = read.mean_log_probs
+                    features.self_certainty[b_index, n_index] = read.self_certainty
     return features
 
 

@@ -61,13 +61,15 @@ class RankingOptions:
     once from its arguments and ranks every batch with it.
 
     Args:
-        chat_template, candidate_batch_size, ranker_selection, answer_extractor: as in `rank_candidates`.
+        chat_template, candidate_batch_size, ranker_selection, answer_extractor, prepack_weights: as in
+            `rank_candidates`.
     """
 
     chat_template: bool | None = None
     candidate_batch_size: int = 8
     ranker_selection: str | None = None
     answer_extractor: AnswerExtractorLike | None = None
+    prepack_weights: bool = True
 
     def rankers(self, model: PreTrainedModel, ranker: RankersArgument, tokenizer: PreTrainedTokenizerBase) -> RankerSet:
         """The rankers, loaded and checked against ``model``, each with its pick rule and answer extractor."""
@@ -89,6 +91,7 @@ def rank_candidates(
     answer_extractor: AnswerExtractorLike | None = None,
     mean_log_probs: Sequence[Sequence[float]] | None = None,
     return_features: bool = False,
+    prepack_weights: bool = True,
 ) -> RankedCandidatesOutput:
     """Score candidates sampled anywhere with the model's own hidden states and pick the best of each prompt.
 
@@ -111,8 +114,10 @@ def rank_candidates(
             with its default ``logprobs_mode="raw_logprobs"``. Rankers that read log-probabilities then use these,
             and the pass stops at the deepest layer the rankers read instead of running the whole model.
         return_features: also return the `CandidateFeatures` that were read.
+        prepack_weights: on a CPU, run the linear layers on weights packed for oneDNN for the call, as ranked
+            `generate` does (`prepacked_linears`: faster; a second copy of those weights in memory meanwhile).
     """
-    options = RankingOptions(chat_template, candidate_batch_size, ranker_selection, answer_extractor)
+    options = RankingOptions(chat_template, candidate_batch_size, ranker_selection, answer_extractor, prepack_weights)
     return rank_with_options(
         model,
         tokenizer,
@@ -167,6 +172,7 @@ def rank_with_options(
         token_statistics=ranking.reads_log_probs and reported is None,
         candidate_batch_size=options.candidate_batch_size,
         pad_token_id=padding_tokenizer(tokenizer).pad_token_id,
+        prepack_weights=options.prepack_weights,
     )
     if reported is not None:
         features.mean_log_probs = reported

@@ -1,14 +1,14 @@
-"""Linear layers on weights packed for oneDNN: same outputs as torch's kernels, used by the ranked path, and undone
-whatever happens."""
+"""Linear layers on weights packed for oneDNN: same outputs as torch's kernels, used by sampling and by
+`rank_candidates`' pass, and undone whatever happens."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_model, left_padded_prompts
+from conftest import EOS, build_model, build_tokenizer, left_padded_prompts
 from torch import nn
 
-from hf_language_ranker import sample_candidates
+from hf_language_ranker import LanguageRanker, rank_candidates, sample_candidates
 from hf_language_ranker.prepacked_linears import packable_dtypes, packable_linears, packing_available, prepacked_linears
 
 pytestmark = [
@@ -106,3 +106,27 @@ def test_sample_candidates_runs_on_packed_layers_with_the_same_candidates():
     for layer_index in (1, 3):
         torch.testing.assert_close(packed.candidate_features[layer_index], plain.candidate_features[layer_index])
         torch.testing.assert_close(packed.prompt_features[layer_index], plain.prompt_features[layer_index])
+
+
+def test_rank_candidates_runs_on_packed_layers_with_the_same_scores():
+    model = build_model("llama")
+    tokenizer = build_tokenizer()
+    ranker = LanguageRanker.for_model(model, feature_layer=2)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    candidates = [[[11, 12, 13, EOS], [14, 15]], [[16, EOS], [17, 18, 19], [20]]]
+    layer = plain_linears(model)[0]
+    packed_during_call = []
+    handle = layer.register_forward_pre_hook(lambda module, args: packed_during_call.append("forward" in vars(module)))
+    results = {}
+    try:
+        for prepack in (True, False):
+            packed_during_call.clear()
+            results[prepack] = rank_candidates(
+                model, tokenizer, prompts, candidates, ranker, candidate_batch_size=2, prepack_weights=prepack
+            )
+            assert packed_during_call and all(value is prepack for value in packed_during_call)
+    finally:
+        handle.remove()
+    for packed, plain in zip(results[True].scores, results[False].scores):
+        torch.testing.assert_close(packed, plain)
+    assert torch.equal(results[True].best_indices, results[False].best_indices)
