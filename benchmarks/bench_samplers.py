@@ -33,6 +33,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -281,6 +282,16 @@ def _ratio(numerator: float, denominator: float | None) -> str:
     return f"{numerator / denominator:.2f}" if denominator else "—"
 
 
+#: environment variables that limit which kernels torch, oneDNN and MKL use (to run, say, AVX2 kernels on a newer CPU)
+KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def command_line() -> str:
+    """This run's command, with the kernel-limiting environment variables it was given."""
+    limits = [f"{name}={os.environ[name]}" for name in KERNEL_LIMITS if name in os.environ]
+    return " ".join([*limits, "python benchmarks/bench_samplers.py", *sys.argv[1:]])
+
+
 def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.Namespace) -> str:
     """The markdown table of every (path, dtype) run and the target ratios."""
     totals = {key: run["sample_seconds_per_prompt"] + run["rank_seconds_per_prompt"] for key, run in runs.items()}
@@ -315,7 +326,7 @@ def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.N
     notes.append(
         f"CPU: {torch.backends.cpu.get_cpu_capability()} kernels; native bfloat16 matrix products: {native or absent}."
     )
-    command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
+    command = command_line()
     return "\n".join(
         [
             f"# Samplers: ranked generate vs sampling elsewhere + rank_candidates ({args.prompts} prompts, "
@@ -383,7 +394,7 @@ def main() -> None:
         f"{path} [{dtype}]": {k: v for k, v in run.items() if k not in ("candidates", "picks")}
         for (path, dtype), run in runs.items()
     }
-    command = "python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
+    command = command_line()
     write_results(RESULTS, args.output_name, markdown, {"command": command, "runs": summary})
     print(json.dumps(summary))
 
