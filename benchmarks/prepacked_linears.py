@@ -13,7 +13,9 @@ the embedded SmolLM2-135M-Instruct and the released mixture ranker in one proces
   seconds per prompt and the speed-up, both measured in this run;
 * whether the answers change: with the same seed per prompt, how many candidates are token for token the same, how
   many picks are the same, and the largest difference of a candidate's score where a prompt's candidates are the
-  same both ways.
+  same both ways;
+* `rank_candidates` (the second pass that ranks answers sampled elsewhere) on the candidates ranked `generate` drew
+  with torch's kernels, the same way: seconds per prompt both ways, same picks, largest score difference.
 
 Writes ``benchmarks/results/samplers/prepacked_linears.{md,json}``.
 """
@@ -30,8 +32,9 @@ import torch
 from _common import write_results
 from decoding_loop import CANDIDATES, MAX_NEW_TOKENS, RESULTS, SAMPLING, cpu_name
 
-from hf_language_ranker import LanguageRanker
+from hf_language_ranker import LanguageRanker, rank_candidates
 from hf_language_ranker.embedded import load_model_and_tokenizer, native_bf16_cpu_capabilities
+from hf_language_ranker.layout import eos_token_ids
 from hf_language_ranker.prepacked_linears import packable_linears, prepacked_linears
 from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task
@@ -65,6 +68,35 @@ def time_linear_layers(model: torch.nn.Module) -> dict[str, float]:
     with prepacked_linears(model, 16):
         timings["pack_all_ms"] = (time.perf_counter() - started) * 1e3
     return timings
+
+
+def time_second_pass(
+    model: Any, tokenizer: Any, ranker: LanguageRanker, encoded: list[Any], outputs: list[Any], rounds: int
+) -> dict[str, Any]:
+    """`rank_candidates` on ranked `generate`'s candidates (ids up to EOS), packed and with torch's kernels."""
+    eos = set(eos_token_ids(model, tokenizer))
+    prompts = [inputs["input_ids"][0].tolist() for inputs in encoded]
+    candidates = []
+    for inputs, output in zip(encoded, outputs):
+        group = []
+        for row in output.candidate_sequences[0, :, inputs["input_ids"].shape[1] :].tolist():
+            ends = [index for index, token in enumerate(row) if token in eos]
+            group.append(row[: ends[0] + 1] if ends else row)
+        candidates.append(group)
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    ranked: dict[bool, Any] = {}
+    for _ in range(rounds):
+        for prepack in (False, True):
+            started = time.perf_counter()
+            ranked[prepack] = rank_candidates(model, tokenizer, prompts, candidates, ranker, prepack_weights=prepack)
+            seconds[prepack].append((time.perf_counter() - started) / len(prompts))
+    differences = [(a - b).abs().max() for a, b in zip(ranked[True].scores, ranked[False].scores)]
+    return {
+        "s_per_prompt": {"packed": seconds[True], "torch": seconds[False]},
+        "speedups": [old / new for old, new in zip(seconds[False], seconds[True])],
+        "same_picks": int((ranked[True].best_indices == ranked[False].best_indices).sum()),
+        "max_score_difference": float(max(differences)),
+    }
 
 
 def measure(dtype: str, prompts: int, rounds: int) -> dict[str, Any]:
@@ -105,9 +137,11 @@ def measure(dtype: str, prompts: int, rounds: int) -> dict[str, Any]:
         same_picks += int(torch.equal(packed.sequences, plain.sequences))
         if rows_equal.all():
             score_differences.append(float((packed.candidate_scores - plain.candidate_scores).abs().max()))
+    second_pass = time_second_pass(model, tokenizer, ranker, encoded[1:], outputs[False], rounds)
     return {
         "dtype": dtype,
         "linear_layers_ms": layers,
+        "second_pass": second_pass,
         "generate_s_per_prompt": {"packed": seconds[True], "torch": seconds[False]},
         "speedups": [old / new for old, new in zip(seconds[False], seconds[True])],
         "same_candidates": same_candidates,
@@ -139,7 +173,7 @@ def main() -> None:
         "",
         "Every linear layer of the model once (one decoding step's matrix products), milliseconds:",
         "",
-        "| dtype | " + " | ".join(f"{rows} rows: torch → packed" for rows in ROWS) + " | packing all |",
+        "| dtype | " + " | ".join(f"rows={rows}: torch → packed" for rows in ROWS) + " | packing all |",
         "|---|" + "---:|" * (len(ROWS) + 1),
     ]
     for result in results:
@@ -163,6 +197,22 @@ def main() -> None:
             f"{result['same_candidates']}/{result['candidates']} | {result['same_picks']}/{result['prompts']} | "
             f"{'n/a' if difference is None else f'{difference:.1e}'} "
             f"({result['prompts_with_same_candidates']} prompts) |"
+        )
+    lines += [
+        "",
+        "`rank_candidates` on those candidates (torch's kernels' draws, ids), seconds per prompt:",
+        "",
+        "| dtype | torch | packed | speed-up | same picks | largest score difference |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for result in results:
+        second = result["second_pass"]
+        timing = second["s_per_prompt"]
+        lines.append(
+            f"| {result['dtype']} | {', '.join(f'{s:.2f}' for s in timing['torch'])} | "
+            f"{', '.join(f'{s:.2f}' for s in timing['packed'])} | "
+            f"{sum(second['speedups']) / len(second['speedups']):.2f}x | {second['same_picks']}/{result['prompts']} | "
+            f"{second['max_score_difference']:.1e} |"
         )
     lines += ["", "`python benchmarks/prepacked_linears.py " + " ".join(sys.argv[1:]) + "`"]
     payload = {"cpu": cpu_name(), "bf16_capabilities": list(capabilities), "threads": args.threads, "results": results}
