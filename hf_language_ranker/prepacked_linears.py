@@ -11,7 +11,8 @@ Where torch already runs bfloat16 layers through oneDNN the outputs are the same
 CPU); in float32 they differ by rounding (oneDNN sums in another order than MKL: a relative difference of about 1e-6,
 as between two CPUs). While the context is open the packed weights are a second copy of the layers' weights in
 memory. Only plain ``nn.Linear`` layers on a CPU, in float32 or in bfloat16 where oneDNN supports it on this CPU,
-whose ``forward`` nothing else has replaced (accelerate's hooks) are packed, and only while gradients are off.
+whose ``forward`` nothing else has replaced (accelerate's hooks) are packed, and only while gradients are off and
+CPU autocast is not on (the packed op would not follow autocast's dtype).
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ def prepacked_linears(model: nn.Module, rows: int, enabled: bool = True) -> Iter
         enabled: ``False`` packs nothing (memory stays flat).
 
     Yields:
-        The number of layers packed (0 when disabled, gradients are on, or torch lacks the ops).
+        The number of layers packed (0 when disabled, with gradients or CPU autocast on, or when torch lacks the
+        ops).
     """
-    layers = packable_linears(model) if enabled and not torch.is_grad_enabled() and packing_available() else []
+    plain_kernels = torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or not packing_available()
+    layers = packable_linears(model) if enabled and not plain_kernels else []
     try:
         for layer in layers:
             packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), max(rows, 1))

@@ -70,9 +70,11 @@ def test_only_plain_linears_with_their_own_forward_are_packed():
     assert "forward" in vars(hooked)  # the replaced forward is left in place
 
 
-def test_nothing_is_packed_with_gradients_on_or_when_disabled():
+def test_nothing_is_packed_with_gradients_or_cpu_autocast_on_or_when_disabled():
     model = build_model("llama")
     with prepacked_linears(model, rows=2) as packed:
+        assert packed == 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), prepacked_linears(model, rows=2) as packed:
         assert packed == 0
     with torch.no_grad(), prepacked_linears(model, rows=2, enabled=False) as packed:
         assert packed == 0
