@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,19 @@ def build_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
 
 
 FAMILIES = ["llama", "qwen2", "gpt2", "gemma3"]
+
+
+@contextmanager
+def forward_input_shapes(model: torch.nn.Module) -> Iterator[list[tuple[int, ...]]]:
+    """The ``input_ids`` shape of every forward pass of ``model`` while the context is open, in order."""
+    shapes: list[tuple[int, ...]] = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        yield shapes
+    finally:
+        handle.remove()
 
 
 def left_padded_prompts() -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EOS, build_model, build_tokenizer, left_padded_prompts
+from conftest import EOS, build_model, build_tokenizer, forward_input_shapes, left_padded_prompts
 from test_feature_parity import ForbidEos, ForceEosAt, check_parity
 from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -17,14 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def forward_batch_shapes(model, **sampling):
     """The ``input_ids`` shape of every forward pass of one `sample_candidates` call, and its result."""
-    shapes = []
-    handle = model.register_forward_pre_hook(
-        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
-    try:
+    with forward_input_shapes(model) as shapes:
         candidates = sample_candidates(model, *left_padded_prompts(), **sampling)
-    finally:
-        handle.remove()
     return shapes, candidates
 
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import EOS, PAD, build_model, left_padded_prompts
+from conftest import EOS, PAD, build_model, forward_input_shapes, left_padded_prompts
 from transformers import (
     GenerationConfig,
     LlamaForCausalLM,
@@ -123,14 +123,8 @@ def test_stopping_criteria_and_special_ids(ranked, ranker):
 
 def test_shared_prefill_runs_prompt_once(ranked, ranker):
     input_ids, attention_mask = left_padded_prompts()
-    batch_sizes = []
-    handle = ranked.register_forward_pre_hook(
-        lambda module, args, kwargs: batch_sizes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
-    try:
+    with forward_input_shapes(ranked) as batch_sizes:
         ranked.generate(input_ids, attention_mask=attention_mask, ranker=ranker, num_candidates=4, max_new_tokens=3)
-    finally:
-        handle.remove()
     prompt_length = input_ids.shape[1]
     assert batch_sizes[0] == (3, prompt_length - 1)  # the prefill, once per prompt
     assert batch_sizes[1] == (12, 1)  # then the prompt's last token once per candidate

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 from conftest import EOS, build_model, build_tokenizer, left_padded_prompts
@@ -88,22 +91,31 @@ def test_layers_are_restored_when_the_call_fails():
     assert not any("forward" in vars(layer) for layer in plain_linears(model))
 
 
-def test_sample_candidates_runs_on_packed_layers_with_the_same_candidates():
-    model = build_model("llama")
+def packed_and_plain(model: nn.Module, call: Callable[[bool], Any]) -> tuple[Any, Any]:
+    """``call(prepack_weights)`` both ways, checking that the model's layers ran packed exactly when asked."""
     layer = plain_linears(model)[0]
-    packed_during_call = []
+    packed_during_call: list[bool] = []
     handle = layer.register_forward_pre_hook(lambda module, args: packed_during_call.append("forward" in vars(module)))
     results = {}
     try:
         for prepack in (True, False):
             packed_during_call.clear()
-            torch.manual_seed(0)
-            sampling = {"num_candidates": 3, "layers": [1, 3], "max_new_tokens": 6}
-            results[prepack] = sample_candidates(model, *left_padded_prompts(), **sampling, prepack_weights=prepack)
+            results[prepack] = call(prepack)
             assert packed_during_call and all(value is prepack for value in packed_during_call)
     finally:
         handle.remove()
-    packed, plain = results[True], results[False]
+    return results[True], results[False]
+
+
+def test_sample_candidates_runs_on_packed_layers_with_the_same_candidates():
+    model = build_model("llama")
+
+    def sample(prepack: bool) -> Any:
+        torch.manual_seed(0)
+        sampling = {"num_candidates": 3, "layers": [1, 3], "max_new_tokens": 6}
+        return sample_candidates(model, *left_padded_prompts(), **sampling, prepack_weights=prepack)
+
+    packed, plain = packed_and_plain(model, sample)
     assert torch.equal(packed.sequences, plain.sequences)
     for layer_index in (1, 3):
         torch.testing.assert_close(packed.candidate_features[layer_index], plain.candidate_features[layer_index])
@@ -116,19 +128,12 @@ def test_rank_candidates_runs_on_packed_layers_with_the_same_scores():
     ranker = LanguageRanker.for_model(model, feature_layer=2)
     prompts = [[5, 6, 7, 8], [9, 10]]
     candidates = [[[11, 12, 13, EOS], [14, 15]], [[16, EOS], [17, 18, 19], [20]]]
-    layer = plain_linears(model)[0]
-    packed_during_call = []
-    handle = layer.register_forward_pre_hook(lambda module, args: packed_during_call.append("forward" in vars(module)))
-    results = {}
-    try:
-        for prepack in (True, False):
-            packed_during_call.clear()
-            results[prepack] = rank_candidates(
-                model, tokenizer, prompts, candidates, ranker, candidate_batch_size=2, prepack_weights=prepack
-            )
-            assert packed_during_call and all(value is prepack for value in packed_during_call)
-    finally:
-        handle.remove()
-    for packed, plain in zip(results[True].scores, results[False].scores):
-        torch.testing.assert_close(packed, plain)
-    assert torch.equal(results[True].best_indices, results[False].best_indices)
+    packed, plain = packed_and_plain(
+        model,
+        lambda prepack: rank_candidates(
+            model, tokenizer, prompts, candidates, ranker, candidate_batch_size=2, prepack_weights=prepack
+        ),
+    )
+    for packed_scores, plain_scores in zip(packed.scores, plain.scores):
+        torch.testing.assert_close(packed_scores, plain_scores)
+    assert torch.equal(packed.best_indices, plain.best_indices)
