@@ -10,9 +10,10 @@ until the context closes. `benchmarks/prepacked_linears.py` measures what it giv
 Where torch already runs bfloat16 layers through oneDNN the outputs are the same, bit for bit (measured on an AVX512
 CPU); in float32 they differ by rounding (oneDNN sums in another order than MKL: a relative difference of about 1e-6,
 as between two CPUs). While the context is open the packed weights are a second copy of the layers' weights in
-memory. Only plain ``nn.Linear`` layers on a CPU, in float32 or in bfloat16 where oneDNN supports it on this CPU,
-whose ``forward`` nothing else has replaced (accelerate's hooks) are packed, and only while gradients are off and
-CPU autocast is not on (the packed op would not follow autocast's dtype).
+memory; where that copy would take more than half the memory the system has available (Linux's ``MemAvailable``),
+nothing is packed and a warning says so. Only plain ``nn.Linear`` layers on a CPU, in float32 or in bfloat16 where
+oneDNN supports it on this CPU, whose ``forward`` nothing else has replaced (accelerate's hooks) are packed, and only
+while gradients are off and CPU autocast is not on (the packed op would not follow autocast's dtype).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+#: the share of the system's available memory the packed copy may take
+MEMORY_SHARE = 0.5
 
 
 def packing_available() -> bool:
@@ -52,6 +59,32 @@ def packable_linears(model: nn.Module) -> list[nn.Linear]:
     ]
 
 
+def available_memory_bytes() -> int | None:
+    """The memory the system can still give processes (Linux's ``MemAvailable``), or ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def fits_in_memory(layers: list[nn.Linear]) -> bool:
+    """Whether a packed copy of ``layers``' weights fits in `MEMORY_SHARE` of the available memory (warns if not)."""
+    needed = sum(layer.weight.numel() * layer.weight.element_size() for layer in layers)
+    available = available_memory_bytes()
+    if available is None or needed <= MEMORY_SHARE * available:
+        return True
+    logger.warning_once(
+        f"Not packing the linear layers for oneDNN: the packed copy would take {needed / 2**30:.1f} GiB of the "
+        f"{available / 2**30:.1f} GiB available, so torch's own (slower) kernels run. Free memory, or pass "
+        "prepack_weights=False to run them without this check."
+    )
+    return False
+
+
 def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], "")
@@ -69,11 +102,13 @@ def prepacked_linears(model: nn.Module, rows: int, enabled: bool = True) -> Iter
         enabled: ``False`` packs nothing (memory stays flat).
 
     Yields:
-        The number of layers packed (0 when disabled, with gradients or CPU autocast on, or when torch lacks the
-        ops).
+        The number of layers packed (0 when disabled, with gradients or CPU autocast on, when torch lacks the ops, or
+        when the packed copy would not fit in memory).
     """
     plain_kernels = torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or not packing_available()
     layers = packable_linears(model) if enabled and not plain_kernels else []
+    if layers and not fits_in_memory(layers):
+        layers = []
     try:
         for layer in layers:
             packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), max(rows, 1))

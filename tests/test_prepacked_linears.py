@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from conftest import EOS, build_model, build_tokenizer, left_padded_prompts
 from torch import nn
 
 from hf_language_ranker import LanguageRanker, rank_candidates, sample_candidates
+from hf_language_ranker import prepacked_linears as prepacked_linears_module
 from hf_language_ranker.prepacked_linears import packable_dtypes, packable_linears, packing_available, prepacked_linears
 
 pytestmark = [
@@ -137,3 +139,19 @@ def test_rank_candidates_runs_on_packed_layers_with_the_same_scores():
     for packed_scores, plain_scores in zip(packed.scores, plain.scores):
         torch.testing.assert_close(packed_scores, plain_scores)
     assert torch.equal(packed.best_indices, plain.best_indices)
+
+
+@torch.no_grad()
+def test_nothing_is_packed_when_the_copy_would_not_fit_in_memory(monkeypatch, caplog):
+    model = build_model("llama")
+    weight_bytes = sum(layer.weight.numel() * layer.weight.element_size() for layer in plain_linears(model))
+    monkeypatch.setattr(prepacked_linears_module, "available_memory_bytes", lambda: weight_bytes)  # needs 2x
+    with caplog.at_level(logging.WARNING), prepacked_linears(model, rows=2) as packed:
+        assert packed == 0
+    assert "Not packing the linear layers" in caplog.text and "prepack_weights=False" in caplog.text
+    monkeypatch.setattr(prepacked_linears_module, "available_memory_bytes", lambda: 2 * weight_bytes)
+    with prepacked_linears(model, rows=2) as packed:
+        assert packed == len(plain_linears(model))
+    monkeypatch.setattr(prepacked_linears_module, "available_memory_bytes", lambda: None)  # unknown: pack
+    with prepacked_linears(model, rows=2) as packed:
+        assert packed == len(plain_linears(model))
