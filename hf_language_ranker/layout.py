@@ -409,21 +409,27 @@ def featurize_token_candidates(
                     chunk_cache,
                     cached_mask[prompt_index],
                 )
-                b_index = torch.tensor([b for _, b, _ in chunk], device=device)
-                n_index = torch.tensor([n for _, _, n in chunk], device=device)
-                for layer in layers:
-                    features.candidate_features[layer][b_index, n_index] = read.candidate_states[layer]
-                    # the prompt's first candidate gives its prompt feature (other rows only differ by padding)
-                    first = (n_index == 0).nonzero().squeeze(-1)
-                    features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
-                    for pooling, by_layer in features.pooled_features.items():
-                        by_layer[layer][b_index, n_index] = read.pooled_states[pooling][layer]
-                features.candidate_mask[b_index, n_index] = True
-                features.lengths[b_index, n_index] = read.lengths
-                if token_statistics:
-                    features.mean_log_probs[b_index, n_index] = read.mean_log_probs
-                    features.self_certainty[b_index, n_index] = read.self_certainty
+                _store_chunk(features, chunk, read)
     return features
+
+
+def _store_chunk(features: CandidateFeatures, chunk: Sequence[tuple[int, int, int]], read: _ChunkFeatures) -> None:
+    """Write what `_read_chunk` read for ``chunk``'s ``(prompt, b, n)`` rows into ``features`` at ``[b, n]``."""
+    device = features.candidate_mask.device
+    b_index = torch.tensor([b for _, b, _ in chunk], device=device)
+    n_index = torch.tensor([n for _, _, n in chunk], device=device)
+    for layer, states in features.candidate_features.items():
+        states[b_index, n_index] = read.candidate_states[layer]
+        # the prompt's first candidate gives its prompt feature (other rows only differ by padding)
+        first = (n_index == 0).nonzero().squeeze(-1)
+        features.prompt_features[layer][b_index[first]] = read.prompt_states[layer][first]
+        for pooling, by_layer in features.pooled_features.items():
+            by_layer[layer][b_index, n_index] = read.pooled_states[pooling][layer]
+    features.candidate_mask[b_index, n_index] = True
+    features.lengths[b_index, n_index] = read.lengths
+    if features.mean_log_probs is not None:
+        features.mean_log_probs[b_index, n_index] = read.mean_log_probs
+        features.self_certainty[b_index, n_index] = read.self_certainty
 
 
 def _token_statistic_sums(
