@@ -34,7 +34,6 @@ from decoding_loop import CANDIDATES, MAX_NEW_TOKENS, RESULTS, SAMPLING, cpu_nam
 
 from hf_language_ranker import LanguageRanker, rank_candidates
 from hf_language_ranker.embedded import load_model_and_tokenizer, native_bf16_cpu_capabilities
-from hf_language_ranker.layout import eos_token_ids
 from hf_language_ranker.prepacked_linears import packable_linears, prepacked_linears
 from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task
@@ -73,16 +72,13 @@ def time_linear_layers(model: torch.nn.Module) -> dict[str, float]:
 def time_second_pass(
     model: Any, tokenizer: Any, ranker: LanguageRanker, encoded: list[Any], outputs: list[Any], rounds: int
 ) -> dict[str, Any]:
-    """`rank_candidates` on ranked `generate`'s candidates (ids up to EOS), packed and with torch's kernels."""
-    eos = set(eos_token_ids(model, tokenizer))
+    """`rank_candidates` on ranked `generate`'s candidates, packed and with torch's kernels. The generated ids go in
+    whole: `rank_candidates` cuts each after its first EOS, dropping the padding."""
     prompts = [inputs["input_ids"][0].tolist() for inputs in encoded]
-    candidates = []
-    for inputs, output in zip(encoded, outputs):
-        group = []
-        for row in output.candidate_sequences[0, :, inputs["input_ids"].shape[1] :].tolist():
-            ends = [index for index, token in enumerate(row) if token in eos]
-            group.append(row[: ends[0] + 1] if ends else row)
-        candidates.append(group)
+    candidates = [
+        output.candidate_sequences[0, :, inputs["input_ids"].shape[1] :].tolist()
+        for inputs, output in zip(encoded, outputs)
+    ]
     seconds: dict[bool, list[float]] = {True: [], False: []}
     ranked: dict[bool, Any] = {}
     for _ in range(rounds):
