@@ -17,13 +17,19 @@ as those of transformers' plain sampling.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
+from transformers import (
+    GenerationConfig,
+    GenerationMixin,
+    LogitsProcessorList,
+    PreTrainedModel,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
 
 from .features import (
     CandidateFeatureRecorder,
@@ -162,23 +168,19 @@ def sample_dropping_finished_rows(
     )
 
 
-@contextmanager
-def _tokenizer_for_stop_strings(model: PreTrainedModel, tokenizer: Any) -> Iterator[None]:
-    """Hand ``tokenizer`` to the stopping criteria `generate` builds: with a callable ``custom_generate``,
-    transformers 5 drops the ``tokenizer=`` argument before building them, so ``stop_strings`` would fail."""
-    if tokenizer is None:
-        yield
-        return
-    build = model._get_stopping_criteria
-
-    def with_tokenizer(*args: Any, **kwargs: Any) -> StoppingCriteriaList:
-        return build(*args, **{**kwargs, "tokenizer": kwargs.get("tokenizer") or tokenizer})
-
-    model._get_stopping_criteria = with_tokenizer
-    try:
-        yield
-    finally:
-        model.__dict__.pop("_get_stopping_criteria", None)
+def _stop_strings_as_criterion(model: PreTrainedModel, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``generate_kwargs`` with their stop strings (passed, or in the generation config) as a `StopStringCriteria`
+    among the ``stopping_criteria``: with a callable ``custom_generate`` transformers 5 drops ``tokenizer=`` before
+    building its own criteria, so it could not build that one. Without a tokenizer they are left to transformers,
+    whose error says to pass one."""
+    config = generate_kwargs.get("generation_config") or model.generation_config
+    stop_strings = generate_kwargs.get("stop_strings", config.stop_strings)
+    tokenizer = generate_kwargs.get("tokenizer")
+    if not stop_strings or tokenizer is None:
+        return generate_kwargs
+    criteria = StoppingCriteriaList(generate_kwargs.get("stopping_criteria") or [])
+    criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
+    return {**generate_kwargs, "stop_strings": None, "stopping_criteria": criteria}
 
 
 def generate_dropping_finished_rows(
@@ -193,14 +195,13 @@ def generate_dropping_finished_rows(
 ) -> DecodedRows:
     """transformers' `generate` (sampling, one sequence per row of ``input_ids``) with
     `sample_dropping_finished_rows` as its decoding loop; ``generate_kwargs`` are `generate`'s."""
-    with _tokenizer_for_stop_strings(model, generate_kwargs.get("tokenizer")):
-        return GenerationMixin.generate(
-            model,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            **{**generate_kwargs, "do_sample": True, "num_return_sequences": 1},
-            custom_generate=sample_dropping_finished_rows,
-            recorder=recorder,
-            padding_id=padding_id,
-            track_token_statistics=track_token_statistics,
-        )
+    return GenerationMixin.generate(
+        model,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        **{**_stop_strings_as_criterion(model, generate_kwargs), "do_sample": True, "num_return_sequences": 1},
+        custom_generate=sample_dropping_finished_rows,
+        recorder=recorder,
+        padding_id=padding_id,
+        track_token_statistics=track_token_statistics,
+    )

@@ -76,10 +76,13 @@ def test_processors_see_every_row_in_order_while_rows_drop():
     assert generated[10, 4] == EOS  # the processor's row index still named row 10 after rows 1 and 7 left
 
 
-def test_stop_strings_end_each_candidate():
+@pytest.mark.parametrize("where", ["argument", "generation config"])
+def test_stop_strings_end_each_candidate(where):
     model = build_model("llama")
     tokenizer = build_tokenizer()
     prompts = tokenizer(["ab", "c"], return_tensors="pt", padding=True)
+    if where == "generation config":
+        model.generation_config.stop_strings = ["a"]
     torch.manual_seed(0)
     candidates = sample_candidates(
         model,
@@ -88,8 +91,8 @@ def test_stop_strings_end_each_candidate():
         num_candidates=6,
         layers=[2],
         max_new_tokens=12,
-        stop_strings=["a"],
         tokenizer=tokenizer,
+        **({"stop_strings": ["a"]} if where == "argument" else {}),
     )
     texts = [text for group in candidates.decode(tokenizer) for text in group]
     stopped = [text for text in texts if "a" in text]
