@@ -227,7 +227,7 @@ class CandidateFeatureRecorder:
         self.prompt_features: dict[int, torch.Tensor] = {}
         self.candidate_features: dict[int, torch.Tensor] = {}
         self._pooled: dict[str, dict[int, torch.Tensor]] = {pooling: {} for pooling in self.answer_poolings}
-        self._fed: dict[int, torch.Tensor] = {}  # layer -> [num_rows] answer tokens fed so far
+        self._fed: torch.Tensor | None = None  # [num_rows] answer tokens fed so far (with answer poolings)
         self._tap = HiddenStateTap(model, self.layers, self._record)
 
     def __enter__(self) -> CandidateFeatureRecorder:
@@ -245,22 +245,23 @@ class CandidateFeatureRecorder:
             self.prompt_features[layer] = last.clone()
             self.candidate_features[layer] = last.clone()
             if self.answer_poolings:
-                self._fed[layer] = torch.zeros(self.num_rows, dtype=torch.long, device=last.device)
+                self._fed = torch.zeros(self.num_rows, dtype=torch.long, device=last.device)
                 for pooling, kept in self._pooled.items():
                     kept[layer] = ANSWER_POOLINGS[pooling].start(self.num_rows, last)
         else:
             self.candidate_features[layer][self.rows] = last
             if self.answer_poolings:
-                fed = self._fed[layer][self.rows]
+                fed = self._fed[self.rows]
                 for pooling, kept in self._pooled.items():
                     ANSWER_POOLINGS[pooling].update(kept[layer], self.rows, last, fed)
-                self._fed[layer][self.rows] += 1
+                if layer == self.layers[-1]:  # the pass's last hook: its token now counts for every layer
+                    self._fed[self.rows] += 1
 
     @property
     def pooled_features(self) -> dict[str, dict[int, torch.Tensor]]:
         """pooling -> layer -> ``[num_rows, H]`` each answer pooling of the answer tokens fed so far."""
         return {
-            pooling: {layer: ANSWER_POOLINGS[pooling].finish(kept, self._fed[layer]) for layer, kept in held.items()}
+            pooling: {layer: ANSWER_POOLINGS[pooling].finish(kept, self._fed) for layer, kept in held.items()}
             for pooling, held in self._pooled.items()
         }
 
