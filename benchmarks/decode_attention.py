@@ -1,0 +1,226 @@
+"""A bfloat16 model's one-token attention steps on a CPU: torch's bfloat16 kernel against float32, in one run.
+
+    python benchmarks/decode_attention.py [--timing-prompts 4] [--rounds 2] [--prompts 16]
+
+The embedded SmolLM2-135M-Instruct in bfloat16 with the released mixture ranker, N=16, up to 64 new tokens,
+temperature 0.8, top-k 50, the same seed per prompt both ways. Ranked `generate` runs once with its decoding steps'
+attention in float32 (`hf_language_ranker.decode_attention`, the default) and once on torch's bfloat16 kernel
+(the context disabled), alternately:
+
+* speed: seconds a prompt over ``--timing-prompts`` arithmetic prompts (after a warm-up prompt), ``--rounds`` times
+  each way, then one more round with the attention calls timed (conversions to float32 included);
+* quality: ``--prompts`` prompts of each of ``--tasks``, both ways: accuracy of the pick, pass@N, and the paired
+  difference of the picks' accuracy with its 95% bootstrap interval (the candidates differ, as between two CPUs:
+  sampling follows any change in the logits);
+* agreement with the second pass: `rank_candidates` (whose prefill runs the bfloat16 kernel either way) rescoring
+  each way's candidates; how many picks it shares with ranked `generate`, and the largest score difference.
+
+Results go to ``benchmarks/results/samplers/<output-name>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+from _common import write_results
+from transformers import AttentionInterface
+
+from hf_language_ranker import LanguageRanker, decode_attention, rank_candidates, sampling
+from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker.evaluation import paired_bootstrap
+from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
+from hf_language_ranker.tasks import load_task, task_verifier
+from hf_language_ranker.verifiers import as_verifier
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES, MAX_NEW_TOKENS = 16, 64
+SAMPLING = {"temperature": 0.8, "top_k": 50}
+WAYS = ("bfloat16 kernel", "float32 steps")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def way(name: str) -> AbstractContextManager[Any]:
+    """Ranked `generate` with its decoding steps' attention as ``name`` says."""
+    if name == "float32 steps":
+        return mock.patch.object(sampling, "float32_decode_attention", decode_attention.float32_decode_attention)
+    return mock.patch.object(
+        sampling, "float32_decode_attention", lambda model: decode_attention.float32_decode_attention(model, False)
+    )
+
+
+@contextmanager
+def attention_seconds() -> Iterator[list[float]]:
+    """Seconds spent in attention calls (both implementations) while the context is open."""
+    spent = [0.0]
+
+    def timed(attention: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return attention(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - started
+
+        return run
+
+    mapping = AttentionInterface._global_mapping
+    originals = {name: mapping[name] for name in ("sdpa", decode_attention.IMPLEMENTATION)}
+    try:
+        mapping.update({name: timed(attention) for name, attention in originals.items()})
+        yield spent
+    finally:
+        mapping.update(originals)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timing-prompts", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=16, help="prompts per task for the quality comparison")
+    parser.add_argument("--tasks", nargs="+", default=["number_sequence", "lcm", "linear_equations"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output-name", default="decode_attention")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+    model, tokenizer = load_model_and_tokenizer(None, dtype="bfloat16")
+    ranker = LanguageRanker.from_pretrained("smollm2-135m-instruct-mixture")
+    use_template = resolve_chat_template(tokenizer, None)
+
+    def generate(example: dict[str, Any], seed: int) -> Any:
+        torch.manual_seed(seed)
+        encoded = encode_prompts(tokenizer, [example["prompt"]], use_template)
+        output = model.generate(
+            **encoded,
+            ranker=ranker,
+            num_candidates=CANDIDATES,
+            max_new_tokens=MAX_NEW_TOKENS,
+            tokenizer=tokenizer,
+            return_dict_in_generate=True,
+            **SAMPLING,
+        )
+        return encoded["input_ids"][0].tolist(), output
+
+    timing = load_task("arithmetic", size=1 + args.timing_prompts, seed=3)
+    for name in WAYS:
+        with way(name):
+            generate(timing[0], 0)  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in WAYS}
+    attention: dict[str, float] = {}
+    for round_index in range(args.rounds + 1):
+        for name in WAYS:
+            with way(name), attention_seconds() as spent:
+                started = time.perf_counter()
+                for index, example in enumerate(timing[1:], start=1):
+                    generate(example, index)
+                elapsed = (time.perf_counter() - started) / args.timing_prompts
+            if round_index < args.rounds:
+                seconds[name].append(elapsed)
+            else:  # the last round times attention too (its wrappers cost a little)
+                attention[name] = spent[0] / args.timing_prompts
+        print({name: [round(value, 2) for value in values] for name, values in seconds.items()}, flush=True)
+
+    correct: dict[str, list[float]] = {name: [] for name in WAYS}
+    oracle: dict[str, list[float]] = {name: [] for name in WAYS}
+    shared_picks = {name: 0 for name in WAYS}
+    score_gap = {name: 0.0 for name in WAYS}
+    per_task: dict[str, dict[str, float]] = {}
+    for task in args.tasks:
+        verifier = as_verifier(task_verifier(task))
+        examples = load_task(task, size=args.prompts, seed=11)
+        for name in WAYS:
+            with way(name):
+                drawn = [generate(example, 100 + index) for index, example in enumerate(examples)]
+            picks, any_right = [], []
+            for example, (prompt, output) in zip(examples, drawn):
+                answers = output.candidate_sequences[0, :, len(prompt) :]
+                texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
+                right = [verifier(example, text) for text in texts]
+                picks.append(right[int(output.best_indices[0])])
+                any_right.append(float(max(right)))
+            second = rank_candidates(
+                model,
+                tokenizer,
+                [prompt for prompt, _ in drawn],
+                [output.candidate_sequences[0, :, len(prompt) :].tolist() for prompt, output in drawn],
+                ranker,
+            )
+            for (_, output), scores, best in zip(drawn, second.scores, second.best_indices):
+                shared_picks[name] += int(int(best) == int(output.best_indices[0]))
+                score_gap[name] = max(score_gap[name], float((scores - output.candidate_scores[0]).abs().max()))
+            correct[name] += picks
+            oracle[name] += any_right
+            per_task.setdefault(task, {})[name] = sum(picks) / len(picks)
+        print(task, per_task[task], flush=True)
+
+    total = len(correct[WAYS[0]])
+    difference = paired_bootstrap(correct["float32 steps"], correct["bfloat16 kernel"])
+    speedups = [old / new for old, new in zip(seconds["bfloat16 kernel"], seconds["float32 steps"])]
+    lines = [
+        "# A bfloat16 model's decoding-step attention on a CPU: bfloat16 kernel against float32 "
+        f"({time.strftime('%Y-%m-%d')})",
+        "",
+        f"`python benchmarks/decode_attention.py --timing-prompts {args.timing_prompts} --rounds {args.rounds} "
+        f"--prompts {args.prompts} --tasks {' '.join(args.tasks)} --threads {args.threads}` on {cpu_name()} "
+        f"({args.threads} threads; oneDNN bfloat16 on this CPU: {'yes' if native else 'no'}); embedded "
+        f"SmolLM2-135M-Instruct in bfloat16, smollm2-135m-instruct-mixture, N={CANDIDATES}, up to {MAX_NEW_TOKENS} "
+        "new tokens, temperature 0.8, top-k 50, the same seed per prompt both ways.",
+        "",
+        "| | bfloat16 kernel | float32 steps |",
+        "|---|---|---|",
+        "| ranked `generate`, s/prompt (rounds) | "
+        + " | ".join(", ".join(f"{value:.2f}" for value in seconds[name]) for name in WAYS)
+        + " |",
+        f"| speed-up | | **{', '.join(f'{value:.2f}×' for value in speedups)}** |",
+        "| attention, s/prompt (one more round, timed) | "
+        + " | ".join(f"{attention[name]:.2f}" for name in WAYS)
+        + " |",
+        f"| accuracy of the pick ({total} prompts) | "
+        + " | ".join(f"{sum(correct[name]) / total:.3f}" for name in WAYS)
+        + " |",
+        "| pass@N | " + " | ".join(f"{sum(oracle[name]) / total:.3f}" for name in WAYS) + " |",
+        f"| picks `rank_candidates` shares with `generate` | {shared_picks[WAYS[0]]}/{total} | "
+        f"{shared_picks[WAYS[1]]}/{total} |",
+        f"| largest score difference to `rank_candidates` | {score_gap[WAYS[0]]:.4f} | {score_gap[WAYS[1]]:.4f} |",
+        "",
+        f"Accuracy of the pick, float32 steps minus bfloat16 kernel: {difference} (paired bootstrap over prompts).",
+        "",
+        "| task | bfloat16 kernel | float32 steps |",
+        "|---|---:|---:|",
+        *(f"| {task} | {by_way[WAYS[0]]:.3f} | {by_way[WAYS[1]]:.3f} |" for task, by_way in per_task.items()),
+    ]
+    payload = {
+        "cpu": cpu_name(),
+        "native_bfloat16": native,
+        "arguments": vars(args),
+        "generate_s_per_prompt": seconds,
+        "speedups": speedups,
+        "attention_s_per_prompt": attention,
+        "accuracy": {name: sum(correct[name]) / total for name in WAYS},
+        "pass_at_n": {name: sum(oracle[name]) / total for name in WAYS},
+        "difference": vars(difference),
+        "shared_picks_with_rank_candidates": shared_picks,
+        "max_score_difference_to_rank_candidates": score_gap,
+        "per_task": per_task,
+        "correct": correct,
+    }
+    write_results(ROOT / "benchmarks" / "results" / "samplers", args.output_name, "\n".join(lines) + "\n", payload)
+
+
+if __name__ == "__main__":
+    main()

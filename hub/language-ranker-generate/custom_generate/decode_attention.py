@@ -1,0 +1,1 @@
+../../../hf_language_ranker/decode_attention.py
