@@ -1,6 +1,6 @@
 """A bfloat16 model's one-token attention steps on a CPU: torch's bfloat16 kernel against float32, in one run.
 
-    python benchmarks/decode_attention.py [--timing-prompts 4] [--rounds 2] [--prompts 16]
+    python benchmarks/decode_attention.py [--timing-prompts 4] [--rounds 2] [--prompts 16] [--collect-batches 1 4 8]
 
 The embedded SmolLM2-135M-Instruct in bfloat16 with the released mixture ranker, N=16, up to 64 new tokens,
 temperature 0.8, top-k 50, the same seed per prompt both ways. Ranked `generate` runs once with its decoding steps'
@@ -9,6 +9,10 @@ attention in float32 (`hf_language_ranker.decode_attention`, the default) and on
 
 * speed: seconds a prompt over ``--timing-prompts`` arithmetic prompts (after a warm-up prompt), ``--rounds`` times
   each way, then one more round with the attention calls timed (conversions to float32 included);
+* collection: `collect_candidates` of 8 arithmetic prompts (N=16) with each of ``--collect-batches`` prompts per
+  batch (16 to 128 rows), tokens per second both ways, ``--rounds`` times alternately. A step attends in float32
+  only over few keys and values (`decode_attention.FLOAT32_STEP_MAX_ELEMENTS`): larger batches start on the
+  bfloat16 kernel and switch as their candidates finish;
 * quality: ``--prompts`` prompts of each of ``--tasks``, both ways: accuracy of the pick, pass@N, and the paired
   difference of the picks' accuracy with its 95% bootstrap interval (the candidates differ, as between two CPUs:
   sampling follows any change in the logits);
@@ -21,7 +25,9 @@ Results go to ``benchmarks/results/samplers/<output-name>.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -33,7 +39,7 @@ import torch
 from _common import write_results
 from transformers import AttentionInterface
 
-from hf_language_ranker import LanguageRanker, decode_attention, rank_candidates, sampling
+from hf_language_ranker import LanguageRanker, collect_candidates, decode_attention, rank_candidates, sampling
 from hf_language_ranker.embedded import load_model_and_tokenizer
 from hf_language_ranker.evaluation import paired_bootstrap
 from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
@@ -92,6 +98,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=16, help="prompts per task for the quality comparison")
     parser.add_argument("--tasks", nargs="+", default=["number_sequence", "lcm", "linear_equations"])
+    parser.add_argument("--collect-batches", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output-name", default="decode_attention")
     args = parser.parse_args()
@@ -135,6 +142,29 @@ def main() -> None:
                 attention[name] = spent[0] / args.timing_prompts
         print({name: [round(value, 2) for value in values] for name, values in seconds.items()}, flush=True)
 
+    collected = load_task("arithmetic", size=8, seed=5)
+    collect_rate: dict[int, dict[str, list[float]]] = {}
+    for batch_size, _ in itertools.product(args.collect_batches, range(args.rounds)):
+        for name in WAYS:
+            with way(name), tempfile.TemporaryDirectory() as folder:
+                torch.manual_seed(0)
+                started = time.perf_counter()
+                result = collect_candidates(
+                    model,
+                    tokenizer,
+                    collected,
+                    task_verifier("arithmetic"),
+                    output_dir=folder,
+                    num_candidates=CANDIDATES,
+                    batch_size=batch_size,
+                    max_new_tokens=MAX_NEW_TOKENS,
+                    **SAMPLING,
+                )
+                tokens = sum(sum(lengths) for lengths in result["lengths"])
+                rate = tokens / (time.perf_counter() - started)
+                collect_rate.setdefault(batch_size * CANDIDATES, {}).setdefault(name, []).append(rate)
+        print(batch_size * CANDIDATES, "rows:", collect_rate[batch_size * CANDIDATES], flush=True)
+
     correct: dict[str, list[float]] = {name: [] for name in WAYS}
     oracle: dict[str, list[float]] = {name: [] for name in WAYS}
     shared_picks = {name: 0 for name in WAYS}
@@ -176,7 +206,8 @@ def main() -> None:
         f"({time.strftime('%Y-%m-%d')})",
         "",
         f"`python benchmarks/decode_attention.py --timing-prompts {args.timing_prompts} --rounds {args.rounds} "
-        f"--prompts {args.prompts} --tasks {' '.join(args.tasks)} --threads {args.threads}` on {cpu_name()} "
+        f"--prompts {args.prompts} --tasks {' '.join(args.tasks)} "
+        f"--collect-batches {' '.join(map(str, args.collect_batches))} --threads {args.threads}` on {cpu_name()} "
         f"({args.threads} threads; oneDNN bfloat16 on this CPU: {'yes' if native else 'no'}); embedded "
         f"SmolLM2-135M-Instruct in bfloat16, smollm2-135m-instruct-mixture, N={CANDIDATES}, up to {MAX_NEW_TOKENS} "
         "new tokens, temperature 0.8, top-k 50, the same seed per prompt both ways.",
@@ -197,6 +228,12 @@ def main() -> None:
         f"| picks `rank_candidates` shares with `generate` | {shared_picks[WAYS[0]]}/{total} | "
         f"{shared_picks[WAYS[1]]}/{total} |",
         f"| largest score difference to `rank_candidates` | {score_gap[WAYS[0]]:.4f} | {score_gap[WAYS[1]]:.4f} |",
+        *(
+            f"| `collect_candidates`, {rows} rows a batch, tokens/s (rounds) | "
+            + " | ".join(", ".join(f"{value:.0f}" for value in rate[name]) for name in WAYS)
+            + " |"
+            for rows, rate in collect_rate.items()
+        ),
         "",
         f"Accuracy of the pick, float32 steps minus bfloat16 kernel: {difference} (paired bootstrap over prompts).",
         "",
@@ -211,6 +248,7 @@ def main() -> None:
         "generate_s_per_prompt": seconds,
         "speedups": speedups,
         "attention_s_per_prompt": attention,
+        "collect_tokens_per_s": collect_rate,
         "accuracy": {name: sum(correct[name]) / total for name in WAYS},
         "pass_at_n": {name: sum(oracle[name]) / total for name in WAYS},
         "difference": vars(difference),

@@ -2,11 +2,14 @@
 
 At each decoding step every layer attends from one query token to the whole cache. On a CPU, torch's flash
 attention kernel can take about twice as long over bfloat16 tensors as over float32 copies of them, conversion
-included (`benchmarks/decode_attention.py` measures it in ranked `generate`).
+included, while the keys and values are few (`benchmarks/decode_attention.py` measures it in ranked `generate`: 16
+rows). With many, converting them costs more memory traffic than it saves (`collect_candidates` of 64 and 128 rows
+sampled 2-18% fewer tokens a second), so a step converts only up to `FLOAT32_STEP_MAX_ELEMENTS` keys and values.
 `float32_decode_attention` switches, until the context closes, the model's ``sdpa`` attention to
 `sdpa_attention_in_float32`, which converts the query, keys and values of a one-token step to float32, runs
-transformers' sdpa attention on them and returns its output in the model's dtype. Longer queries (prefill) run as
-before, and so does every model that is not bfloat16 on a CPU or whose attention is not ``sdpa``.
+transformers' sdpa attention on them and returns its output in the model's dtype. Longer queries (prefill) and
+steps over more keys and values run as before, and so does every model that is not bfloat16 on a CPU or whose
+attention is not ``sdpa``.
 
 The result is at least as precise as the bfloat16 kernel, which also sums in float32 but rounds the attention weights
 to bfloat16; it is not the same bit for bit, so sampled candidates differ from those of the bfloat16 kernel as they
@@ -27,6 +30,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 #: the attention implementation `float32_decode_attention` switches ``sdpa`` models to
 IMPLEMENTATION = "sdpa_decode_in_float32"
+#: the most keys and values (elements: 2 MiB in bfloat16) a step converts to float32. Measured on one CPU (AMD Zen 5)
+#: with the embedded model: 16 rows (up to about 1M) gained, 32 rows (1-2M) broke even, 64 and 128 rows (2-8M) lost
+FLOAT32_STEP_MAX_ELEMENTS = 2**20
 
 
 def sdpa_attention_in_float32(
@@ -37,8 +43,10 @@ def sdpa_attention_in_float32(
     attention_mask: torch.Tensor | None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' sdpa attention, on float32 copies of a one-token step's bfloat16 inputs (output in bfloat16)."""
-    if query.shape[2] != 1 or query.dtype != torch.bfloat16:
+    """transformers' sdpa attention, on float32 copies of a one-token step's bfloat16 inputs (output in bfloat16),
+    where its keys and values are at most `FLOAT32_STEP_MAX_ELEMENTS`."""
+    few_keys = key.numel() + value.numel() <= FLOAT32_STEP_MAX_ELEMENTS
+    if query.shape[2] != 1 or query.dtype != torch.bfloat16 or not few_keys:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if attention_mask is not None and attention_mask.is_floating_point():
         attention_mask = attention_mask.float()

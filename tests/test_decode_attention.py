@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import FAMILIES, build_model, left_padded_prompts
 
-from hf_language_ranker import featurize_candidates, sample_candidates
+from hf_language_ranker import decode_attention, featurize_candidates, sample_candidates
 from hf_language_ranker.decode_attention import IMPLEMENTATION, float32_decode_attention, sdpa_attention_in_float32
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -88,6 +88,18 @@ def test_nothing_is_switched_in_float32_with_other_attention_or_when_disabled(mo
         assert switched == 0 and model.config._attn_implementation == attention
         assert torch.equal(one_token_step(model), before)
     assert set().union(*(dtypes for _, dtypes in passes)) <= {dtype}
+
+
+@torch.no_grad()
+def test_steps_over_more_keys_and_values_than_the_limit_keep_the_bfloat16_kernel(monkeypatch):
+    model = build_model("llama").to(torch.bfloat16)
+    before = one_token_step(model)
+    # 3 rows x 2 key/value heads x 8 dimensions, keys and values: the limit holds 7 positions, the step attends to 8
+    monkeypatch.setattr(decode_attention, "FLOAT32_STEP_MAX_ELEMENTS", 3 * 2 * 8 * 2 * 7)
+    with float32_decode_attention(model) as switched, attention_dtypes(model, monkeypatch) as passes:
+        assert switched == 1
+        assert torch.equal(one_token_step(model), before)
+    assert passes == [(7, {torch.bfloat16}), (1, {torch.bfloat16})]
 
 
 def test_the_attention_setting_comes_back_when_the_call_fails():
