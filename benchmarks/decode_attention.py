@@ -26,37 +26,26 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import torch
 from _common import write_results
+from decoding_loop import CANDIDATES, MAX_NEW_TOKENS, RESULTS, SAMPLING, cpu_name, ranked_generate
 from transformers import AttentionInterface
 
 from hf_language_ranker import LanguageRanker, collect_candidates, decode_attention, rank_candidates, sampling
-from hf_language_ranker.embedded import load_model_and_tokenizer
+from hf_language_ranker.embedded import load_model_and_tokenizer, native_bf16_cpu_capabilities
 from hf_language_ranker.evaluation import paired_bootstrap
 from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task, task_verifier
 from hf_language_ranker.verifiers import as_verifier
 
-ROOT = Path(__file__).resolve().parents[1]
-CANDIDATES, MAX_NEW_TOKENS = 16, 64
-SAMPLING = {"temperature": 0.8, "top_k": 50}
 WAYS = ("bfloat16 kernel", "float32 steps")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def way(name: str) -> AbstractContextManager[Any]:
@@ -103,7 +92,7 @@ def main() -> None:
     parser.add_argument("--output-name", default="decode_attention")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    capabilities = native_bf16_cpu_capabilities()
 
     model, tokenizer = load_model_and_tokenizer(None, dtype="bfloat16")
     ranker = LanguageRanker.from_pretrained("smollm2-135m-instruct-mixture")
@@ -112,16 +101,7 @@ def main() -> None:
     def generate(example: dict[str, Any], seed: int) -> Any:
         torch.manual_seed(seed)
         encoded = encode_prompts(tokenizer, [example["prompt"]], use_template)
-        output = model.generate(
-            **encoded,
-            ranker=ranker,
-            num_candidates=CANDIDATES,
-            max_new_tokens=MAX_NEW_TOKENS,
-            tokenizer=tokenizer,
-            return_dict_in_generate=True,
-            **SAMPLING,
-        )
-        return encoded["input_ids"][0].tolist(), output
+        return encoded["input_ids"][0].tolist(), ranked_generate(model, tokenizer, ranker, encoded)
 
     timing = load_task("arithmetic", size=1 + args.timing_prompts, seed=3)
     for name in WAYS:
@@ -208,7 +188,7 @@ def main() -> None:
         f"`python benchmarks/decode_attention.py --timing-prompts {args.timing_prompts} --rounds {args.rounds} "
         f"--prompts {args.prompts} --tasks {' '.join(args.tasks)} "
         f"--collect-batches {' '.join(map(str, args.collect_batches))} --threads {args.threads}` on {cpu_name()} "
-        f"({args.threads} threads; oneDNN bfloat16 on this CPU: {'yes' if native else 'no'}); embedded "
+        f"({args.threads} threads; native bfloat16: {', '.join(capabilities) or 'none'}); embedded "
         f"SmolLM2-135M-Instruct in bfloat16, smollm2-135m-instruct-mixture, N={CANDIDATES}, up to {MAX_NEW_TOKENS} "
         "new tokens, temperature 0.8, top-k 50, the same seed per prompt both ways.",
         "",
@@ -243,7 +223,7 @@ def main() -> None:
     ]
     payload = {
         "cpu": cpu_name(),
-        "native_bfloat16": native,
+        "bf16_capabilities": list(capabilities),
         "arguments": vars(args),
         "generate_s_per_prompt": seconds,
         "speedups": speedups,
@@ -257,7 +237,7 @@ def main() -> None:
         "per_task": per_task,
         "correct": correct,
     }
-    write_results(ROOT / "benchmarks" / "results" / "samplers", args.output_name, "\n".join(lines) + "\n", payload)
+    write_results(RESULTS, args.output_name, "\n".join(lines) + "\n", payload)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import real_tokens, write_results
 
@@ -46,6 +47,20 @@ SAMPLING = {"temperature": 0.8, "top_k": 50}
 CANDIDATES, MAX_NEW_TOKENS = 16, 64
 #: the embedded SmolLM2-135M-Instruct's vocabulary
 VOCAB_SIZE = 49_152
+
+
+def ranked_generate(model: Any, tokenizer: Any, ranker: Any, inputs: Any, **options: Any) -> Any:
+    """Ranked `generate` on encoded ``inputs`` with the benchmarks' N, token budget and sampling (dict output)."""
+    return model.generate(
+        **inputs,
+        ranker=ranker,
+        num_candidates=CANDIDATES,
+        max_new_tokens=MAX_NEW_TOKENS,
+        tokenizer=tokenizer,
+        return_dict_in_generate=True,
+        **SAMPLING,
+        **options,
+    )
 
 
 def measure(dtype: str, prompts: int, collect_prompts: int, threads: int) -> dict[str, float]:
@@ -69,15 +84,7 @@ def measure(dtype: str, prompts: int, collect_prompts: int, threads: int) -> dic
         inputs = encode_prompts(tokenizer, [example["prompt"]], use_template)
         torch.manual_seed(index)
         started = time.perf_counter()
-        output = model.generate(
-            **inputs,
-            ranker=ranker,
-            num_candidates=CANDIDATES,
-            max_new_tokens=MAX_NEW_TOKENS,
-            tokenizer=tokenizer,
-            return_dict_in_generate=True,
-            **SAMPLING,
-        )
+        output = ranked_generate(model, tokenizer, ranker, inputs)
         if index:  # the first prompt warms up
             seconds += time.perf_counter() - started
             tokens += real_tokens(output.candidate_sequences[:, :, inputs["input_ids"].shape[1] :], eos_ids)

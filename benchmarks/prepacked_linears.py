@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from _common import write_results
-from decoding_loop import CANDIDATES, MAX_NEW_TOKENS, RESULTS, SAMPLING, cpu_name
+from decoding_loop import CANDIDATES, MAX_NEW_TOKENS, RESULTS, cpu_name, ranked_generate
 
 from hf_language_ranker import LanguageRanker, rank_candidates
 from hf_language_ranker.embedded import load_model_and_tokenizer, native_bf16_cpu_capabilities
@@ -104,16 +104,7 @@ def measure(dtype: str, prompts: int, rounds: int) -> dict[str, Any]:
 
     def generate(index: int, prepack: bool) -> Any:
         torch.manual_seed(index)
-        return model.generate(
-            **encoded[index],
-            ranker=ranker,
-            num_candidates=CANDIDATES,
-            max_new_tokens=MAX_NEW_TOKENS,
-            tokenizer=tokenizer,
-            return_dict_in_generate=True,
-            prepack_weights=prepack,
-            **SAMPLING,
-        )
+        return ranked_generate(model, tokenizer, ranker, encoded[index], prepack_weights=prepack)
 
     layers = time_linear_layers(model)
     for prepack in (True, False):
