@@ -170,7 +170,8 @@ def sample_candidates(
     for the requested ``layers``, and the running ``answer_poolings`` (`hf_language_ranker.pooling`) there.
     On a CPU the model's linear layers run on weights packed for oneDNN for the call (`prepacked_linears`: a
     second copy of them in memory meanwhile); ``prepack_weights=False`` keeps torch's own kernels. A bfloat16 model
-    on a CPU attends from each new token in float32 (`float32_decode_attention`: about three times faster there).
+    on a CPU attends from each new token in float32 while the keys and values are few (`float32_decode_attention`:
+    about twice as fast there).
     """
     generation_config = generate_kwargs.get("generation_config") or model.generation_config
     _check_sampling_arguments(num_candidates, generate_kwargs, generation_config)
