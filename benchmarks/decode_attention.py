@@ -1,25 +1,26 @@
-"""A bfloat16 model's one-token attention steps on a CPU: torch's bfloat16 kernel against float32, in one run.
+"""A bfloat16 model's one-token attention steps on a CPU: transformers' sdpa against packed query heads, in one run.
 
     python benchmarks/decode_attention.py [--timing-prompts 4] [--rounds 2] [--prompts 16] [--collect-batches 1 4 8]
 
 The embedded SmolLM2-135M-Instruct in bfloat16 with the released mixture ranker, N=16, up to 64 new tokens,
-temperature 0.8, top-k 50, the same seed per prompt both ways. Ranked `generate` runs once with its decoding steps'
-attention in float32 (`hf_language_ranker.decode_attention`, the default) and once on torch's bfloat16 kernel
-(the context disabled), alternately:
+temperature 0.8, top-k 50, the same seed per prompt both ways. Ranked `generate` runs once with its mask-free
+decoding steps on query heads packed per key/value head (`hf_language_ranker.decode_attention`, the default) and
+once with transformers' sdpa attention as it is (``enable_gqa``; the context disabled), alternately:
 
 * speed: seconds a prompt over ``--timing-prompts`` arithmetic prompts (after a warm-up prompt), ``--rounds`` times
-  each way, then one more round with the attention calls timed (conversions to float32 included);
+  each way, then one more round with the attention calls timed;
 * collection: `collect_candidates` of 8 arithmetic prompts (N=16) with each of ``--collect-batches`` prompts per
-  batch (16 to 128 rows), tokens per second both ways, ``--rounds`` times alternately. A step attends in float32
-  only over few keys and values (`decode_attention.FLOAT32_STEP_MAX_ELEMENTS`): larger batches start on the
-  bfloat16 kernel and switch as their candidates finish;
+  batch (16 to 128 rows), tokens per second both ways, ``--rounds`` times alternately. A batch of one prompt needs no
+  padding, so its steps have no mask and change; larger batches are padded, and their steps (which transformers
+  packs itself) run the same way both times;
 * quality: ``--prompts`` prompts of each of ``--tasks``, both ways: accuracy of the pick, pass@N, and the paired
-  difference of the picks' accuracy with its 95% bootstrap interval (the candidates differ, as between two CPUs:
+  difference of the picks' accuracy with its 95% bootstrap interval (the candidates may differ, as between two CPUs:
   sampling follows any change in the logits);
-* agreement with the second pass: `rank_candidates` (whose prefill runs the bfloat16 kernel either way) rescoring
-  each way's candidates; how many picks it shares with ranked `generate`, and the largest score difference.
+* agreement with the second pass: `rank_candidates` rescoring each way's candidates; how many picks it shares with
+  ranked `generate`, and the largest score difference.
 
-Results go to ``benchmarks/results/samplers/<output-name>.md`` and ``.json``.
+Results go to ``benchmarks/results/samplers/<output-name>.md`` and ``.json``. The file ``decode_attention.md`` was
+written by this script's earlier form (commit 0f93756), which compared float32 steps with the bfloat16 kernel.
 """
 
 from __future__ import annotations
@@ -45,15 +46,14 @@ from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task, task_verifier
 from hf_language_ranker.verifiers import as_verifier
 
-WAYS = ("bfloat16 kernel", "float32 steps")
+WAYS = ("transformers' sdpa", "packed query heads")
 
 
 def way(name: str) -> AbstractContextManager[Any]:
     """Ranked `generate` with its decoding steps' attention as ``name`` says."""
-    if name == "float32 steps":
-        return mock.patch.object(sampling, "float32_decode_attention", decode_attention.float32_decode_attention)
+    switch = decode_attention.packed_query_decode_attention
     return mock.patch.object(
-        sampling, "float32_decode_attention", lambda model: decode_attention.float32_decode_attention(model, False)
+        sampling, "packed_query_decode_attention", lambda model: switch(model, enabled=name == WAYS[1])
     )
 
 
@@ -179,10 +179,10 @@ def main() -> None:
         print(task, per_task[task], flush=True)
 
     total = len(correct[WAYS[0]])
-    difference = paired_bootstrap(correct["float32 steps"], correct["bfloat16 kernel"])
-    speedups = [old / new for old, new in zip(seconds["bfloat16 kernel"], seconds["float32 steps"])]
+    difference = paired_bootstrap(correct[WAYS[1]], correct[WAYS[0]])
+    speedups = [old / new for old, new in zip(seconds[WAYS[0]], seconds[WAYS[1]])]
     lines = [
-        "# A bfloat16 model's decoding-step attention on a CPU: bfloat16 kernel against float32 "
+        "# A bfloat16 model's decoding-step attention on a CPU: transformers' sdpa call against packed query heads "
         f"({time.strftime('%Y-%m-%d')})",
         "",
         f"`python benchmarks/decode_attention.py --timing-prompts {args.timing_prompts} --rounds {args.rounds} "
@@ -192,7 +192,7 @@ def main() -> None:
         f"SmolLM2-135M-Instruct in bfloat16, smollm2-135m-instruct-mixture, N={CANDIDATES}, up to {MAX_NEW_TOKENS} "
         "new tokens, temperature 0.8, top-k 50, the same seed per prompt both ways.",
         "",
-        "| | bfloat16 kernel | float32 steps |",
+        f"| | {WAYS[0]} | {WAYS[1]} |",
         "|---|---|---|",
         "| ranked `generate`, s/prompt (rounds) | "
         + " | ".join(", ".join(f"{value:.2f}" for value in seconds[name]) for name in WAYS)
@@ -215,9 +215,9 @@ def main() -> None:
             for rows, rate in collect_rate.items()
         ),
         "",
-        f"Accuracy of the pick, float32 steps minus bfloat16 kernel: {difference} (paired bootstrap over prompts).",
+        f"Accuracy of the pick, {WAYS[1]} minus {WAYS[0]}: {difference} (paired bootstrap over prompts).",
         "",
-        "| task | bfloat16 kernel | float32 steps |",
+        f"| task | {WAYS[0]} | {WAYS[1]} |",
         "|---|---:|---:|",
         *(f"| {task} | {by_way[WAYS[0]]:.3f} | {by_way[WAYS[1]]:.3f} |" for task, by_way in per_task.items()),
     ]

@@ -1,19 +1,19 @@
-"""A bfloat16 CPU model's attention over one new token runs in float32, for the length of a call.
+"""A bfloat16 CPU model's one-token attention steps run with the query heads packed per key/value head.
 
-At each decoding step every layer attends from one query token to the whole cache. On a CPU, torch's flash
-attention kernel can take about twice as long over bfloat16 tensors as over float32 copies of them, conversion
-included, while the keys and values are few (`benchmarks/decode_attention.py` measures it in ranked `generate`: 16
-rows). With many, converting them costs more memory traffic than it saves (`collect_candidates` of 64 and 128 rows
-sampled 2-18% fewer tokens a second), so a step converts only up to `FLOAT32_STEP_MAX_ELEMENTS` keys and values.
-`float32_decode_attention` switches, until the context closes, the model's ``sdpa`` attention to
-`sdpa_attention_in_float32`, which converts the query, keys and values of a one-token step to float32, runs
-transformers' sdpa attention on them and returns its output in the model's dtype. Longer queries (prefill) and
-steps over more keys and values run as before, and so does every model that is not bfloat16 on a CPU or whose
-attention is not ``sdpa``.
+In a model with grouped-query attention (several query heads share a key/value head: SmolLM2, Llama, Qwen2), a
+decoding step without an attention mask reaches torch's ``scaled_dot_product_attention`` with ``enable_gqa=True``,
+which is how transformers' ``sdpa`` attention calls it whenever there is no mask. On a CPU, torch's bfloat16 flash
+kernel is several times slower that way than on the same step with the query heads of each key/value head packed as
+that head's queries, the layout transformers itself uses for a one-token step *with* a mask (``pack_gqa``): about
+5x in the embedded model's shapes (`benchmarks/decode_attention.py` measures it). Ranked `generate` drops the mask
+whenever its prompts need no padding, so its steps took the slow path.
 
-The result is at least as precise as the bfloat16 kernel, which also sums in float32 but rounds the attention weights
-to bfloat16; it is not the same bit for bit, so sampled candidates differ from those of the bfloat16 kernel as they
-would between two CPUs.
+`packed_query_decode_attention` switches, until the context closes, the model's ``sdpa`` attention to
+`sdpa_attention_packed_query`, which runs such mask-free one-token steps on the packed layout. It is the same kernel
+in the same dtype, so the result is as precise as before; it is not the same bit for bit (the kernel blocks its sums
+differently), so sampled candidates differ as they would between two CPUs. Everything else goes to transformers'
+sdpa attention unchanged: the prefill, steps with a mask, models without grouped queries, and every model that is
+not bfloat16 on a CPU (torch's float32 kernel is as fast either way) or whose attention is not ``sdpa``.
 """
 
 from __future__ import annotations
@@ -28,33 +28,33 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-#: the attention implementation `float32_decode_attention` switches ``sdpa`` models to
-IMPLEMENTATION = "sdpa_decode_in_float32"
-#: the most keys and values (elements: 2 MiB in bfloat16) a step converts to float32. Measured on one CPU (AMD Zen 5)
-#: with the embedded model: 16 rows (up to about 1M) gained, 32 rows (1-2M) broke even, 64 and 128 rows (2-8M) lost
-FLOAT32_STEP_MAX_ELEMENTS = 2**20
+#: the attention implementation `packed_query_decode_attention` switches ``sdpa`` models to
+IMPLEMENTATION = "sdpa_decode_packed_query"
 
 
-def sdpa_attention_in_float32(
+def sdpa_attention_packed_query(
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' sdpa attention, on float32 copies of a one-token step's bfloat16 inputs (output in bfloat16),
-    where its keys and values are at most `FLOAT32_STEP_MAX_ELEMENTS`."""
-    few_keys = key.numel() + value.numel() <= FLOAT32_STEP_MAX_ELEMENTS
-    if query.shape[2] != 1 or query.dtype != torch.bfloat16 or not few_keys:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if attention_mask is not None and attention_mask.is_floating_point():
-        attention_mask = attention_mask.float()
-    output, _ = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
-    return output.to(query.dtype), None
+    """transformers' sdpa attention, except that a mask-free one-token step of grouped queries runs on the query
+    heads packed per key/value head (``[rows, key/value heads, group, dim]``) instead of with ``enable_gqa``."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    plain_step = kwargs.get("softcap") is None and kwargs.get("position_bias") is None
+    if query.shape[2] != 1 or attention_mask is not None or groups == 1 or not plain_step:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    rows, heads, _, dim = query.shape
+    packed = query.reshape(rows, heads // groups, groups, dim)
+    output = nn.functional.scaled_dot_product_attention(packed, key, value, dropout_p=dropout, scale=scaling)
+    return output.reshape(rows, 1, heads, value.shape[-1]), None  # transformers' layout: [rows, tokens, heads, dim]
 
 
-AttentionInterface.register(IMPLEMENTATION, sdpa_attention_in_float32)
+AttentionInterface.register(IMPLEMENTATION, sdpa_attention_packed_query)
 AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
@@ -70,8 +70,9 @@ def _runs_in_bfloat16_on_cpu(model: nn.Module) -> bool:
 
 
 @contextmanager
-def float32_decode_attention(model: nn.Module, enabled: bool = True) -> Iterator[int]:
-    """Run ``model``'s one-token attention steps in float32 until the context closes (a bfloat16 model on a CPU).
+def packed_query_decode_attention(model: nn.Module, enabled: bool = True) -> Iterator[int]:
+    """Run ``model``'s mask-free one-token attention steps on packed query heads until the context closes (a
+    bfloat16 model on a CPU).
 
     Yields:
         The number of configs switched (0 when disabled, when the model is not bfloat16 on a CPU, or when no
