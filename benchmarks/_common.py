@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: writing a result table with its JSON, counting generated tokens, and saving a
-chosen ranker with its card.
+"""What the benchmark scripts share: writing a result table with its JSON, counting generated tokens, timing a call,
+and saving a chosen ranker with its card.
 
 Not a benchmark itself: the scripts import it (Python puts a script's own folder on ``sys.path``). Statistics come
 from the library (`hf_language_ranker.evaluation`: `paired_bootstrap`, `paired_stderr`), never from here.
@@ -8,6 +8,8 @@ from the library (`hf_language_ranker.evaluation`: `paired_bootstrap`, `paired_s
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,16 @@ def real_tokens(generated: Any, eos_ids: set[int]) -> int:
         ends = [index for index, token in enumerate(row) if token in eos_ids]
         total += ends[0] + 1 if ends else len(row)
     return total
+
+
+def milliseconds(run: Callable[[], object], repeats: int = 10, warmups: int = 1) -> float:
+    """Mean milliseconds of ``run()`` over ``repeats`` calls, after ``warmups`` untimed ones."""
+    for _ in range(warmups):
+        run()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return (time.perf_counter() - started) / repeats * 1e3
 
 
 def ship(ranker: LanguageRanker, folder: Path, card: dict[str, Any], name: str) -> None:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
-from _common import write_results
+from _common import milliseconds, write_results
 from decoding_loop import RESULTS, cpu_name
 from transformers import AutoConfig
 
@@ -58,15 +58,6 @@ def exact(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.
     return weights @ values
 
 
-def step_milliseconds(attention: Attention, inputs: tuple[torch.Tensor, ...], layers: int, repeats: int) -> float:
-    for _ in range(3):
-        attention(*inputs)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        attention(*inputs)
-    return (time.perf_counter() - started) / repeats * layers * 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[16, 64, 128])
@@ -92,14 +83,14 @@ def main() -> None:
                 reference = exact(query, key, value)
                 for name, attention in by_name.items():
                     error = (attention(query, key, value).double() - reference).abs().max().item()
-                    milliseconds = step_milliseconds(attention, (query, key, value), layers, args.repeats)
+                    step = layers * milliseconds(partial(attention, query, key, value), args.repeats, warmups=3)
                     results.append(
                         {
                             "dtype": str(dtype).removeprefix("torch."),
                             "rows": rows,
                             "length": length,
                             "way": name,
-                            "ms_per_step": milliseconds,
+                            "ms_per_step": step,
                             "max_error": error,
                         }
                     )

@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from _common import write_results
+from _common import milliseconds, write_results
 from decoding_loop import CANDIDATES, MAX_NEW_TOKENS, RESULTS, cpu_name, ranked_generate
 
 from hf_language_ranker import LanguageRanker, rank_candidates
@@ -39,14 +38,6 @@ from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task
 
 ROWS = (1, 8, 16)
-
-
-def milliseconds(run: Callable[[], object], repeats: int = 10) -> float:
-    run()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        run()
-    return (time.perf_counter() - started) / repeats * 1e3
 
 
 @torch.no_grad()

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
-from _common import write_results
+from _common import milliseconds, write_results
 from decoding_loop import RESULTS, cpu_name
 
 from hf_language_ranker.embedded import load_model_and_tokenizer, native_bf16_cpu_capabilities
@@ -113,18 +112,15 @@ def measure(
     def step() -> list[torch.Tensor]:
         return [kernel(x) for kernel, x in zip(kernels, inputs)]
 
-    step()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        outputs = step()
-    milliseconds = (time.perf_counter() - started) / repeats * 1e3
+    step_milliseconds = milliseconds(step, repeats)
+    outputs = step()
     errors = sorted(relative(y.float() - reference, reference) for y, reference in zip(outputs, references))
     neighbours = max(
         relative(kernel(x[:1]).float() - y[:1].float(), y[:1]) for kernel, x, y in zip(kernels, inputs, outputs)
     )
     return {
         "kernel": name,
-        "ms_per_step": milliseconds,
+        "ms_per_step": step_milliseconds,
         "median_error": errors[len(errors) // 2],
         "max_error": errors[-1],
         "row_alone_vs_in_batch": neighbours,
