@@ -5,15 +5,17 @@ decoding step without an attention mask reaches torch's ``scaled_dot_product_att
 which is how transformers' ``sdpa`` attention calls it whenever there is no mask. On a CPU, torch's bfloat16 flash
 kernel is several times slower that way than on the same step with the query heads of each key/value head packed as
 that head's queries, the layout transformers itself uses for a one-token step *with* a mask (``pack_gqa``): about
-5x in the embedded model's shapes (`benchmarks/decode_attention.py` measures it). Ranked `generate` drops the mask
-whenever its prompts need no padding, so its steps took the slow path.
+5x in the embedded model's shapes (`benchmarks/decode_attention_kernels.py`; `benchmarks/decode_attention.py`
+measures ranked `generate`). Ranked `generate` drops the mask whenever its prompts need no padding, so its steps took
+the slow path.
 
 `packed_query_decode_attention` switches, until the context closes, the model's ``sdpa`` attention to
 `sdpa_attention_packed_query`, which runs such mask-free one-token steps on the packed layout. It is the same kernel
-in the same dtype, so the result is as precise as before; it is not the same bit for bit (the kernel blocks its sums
-differently), so sampled candidates differ as they would between two CPUs. Everything else goes to transformers'
-sdpa attention unchanged: the prefill, steps with a mask, models without grouped queries, and every model that is
-not bfloat16 on a CPU (torch's float32 kernel is as fast either way) or whose attention is not ``sdpa``.
+in the same dtype, so the result is as precise as before; it is not always the same bit for bit (the kernel sees a
+query of another length), so sampled candidates can differ as they would between two CPUs. Everything else goes to
+transformers' sdpa attention unchanged: the prefill, steps with a mask, models without grouped queries, and every
+model that is not bfloat16 on a CPU (torch's float32 kernel is the faster with ``enable_gqa``) or whose attention is
+not ``sdpa``.
 """
 
 from __future__ import annotations
