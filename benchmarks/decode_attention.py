@@ -1,26 +1,29 @@
-"""A bfloat16 model's one-token attention steps on a CPU: transformers' sdpa against packed query heads, in one run.
+"""A CPU model's one-token attention steps: transformers' sdpa call against the faster layout, in one run.
 
-    python benchmarks/decode_attention.py [--timing-prompts 4] [--rounds 2] [--prompts 16] [--collect-batches 1 4 8]
+    python benchmarks/decode_attention.py [--dtype bfloat16] [--timing-prompts 4] [--rounds 2] [--prompts 16]
+        [--collect-batches 1 4 8]
 
-The embedded SmolLM2-135M-Instruct in bfloat16 with the released mixture ranker, N=16, up to 64 new tokens,
-temperature 0.8, top-k 50, the same seed per prompt both ways. Ranked `generate` runs once with its mask-free
-decoding steps on query heads packed per key/value head (`hf_language_ranker.decode_attention`, the default) and
-once with transformers' sdpa attention as it is (``enable_gqa``; the context disabled), alternately:
+The embedded SmolLM2-135M-Instruct in ``--dtype`` with the released mixture ranker, N=16, up to 64 new tokens,
+temperature 0.8, top-k 50, the same seed per prompt both ways. Ranked `generate` runs once with its one-token steps of
+grouped queries in the faster layout for the dtype (`hf_language_ranker.decode_attention`, the default: bfloat16 steps
+without a mask on packed query heads, float32 steps with a mask with ``enable_gqa``) and once with transformers' sdpa
+attention as it is (the context disabled), alternately:
 
 * speed: seconds a prompt over ``--timing-prompts`` arithmetic prompts (after a warm-up prompt), ``--rounds`` times
-  each way, then one more round with the attention calls timed;
+  each way, then one more round with the attention calls timed. One prompt needs no padding, so its steps have no
+  mask: in bfloat16 they change, in float32 they run the same way both times;
 * collection: `collect_candidates` of 8 arithmetic prompts (N=16) with each of ``--collect-batches`` prompts per
-  batch (16 to 128 rows), tokens per second both ways, ``--rounds`` times alternately. A batch of one prompt needs no
-  padding, so its steps have no mask and change; larger batches are padded, and their steps (which transformers
-  packs itself) run the same way both times;
+  batch (16 to 128 rows), tokens per second both ways, ``--rounds`` times alternately. A batch of one prompt has no
+  mask, larger ones are padded: in bfloat16 the first changes, in float32 the others;
 * quality: ``--prompts`` prompts of each of ``--tasks``, both ways: accuracy of the pick, pass@N, and the paired
   difference of the picks' accuracy with its 95% bootstrap interval (the candidates may differ, as between two CPUs:
   sampling follows any change in the logits);
 * agreement with the second pass: `rank_candidates` rescoring each way's candidates; how many picks it shares with
   ranked `generate`, and the largest score difference.
 
-Results go to ``benchmarks/results/samplers/<output-name>.md`` and ``.json``. The file ``decode_attention.md`` was
-written by this script's earlier form (commit 0f93756), which compared float32 steps with the bfloat16 kernel.
+Results go to ``benchmarks/results/samplers/<output-name>.md`` and ``.json``. Earlier forms of this script wrote
+``decode_attention.md`` (commit 0f93756: float32 copies against the bfloat16 kernel) and
+``decode_attention_packed_query.md`` (commit 9567044: packed query heads, bfloat16 only).
 """
 
 from __future__ import annotations
@@ -46,14 +49,14 @@ from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task, task_verifier
 from hf_language_ranker.verifiers import as_verifier
 
-WAYS = ("transformers' sdpa", "packed query heads")
+WAYS = ("transformers' sdpa", "faster layout")
 
 
 def way(name: str) -> AbstractContextManager[Any]:
     """Ranked `generate` with its decoding steps' attention as ``name`` says."""
-    switch = decode_attention.packed_query_decode_attention
+    switch = decode_attention.grouped_query_decode_attention
     return mock.patch.object(
-        sampling, "packed_query_decode_attention", lambda model: switch(model, enabled=name == WAYS[1])
+        sampling, "grouped_query_decode_attention", lambda model: switch(model, enabled=name == WAYS[1])
     )
 
 
@@ -83,6 +86,7 @@ def attention_seconds() -> Iterator[list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--timing-prompts", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=16, help="prompts per task for the quality comparison")
@@ -94,7 +98,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     capabilities = native_bf16_cpu_capabilities()
 
-    model, tokenizer = load_model_and_tokenizer(None, dtype="bfloat16")
+    model, tokenizer = load_model_and_tokenizer(None, dtype=args.dtype)
     ranker = LanguageRanker.from_pretrained("smollm2-135m-instruct-mixture")
     use_template = resolve_chat_template(tokenizer, None)
 
@@ -182,14 +186,15 @@ def main() -> None:
     difference = paired_bootstrap(correct[WAYS[1]], correct[WAYS[0]])
     speedups = [old / new for old, new in zip(seconds[WAYS[0]], seconds[WAYS[1]])]
     lines = [
-        "# A bfloat16 model's decoding-step attention on a CPU: transformers' sdpa call against packed query heads "
+        f"# A {args.dtype} model's decoding-step attention on a CPU: transformers' sdpa call against the faster layout "
         f"({time.strftime('%Y-%m-%d')})",
         "",
-        f"`python benchmarks/decode_attention.py --timing-prompts {args.timing_prompts} --rounds {args.rounds} "
+        f"`python benchmarks/decode_attention.py --dtype {args.dtype} --timing-prompts {args.timing_prompts} "
+        f"--rounds {args.rounds} "
         f"--prompts {args.prompts} --tasks {' '.join(args.tasks)} "
         f"--collect-batches {' '.join(map(str, args.collect_batches))} --threads {args.threads}` on {cpu_name()} "
         f"({args.threads} threads; native bfloat16: {', '.join(capabilities) or 'none'}); embedded "
-        f"SmolLM2-135M-Instruct in bfloat16, smollm2-135m-instruct-mixture, N={CANDIDATES}, up to {MAX_NEW_TOKENS} "
+        f"SmolLM2-135M-Instruct in {args.dtype}, smollm2-135m-instruct-mixture, N={CANDIDATES}, up to {MAX_NEW_TOKENS} "
         "new tokens, temperature 0.8, top-k 50, the same seed per prompt both ways.",
         "",
         f"| | {WAYS[0]} | {WAYS[1]} |",

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel
 
-from .decode_attention import packed_query_decode_attention
+from .decode_attention import grouped_query_decode_attention
 from .decoding import generate_dropping_finished_rows
 from .features import CandidateFeatureRecorder, cache_argument, forward_accepts, position_ids_from_attention_mask
 from .prepacked_linears import prepacked_linears
@@ -169,9 +169,9 @@ def sample_candidates(
     ended. Hooks keep only the hidden states at the prompt's last token and at each candidate's last real token
     for the requested ``layers``, and the running ``answer_poolings`` (`hf_language_ranker.pooling`) there.
     On a CPU the model's linear layers run on weights packed for oneDNN for the call (`prepacked_linears`: a
-    second copy of them in memory meanwhile); ``prepack_weights=False`` keeps torch's own kernels. A bfloat16 model
-    on a CPU runs its mask-free one-token attention steps on query heads packed per key/value head
-    (`packed_query_decode_attention`: several times faster than torch's ``enable_gqa`` path there).
+    second copy of them in memory meanwhile); ``prepack_weights=False`` keeps torch's own kernels. On a CPU the
+    one-token attention steps of grouped queries call torch's kernel in the layout it runs fastest for the dtype
+    (`grouped_query_decode_attention`).
     """
     generation_config = generate_kwargs.get("generation_config") or model.generation_config
     _check_sampling_arguments(num_candidates, generate_kwargs, generation_config)
@@ -186,7 +186,7 @@ def sample_candidates(
 
     pad_token_id = _pad_token_id(model, generate_kwargs)
     recorder = CandidateFeatureRecorder(model, layers, rows, answer_poolings)
-    with prepacked_linears(model, rows, enabled=prepack_weights), packed_query_decode_attention(model):
+    with prepacked_linears(model, rows, enabled=prepack_weights), grouped_query_decode_attention(model):
         cache_kwargs = _shared_prompt_cache(
             model, input_ids, attention_mask, num_candidates, generation_config, generate_kwargs
         )

@@ -1,6 +1,7 @@
-"""A bfloat16 CPU model's mask-free one-token attention steps run on query heads packed per key/value head while the
-context is open; prefills, steps with a mask, other dtypes and other attention implementations run as before, and
-the model's attention setting comes back whatever happens."""
+"""While the context is open, a CPU model's one-token attention steps of grouped queries take the faster layout for
+their dtype (bfloat16 without a mask: packed query heads; float32 with a mask: ``enable_gqa``); prefills, the steps
+transformers already lays out that way, other dtypes and other attention implementations run as before, and the
+model's attention setting comes back whatever happens."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from hf_language_ranker import featurize_candidates, sample_candidates
 from hf_language_ranker.decode_attention import (
     IMPLEMENTATION,
-    packed_query_decode_attention,
-    sdpa_attention_packed_query,
+    grouped_query_decode_attention,
+    sdpa_attention_grouped_query_step,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 HEADS, KEY_VALUE_HEADS, HEAD_DIM = 4, 2, 8  # the tiny Llama's attention (conftest)
+PACKED_STEP = (3, KEY_VALUE_HEADS, HEADS // KEY_VALUE_HEADS, HEAD_DIM)  # three prompts' step, query heads packed
+GROUPED_STEP = (3, HEADS, 1, HEAD_DIM)  # the same step with enable_gqa
 
 
 @contextmanager
@@ -40,12 +43,16 @@ def sdpa_calls(monkeypatch) -> Iterator[list[tuple[tuple[int, ...], torch.dtype,
         yield calls
 
 
-def one_token_step(model: torch.nn.Module, padded: bool) -> torch.Tensor:
-    """The logits of one new token after three prompts (a prefill, then a one-token step on its cache); unpadded
-    prompts pass no mask, as ranked `generate` does."""
+def prompts(padded: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Three left-padded prompts with their mask, or every prompt's last two tokens (no padding) and no mask, as
+    ranked `generate` passes them."""
     input_ids, attention_mask = left_padded_prompts()
-    if not padded:
-        input_ids, attention_mask = input_ids[:, -2:], None  # every prompt's last two tokens: no padding
+    return (input_ids, attention_mask) if padded else (input_ids[:, -2:], None)
+
+
+def one_token_step(model: torch.nn.Module, padded: bool) -> torch.Tensor:
+    """The logits of one new token after three prompts (a prefill, then a one-token step on its cache)."""
+    input_ids, attention_mask = prompts(padded)
     prefill = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
     next_ids = prefill.logits[:, -1].argmax(-1, keepdim=True)
     mask = None if attention_mask is None else torch.cat([attention_mask, torch.ones_like(next_ids)], dim=1)
@@ -53,85 +60,103 @@ def one_token_step(model: torch.nn.Module, padded: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_a_mask_free_one_token_step_runs_on_packed_query_heads(monkeypatch):
-    model = build_model("llama").to(torch.bfloat16)
-    before = one_token_step(model, padded=False)
-    with packed_query_decode_attention(model) as switched, sdpa_calls(monkeypatch) as calls:
+@pytest.mark.parametrize(
+    ("dtype", "padded", "step_call", "tolerance"),
+    [
+        (torch.bfloat16, False, (PACKED_STEP, torch.bfloat16, False), 2**-6),
+        (torch.float32, True, (GROUPED_STEP, torch.float32, True), 1e-5),
+    ],
+    ids=["bfloat16-unpadded-packs", "float32-padded-enable_gqa"],
+)
+def test_a_step_takes_the_faster_layout_for_its_dtype(monkeypatch, dtype, padded, step_call, tolerance):
+    model = build_model("llama").to(dtype)
+    before = one_token_step(model, padded)
+    with grouped_query_decode_attention(model) as switched, sdpa_calls(monkeypatch) as calls:
         assert switched == 1 and model.config._attn_implementation == IMPLEMENTATION
-        logits = one_token_step(model, padded=False)
+        logits = one_token_step(model, padded)
     layers = model.config.num_hidden_layers
-    prefill, step = calls[:layers], calls[layers:]
-    assert set(prefill) == {((3, HEADS, 2, HEAD_DIM), torch.bfloat16, True)}  # transformers' own call
-    assert step == [((3, KEY_VALUE_HEADS, HEADS // KEY_VALUE_HEADS, HEAD_DIM), torch.bfloat16, False)] * layers
-    assert logits.dtype == torch.bfloat16
-    torch.testing.assert_close(logits, before, atol=2**-6, rtol=2**-7)  # the same kernel: bfloat16 rounding at most
+    assert calls[layers:] == [step_call] * layers
+    assert logits.dtype == dtype
+    torch.testing.assert_close(logits, before, atol=tolerance, rtol=tolerance)  # the same kernel: rounding at most
     assert model.config._attn_implementation == "sdpa"
 
 
 @torch.no_grad()
-def test_the_packed_step_is_transformers_attention_in_its_layout():
-    """Against attention computed in float64 and against transformers' sdpa attention (``enable_gqa``), the packed
-    step's output, in transformers' ``[rows, tokens, heads, dim]`` layout, is off by bfloat16 rounding only."""
+@pytest.mark.parametrize(
+    ("dtype", "masked", "tolerance"),
+    [(torch.bfloat16, False, 2**-7), (torch.float32, True, 1e-6)],
+    ids=["bfloat16-unmasked", "float32-masked"],
+)
+def test_the_step_is_transformers_attention_in_its_layout(dtype, masked, tolerance):
+    """Against attention computed in float64 and against transformers' sdpa attention, the step's output, in
+    transformers' ``[rows, tokens, heads, dim]`` layout, is off by rounding only."""
     torch.manual_seed(0)
-    module = build_model("llama").to(torch.bfloat16).model.layers[0].self_attn
-    query = torch.randn(3, HEADS, 1, HEAD_DIM, dtype=torch.bfloat16) * 2
-    key, value = (torch.randn(3, KEY_VALUE_HEADS, 9, HEAD_DIM, dtype=torch.bfloat16) for _ in range(2))
-    output, _ = sdpa_attention_packed_query(module, query, key, value, None, scaling=HEAD_DIM**-0.5)
-    transformers_output, _ = sdpa_attention_forward(module, query, key, value, None, scaling=HEAD_DIM**-0.5)
+    module = build_model("llama").to(dtype).model.layers[0].self_attn
+    query = torch.randn(3, HEADS, 1, HEAD_DIM, dtype=dtype) * 2
+    key, value = (torch.randn(3, KEY_VALUE_HEADS, 9, HEAD_DIM, dtype=dtype) for _ in range(2))
+    mask = torch.ones(3, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :4] = False  # a left-padded row
+    mask = mask if masked else None
+    output, _ = sdpa_attention_grouped_query_step(module, query, key, value, mask, scaling=HEAD_DIM**-0.5)
+    transformers_output, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=HEAD_DIM**-0.5)
     keys, values = (tensor.double().repeat_interleave(2, dim=1) for tensor in (key, value))
-    weights = (query.double() @ keys.transpose(-1, -2) * HEAD_DIM**-0.5).softmax(-1)
-    expected = (weights @ values).transpose(1, 2)
-    assert output.shape == transformers_output.shape == (3, 1, HEADS, HEAD_DIM) and output.dtype == torch.bfloat16
-    torch.testing.assert_close(output.double(), expected, atol=2**-7, rtol=2**-7)
-    torch.testing.assert_close(output, transformers_output, atol=2**-7, rtol=2**-7)
+    scores = query.double() @ keys.transpose(-1, -2) * HEAD_DIM**-0.5
+    expected = (scores if mask is None else scores.masked_fill(~mask, float("-inf"))).softmax(-1) @ values
+    assert output.shape == transformers_output.shape == (3, 1, HEADS, HEAD_DIM) and output.dtype == dtype
+    torch.testing.assert_close(output.double(), expected.transpose(1, 2), atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(output, transformers_output, atol=tolerance, rtol=tolerance)
 
 
 @torch.no_grad()
-def test_prefills_and_steps_with_a_mask_are_left_to_transformers(monkeypatch):
-    model = build_model("llama").to(torch.bfloat16)
-    before = one_token_step(model, padded=True)
-    with packed_query_decode_attention(model) as switched, sdpa_calls(monkeypatch) as calls:
+@pytest.mark.parametrize(
+    ("dtype", "padded"), [(torch.bfloat16, True), (torch.float32, False)], ids=["bfloat16-padded", "float32-unpadded"]
+)
+def test_steps_transformers_already_lays_out_fast_are_left_to_it(monkeypatch, dtype, padded):
+    model = build_model("llama").to(dtype)
+    before = one_token_step(model, padded)
+    with grouped_query_decode_attention(model) as switched:
         assert switched == 1
-        assert torch.equal(one_token_step(model, padded=True), before)
-    assert not any(enable_gqa for _, _, enable_gqa in calls)  # a mask: transformers packs the step itself
+        assert torch.equal(one_token_step(model, padded), before)
 
 
 @torch.no_grad()
-def test_a_model_without_grouped_queries_is_left_to_transformers():
-    model = build_model("llama", num_key_value_heads=HEADS).to(torch.bfloat16)
-    before = one_token_step(model, padded=False)
-    with packed_query_decode_attention(model) as switched:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_model_without_grouped_queries_is_left_to_transformers(dtype):
+    model = build_model("llama", num_key_value_heads=HEADS).to(dtype)
+    before = one_token_step(model, padded=dtype == torch.float32)
+    with grouped_query_decode_attention(model) as switched:
         assert switched == 1
-        assert torch.equal(one_token_step(model, padded=False), before)
+        assert torch.equal(one_token_step(model, padded=dtype == torch.float32), before)
 
 
 @torch.no_grad()
 @pytest.mark.parametrize(
     ("dtype", "attention", "enabled"),
-    [(torch.float32, "sdpa", True), (torch.bfloat16, "eager", True), (torch.bfloat16, "sdpa", False)],
+    [(torch.float16, "sdpa", True), (torch.bfloat16, "eager", True), (torch.float32, "sdpa", False)],
 )
-def test_nothing_is_switched_in_float32_with_other_attention_or_when_disabled(monkeypatch, dtype, attention, enabled):
+def test_nothing_is_switched_in_float16_with_other_attention_or_when_disabled(dtype, attention, enabled):
     model = build_model("llama", attn_implementation=attention).to(dtype)
-    before = one_token_step(model, padded=False)
-    with packed_query_decode_attention(model, enabled=enabled) as switched:
+    before = one_token_step(model, padded=True)
+    with grouped_query_decode_attention(model, enabled=enabled) as switched:
         assert switched == 0 and model.config._attn_implementation == attention
-        assert torch.equal(one_token_step(model, padded=False), before)
+        assert torch.equal(one_token_step(model, padded=True), before)
 
 
 def test_the_attention_setting_comes_back_when_the_call_fails():
     model = build_model("llama").to(torch.bfloat16)
-    with pytest.raises(RuntimeError, match="mid-call"), packed_query_decode_attention(model):
+    with pytest.raises(RuntimeError, match="mid-call"), grouped_query_decode_attention(model):
         raise RuntimeError("mid-call")
     assert model.config._attn_implementation == "sdpa"
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.bfloat16, 0.1), (torch.float32, 1e-4)], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_sampled_bfloat16_features_agree_with_a_plain_forward_pass(monkeypatch, family, padded):
-    """Decoding steps on packed query heads and a plain bfloat16 pass over the whole text give the same features up to
-    bfloat16 rounding, in every family, with and without padding."""
-    model = build_model(family).to(torch.bfloat16)
+def test_sampled_features_agree_with_a_plain_forward_pass(monkeypatch, family, dtype, tolerance, padded):
+    """Decoding steps in the faster layout and a plain pass over the whole text give the same features up to rounding
+    (bfloat16's, or float32's 1e-4 parity), in every family, with and without padding."""
+    model = build_model(family).to(dtype)
     input_ids, attention_mask = left_padded_prompts()
     if not padded:
         input_ids, attention_mask = input_ids[:, -2:], torch.ones_like(input_ids[:, -2:])
@@ -140,13 +165,18 @@ def test_sampled_bfloat16_features_agree_with_a_plain_forward_pass(monkeypatch, 
         candidates = sample_candidates(
             model, input_ids, attention_mask, num_candidates=3, layers=[2, 4], max_new_tokens=6
         )
-    assert {dtype for _, dtype, _ in calls} <= {torch.bfloat16}
-    if family in ("llama", "qwen2") and not padded:  # grouped queries, no mask: every step packed, none enable_gqa
-        steps = [shape for shape, _, _ in calls if shape[1] == KEY_VALUE_HEADS]
-        assert steps and not any(enable_gqa for shape, _, enable_gqa in calls if shape[2] == 1)
+    steps = [  # one-token steps: a query of one token, or packed
+        (shape, enable_gqa) for shape, _, enable_gqa in calls if shape[2] == 1 or shape[1] == KEY_VALUE_HEADS
+    ]
+    if family in ("llama", "qwen2") and dtype == torch.bfloat16 and not padded:
+        assert steps and all(shape[1] == KEY_VALUE_HEADS and not enable_gqa for shape, enable_gqa in steps)
+    if family in ("llama", "qwen2") and dtype == torch.float32:
+        assert steps and all(shape[1] == HEADS and enable_gqa for shape, enable_gqa in steps)
     assert model.config._attn_implementation == "sdpa"
     _, reference = featurize_candidates(
         model, input_ids, attention_mask, candidates.generated, candidates.lengths, [2, 4]
     )
     for layer in (2, 4):
-        torch.testing.assert_close(candidates.candidate_features[layer], reference[layer], atol=0.1, rtol=0.05)
+        torch.testing.assert_close(
+            candidates.candidate_features[layer], reference[layer], atol=tolerance, rtol=tolerance / 2
+        )
