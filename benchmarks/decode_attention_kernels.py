@@ -8,8 +8,8 @@ of its 30 layers. A one-token step reaches ``torch.nn.functional.scaled_dot_prod
 * **enable_gqa**: the query as ``[rows, 9, 1, 64]`` with ``enable_gqa=True``, which is how transformers' sdpa
   attention calls it when the step has no mask (ranked `generate` passes none when its prompts need no padding);
 * **packed**: the query heads of each key/value head packed as its queries, ``[rows, 3, 3, 64]``, which is how
-  transformers calls it when the step has a mask (``pack_gqa``), and how `packed_query_decode_attention` runs the
-  mask-free steps of a bfloat16 model;
+  transformers calls it when the step has a mask (``pack_gqa``), and how `grouped_query_decode_attention` runs a
+  bfloat16 model's mask-free steps (it gives a float32 model's masked steps ``enable_gqa`` instead);
 
 and, for bfloat16, **float32 copies** (the query, keys and values converted, run packed, converted back; the previous
 `decode_attention` path). Each runs without a mask and with one (every third row's prompt left-padded by 8 tokens, as

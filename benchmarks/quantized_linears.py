@@ -106,7 +106,7 @@ def relative(difference: torch.Tensor, reference: torch.Tensor) -> float:
 def measure(
     name: str, kernels: list[Kernel], inputs: list[torch.Tensor], references: list[torch.Tensor], repeats: int
 ) -> dict[str, float | str]:
-    """One kernel family's step time, error against the float32 ``references`` and dependence of a row on its
+    """One kernel family's step time, error against the float64 ``references`` and dependence of a row on its
     neighbours."""
 
     def step() -> list[torch.Tensor]:

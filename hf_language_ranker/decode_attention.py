@@ -51,8 +51,9 @@ def sdpa_attention_grouped_query_step(
     """transformers' sdpa attention, except for a one-token step of grouped queries: in bfloat16 without a mask it
     runs on the query heads packed per key/value head, in float32 with a mask it runs with ``enable_gqa``."""
     groups = getattr(module, "num_key_value_groups", 1)
-    plain_step = query.shape[2] == 1 and groups > 1 and kwargs.get("softcap") is None
-    plain_step = plain_step and kwargs.get("position_bias") is None
+    plain_step = (
+        query.shape[2] == 1 and groups > 1 and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
+    )
     rows, heads, _, dim = query.shape
     if plain_step and query.dtype == torch.bfloat16 and attention_mask is None:
         packed = query.reshape(rows, heads // groups, groups, dim)

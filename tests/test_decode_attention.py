@@ -122,6 +122,7 @@ def test_steps_transformers_already_lays_out_fast_are_left_to_it(monkeypatch, dt
 @torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_a_model_without_grouped_queries_is_left_to_transformers(dtype):
+    """Each dtype's step in the case its branch would otherwise change (bfloat16 unpadded, float32 padded)."""
     model = build_model("llama", num_key_value_heads=HEADS).to(dtype)
     before = one_token_step(model, padded=dtype == torch.float32)
     with grouped_query_decode_attention(model) as switched:
