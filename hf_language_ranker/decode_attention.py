@@ -7,7 +7,7 @@ query heads of each key/value head are packed as that head's queries, ``[rows, k
 ``pack_gqa``). On a CPU, which layout is faster depends on the dtype (`benchmarks/decode_attention_kernels.py`, the
 embedded model's shapes):
 
-* bfloat16: packed, 4-6x. Ranked `generate` drops the mask whenever its prompts need no padding, so its steps took
+* bfloat16: packed, 3.9-6.4x. Ranked `generate` drops the mask whenever its prompts need no padding, so its steps took
   the slow layout;
 * float32: ``enable_gqa``, 1.05-1.9x, with a mask as without one. Padded batches (collection) took the slow layout.
 
