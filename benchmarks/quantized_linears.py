@@ -15,6 +15,9 @@ token of ``--rows`` arithmetic prompts, one forward pass in float32):
 * **int8 dynamic**: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/x86), int8 weights, and activations
   quantized to int8 at every call with one scale for the whole batch.
 
+As a floor, it also times reading every weight once in float32 and in bfloat16 (a maximum over each weight's bytes,
+no arithmetic): what a step that only streamed the weights from memory would take.
+
 For each it prints the milliseconds every linear layer of the model takes once (one decoding step's matrix products
 at ``--rows`` rows), the relative error of the layers' outputs against float64 products (median and largest over
 layers of ``||y - y_exact|| / ||y_exact||``), and how much a row's output depends on the rows beside it: the largest
@@ -127,6 +130,12 @@ def measure(
     }
 
 
+def reading_milliseconds(layers: list[torch.nn.Linear], dtype: torch.dtype, repeats: int) -> float:
+    """Milliseconds to read every layer's weight once, in ``dtype``, without arithmetic (a step's memory floor)."""
+    words = [layer.weight.detach().to(dtype).contiguous().view(torch.int32) for layer in layers]
+    return milliseconds(lambda: [word.max() for word in words], repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=16)
@@ -161,6 +170,10 @@ def main() -> None:
         if bfloat16 or "packed bfloat16" not in name
     ]
 
+    floors = {
+        str(dtype).removeprefix("torch."): reading_milliseconds(layers, dtype, args.repeats)
+        for dtype in (torch.float32, torch.bfloat16)
+    }
     capabilities = native_bf16_cpu_capabilities()
     lines = [
         "# The embedded model's linear layers in int8 and int4 against today's packed layers",
@@ -179,13 +192,24 @@ def main() -> None:
             f"| {result['kernel']} | {result['ms_per_step']:.1f} | {result['median_error']:.1e} | "
             f"{result['max_error']:.1e} | {result['row_alone_vs_in_batch']:.1e} |"
         )
-    lines += ["", "`python benchmarks/quantized_linears.py " + " ".join(sys.argv[1:]) + "`"]
+    megabytes = {
+        dtype: sum(layer.weight.numel() for layer in layers) * getattr(torch, dtype).itemsize / 1e6 for dtype in floors
+    }
+    lines += [
+        "",
+        "Reading every weight once, no arithmetic (the floor of a step that streams them): "
+        + ", ".join(f"{dtype} {megabytes[dtype]:.0f} MB in {ms:.1f} ms" for dtype, ms in floors.items())
+        + ".",
+        "",
+        "`python benchmarks/quantized_linears.py " + " ".join(sys.argv[1:]) + "`",
+    ]
     payload = {
         "cpu": cpu_name(),
         "bf16_capabilities": list(capabilities),
         "threads": args.threads,
         "rows": args.rows,
         "results": results,
+        "weight_reading_ms": floors,
     }
     write_results(RESULTS, "quantized_linears", "\n".join(lines) + "\n", payload)
 
