@@ -24,7 +24,9 @@ each two-pass path's ranking time as a ratio to its own sampling time. Each path
 compared. The memory bound of `rank_candidates` (64 candidates of 1,024 tokens) is
 `rank_memory.py`'s to measure. Writes ``benchmarks/results/samplers/results.md`` and
 ``results.json`` (or ``--output-name``); the last line printed is the JSON. The report names the CPU's kernels and
-whether it computes bfloat16 natively (AMX-BF16 or AVX512-BF16), which bounds the bfloat16 rows.
+whether it computes bfloat16 natively (AMX-BF16 or AVX512-BF16), which bounds the bfloat16 rows, and gives issue
+30's verdict where this is a CPU that issue names: an AVX2-only one (run ``--dtypes float32``) or one with AMX
+(``--dtypes bfloat16``). On any other CPU, including one whose kernels are held to AVX2, it says that none applies.
 """
 
 from __future__ import annotations
@@ -286,6 +288,38 @@ def _ratio(numerator: float, denominator: float | None) -> str:
 KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
+#: issue 30's target for each CPU it names: the dtype of ranked generate, the llama.cpp path, the largest ratio
+ISSUE_30_TARGETS = {"AVX2-only": ("float32", "llama.cpp+rank", 1.2), "AMX": ("bfloat16", "llama.cpp-batched+rank", 1.0)}
+
+
+def issue_30_cpu() -> str | None:
+    """Which CPU of issue 30's targets this is: ``"AMX"``, ``"AVX2-only"`` (AVX2 without AVX512), or ``None``."""
+    capabilities = torch.cpu.get_capabilities()
+    if capabilities.get("amx_bf16"):
+        return "AMX"
+    return "AVX2-only" if capabilities.get("avx2") and not capabilities.get("avx512_f") else None
+
+
+def issue_30_verdict(totals: dict[tuple[str, str], float], runs: dict[tuple[str, str], dict]) -> str:
+    """Issue 30's target for this CPU, measured or why not: ranked generate against llama.cpp's sampling."""
+    cpu = issue_30_cpu()
+    if cpu is None:
+        limited = [name for name in KERNEL_LIMITS if name in os.environ]
+        return (
+            "Issue 30's targets need an AVX2-only CPU (ranked generate in float32 <= 1.2x llama.cpp one-sequence "
+            "sampling) or an AMX CPU (in bfloat16 <= 1.0x llama.cpp batched sampling): this CPU is neither"
+            + (f" ({', '.join(limited)} set: a stand-in, not the target's CPU)." if limited else ".")
+        )
+    dtype, path, bound = ISSUE_30_TARGETS[cpu]
+    if (GENERATE, dtype) not in totals or (path, dtype) not in runs:
+        return f"Issue 30's target on this {cpu} CPU needs ranked generate and {path} in {dtype}: not both run."
+    ratio = totals[GENERATE, dtype] / runs[path, dtype]["sample_seconds_per_prompt"]
+    return (
+        f"Issue 30's target on this {cpu} CPU: ranked generate ({dtype}) / {path.removesuffix('+rank')} sampling "
+        f"{ratio:.2f}, target <= {bound}: {'met' if ratio <= bound else 'not met'}."
+    )
+
+
 def command_line() -> str:
     """This run's command, with the kernel-limiting environment variables it was given."""
     limits = [f"{name}={os.environ[name]}" for name in KERNEL_LIMITS if name in os.environ]
@@ -345,6 +379,8 @@ def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.N
             "layer: the next two columns, with how often it picked the same candidate as the full pass.",
             "",
             *[f"- {line}" for line in targets],
+            "",
+            issue_30_verdict(totals, runs),
             "",
             *[line for note in notes for line in (note, "")],
             f"`{command}` (SmolLM2-135M-Instruct, shipped arithmetic ranker; each path and dtype in its own process, "
