@@ -97,7 +97,8 @@ def main() -> None:
     lines = [
         f"# {run}: ms per decoding step, {args.dtype}, N={CANDIDATES} x {STEPS} tokens, {args.threads} threads",
         "",
-        "warm-up (first call, compilation included), s: " + ", ".join(f"{path} {s}" for path, s in warm_up.items()),
+        f"warm-up (first call{', compilation included' if flags else ''}), s: "
+        + ", ".join(f"{path} {s}" for path, s in warm_up.items()),
         "",
         *(f"- {path}: {', '.join(map(str, values))}" for path, values in per_step.items()),
         "",
