@@ -300,8 +300,9 @@ def issue_30_cpu() -> str | None:
     return "AVX2-only" if capabilities.get("avx2") and not capabilities.get("avx512_f") else None
 
 
-def issue_30_verdict(totals: dict[tuple[str, str], float], runs: dict[tuple[str, str], dict]) -> str:
-    """Issue 30's target for this CPU, measured or why not: ranked generate against llama.cpp's sampling."""
+def issue_30_verdict(sampling_ratios: dict[tuple[str, str], float]) -> str:
+    """Issue 30's target for this CPU, measured or why not, from ranked generate's time over each llama.cpp path's
+    sampling time (keyed by path and dtype)."""
     cpu = issue_30_cpu()
     if cpu is None:
         limited = [name for name in KERNEL_LIMITS if name in os.environ]
@@ -311,9 +312,9 @@ def issue_30_verdict(totals: dict[tuple[str, str], float], runs: dict[tuple[str,
             + (f" ({', '.join(limited)} set: a stand-in, not the target's CPU)." if limited else ".")
         )
     dtype, path, bound = ISSUE_30_TARGETS[cpu]
-    if (GENERATE, dtype) not in totals or (path, dtype) not in runs:
+    ratio = sampling_ratios.get((path, dtype))
+    if ratio is None:
         return f"Issue 30's target on this {cpu} CPU needs ranked generate and {path} in {dtype}: not both run."
-    ratio = totals[GENERATE, dtype] / runs[path, dtype]["sample_seconds_per_prompt"]
     return (
         f"Issue 30's target on this {cpu} CPU: ranked generate ({dtype}) / {path.removesuffix('+rank')} sampling "
         f"{ratio:.2f}, target <= {bound}: {'met' if ratio <= bound else 'not met'}."
@@ -346,15 +347,16 @@ def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.N
             f"{run['accuracy']:.3f}",
         ]
         rows.append(f"| {path} | {dtype} | " + " | ".join(cells) + " |")
-    targets = []
-    for dtype in args.dtypes:
-        generate = totals.get((GENERATE, dtype))
-        for path in LLAMA_CPP_PATHS:
-            if generate and (path, dtype) in runs:
-                sampling = runs[path, dtype]["sample_seconds_per_prompt"]
-                targets.append(
-                    f"ranked generate ({dtype}) / {path.removesuffix('+rank')} sampling: {generate / sampling:.2f}"
-                )
+    sampling_ratios = {  # ranked generate / each llama.cpp path's sampling, in the same dtype
+        (path, dtype): totals[GENERATE, dtype] / runs[path, dtype]["sample_seconds_per_prompt"]
+        for dtype in args.dtypes
+        for path in LLAMA_CPP_PATHS
+        if totals.get((GENERATE, dtype)) and (path, dtype) in runs
+    }
+    targets = [
+        f"ranked generate ({dtype}) / {path.removesuffix('+rank')} sampling: {ratio:.2f}"
+        for (path, dtype), ratio in sampling_ratios.items()
+    ]
     native = ", ".join(native_bf16_cpu_capabilities())
     absent = " and ".join(BF16_CPU_CAPABILITIES) + " absent: bfloat16 is emulated"
     notes.append(
@@ -380,7 +382,7 @@ def report(runs: dict[tuple[str, str], dict], notes: list[str], args: argparse.N
             "",
             *[f"- {line}" for line in targets],
             "",
-            issue_30_verdict(totals, runs),
+            issue_30_verdict(sampling_ratios),
             "",
             *[line for note in notes for line in (note, "")],
             f"`{command}` (SmolLM2-135M-Instruct, shipped arithmetic ranker; each path and dtype in its own process, "

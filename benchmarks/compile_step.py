@@ -48,6 +48,14 @@ STEPS, CANDIDATES = 64, 16
 RESULTS = Path(__file__).parent / "results" / "samplers"
 
 
+#: each variant of the run: its heading, its command-line flag and its results file's suffix
+VARIANTS = {
+    "uncompiled": ("uncompiled", "", ""),
+    "compile": ("torch.compile(model.forward, dynamic=True)", " --compile", "_compiled"),
+    "static_cache": ("as shipped, and transformers' static cache compiled", " --static-cache", "_static_cache"),
+}
+
+
 def static_cache_arguments() -> dict[str, Any]:
     """`generate` arguments for transformers' static cache with its compiled decoding step, on any device."""
     compile_config = CompileConfig(mode="default")
@@ -89,11 +97,7 @@ def main() -> None:
     for _ in range(2):
         for path in paths:
             per_step[path].append(round(sample(path) / STEPS * 1e3, 1))
-    run = {
-        args.compile: "torch.compile(model.forward, dynamic=True)",
-        args.static_cache: "as shipped, and transformers' static cache compiled",
-    }.get(True, "uncompiled")
-    flags = " --compile" if args.compile else " --static-cache" if args.static_cache else ""
+    run, flags, suffix = VARIANTS["compile" if args.compile else "static_cache" if args.static_cache else "uncompiled"]
     lines = [
         f"# {run}: ms per decoding step, {args.dtype}, N={CANDIDATES} x {STEPS} tokens, {args.threads} threads",
         "",
@@ -104,8 +108,7 @@ def main() -> None:
         "",
         f"`python benchmarks/compile_step.py{flags} --dtype {args.dtype}`",
     ]
-    stem = "compile_step" + ("_compiled" if args.compile else "_static_cache" if args.static_cache else "")
-    stem += "" if args.dtype == "bfloat16" else f"_{args.dtype}"
+    stem = "compile_step" + suffix + ("" if args.dtype == "bfloat16" else f"_{args.dtype}")
     write_results(RESULTS, stem, "\n".join(lines) + "\n", {"run": run, "warm_up_seconds": warm_up, **per_step})
 
 

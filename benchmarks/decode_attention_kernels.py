@@ -35,6 +35,7 @@ from decoding_loop import RESULTS, cpu_name
 from transformers import AutoConfig
 
 from hf_language_ranker.embedded import EMBEDDED_GGUF, embedded_model_folder, native_bf16_cpu_capabilities
+from hf_language_ranker.features import dtype_name
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -98,7 +99,7 @@ def main() -> None:
         for name, attention in by_name.items():
             error = (attention(query, key, value, mask).double() - reference).abs().max().item()
             step = layers * milliseconds(partial(attention, query, key, value, mask), args.repeats, warmups=3)
-            result = {"dtype": str(dtype).removeprefix("torch."), "mask": masked, "rows": rows, "length": length}
+            result = {"dtype": dtype_name(dtype), "mask": masked, "rows": rows, "length": length}
             results.append({**result, "way": name, "ms_per_step": step, "max_error": error})
             print(results[-1], flush=True)
 
@@ -120,7 +121,7 @@ def main() -> None:
         (result["dtype"], result["mask"], result["rows"], result["length"], result["way"]): result for result in results
     }
     for dtype, masked, rows, length in itertools.product(ways, (False, True), args.rows, args.lengths):
-        name = str(dtype).removeprefix("torch.")
+        name = dtype_name(dtype)
         cells = [
             f"{result['ms_per_step']:.1f} ({result['max_error']:.1e})"
             if (result := found.get((name, masked, rows, length, way)))

@@ -40,6 +40,7 @@ from _common import milliseconds, write_results
 from decoding_loop import RESULTS, cpu_name
 
 from hf_language_ranker.embedded import load_model_and_tokenizer, native_bf16_cpu_capabilities
+from hf_language_ranker.features import dtype_name
 from hf_language_ranker.prepacked_linears import packable_dtypes, packable_linears
 from hf_language_ranker.prompts import encode_prompts, resolve_chat_template
 from hf_language_ranker.tasks import load_task
@@ -170,10 +171,8 @@ def main() -> None:
         if bfloat16 or "packed bfloat16" not in name
     ]
 
-    floors = {
-        str(dtype).removeprefix("torch."): reading_milliseconds(layers, dtype, args.repeats)
-        for dtype in (torch.float32, torch.bfloat16)
-    }
+    floors = {dtype: reading_milliseconds(layers, dtype, args.repeats) for dtype in (torch.float32, torch.bfloat16)}
+    parameters = sum(layer.weight.numel() for layer in layers)
     capabilities = native_bf16_cpu_capabilities()
     lines = [
         "# The embedded model's linear layers in int8 and int4 against today's packed layers",
@@ -192,13 +191,13 @@ def main() -> None:
             f"| {result['kernel']} | {result['ms_per_step']:.1f} | {result['median_error']:.1e} | "
             f"{result['max_error']:.1e} | {result['row_alone_vs_in_batch']:.1e} |"
         )
-    megabytes = {
-        dtype: sum(layer.weight.numel() for layer in layers) * getattr(torch, dtype).itemsize / 1e6 for dtype in floors
-    }
     lines += [
         "",
         "Reading every weight once, no arithmetic (the floor of a step that streams them): "
-        + ", ".join(f"{dtype} {megabytes[dtype]:.0f} MB in {ms:.1f} ms" for dtype, ms in floors.items())
+        + ", ".join(
+            f"{dtype_name(dtype)} {parameters * dtype.itemsize / 1e6:.0f} MB in {ms:.1f} ms"
+            for dtype, ms in floors.items()
+        )
         + ".",
         "",
         "`python benchmarks/quantized_linears.py " + " ".join(sys.argv[1:]) + "`",
@@ -209,7 +208,7 @@ def main() -> None:
         "threads": args.threads,
         "rows": args.rows,
         "results": results,
-        "weight_reading_ms": floors,
+        "weight_reading_ms": {dtype_name(dtype): ms for dtype, ms in floors.items()},
     }
     write_results(RESULTS, "quantized_linears", "\n".join(lines) + "\n", payload)
 
